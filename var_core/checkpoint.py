@@ -1,0 +1,122 @@
+"""Safe reading of checkpoint files (.pth / .safetensors) and atomic writing of safetensors.
+
+Every reader here refuses to execute pickled code (``torch.load(weights_only=True)``) and turns the many ways a
+file can be wrong (missing, truncated, not a checkpoint, wrong wrapper) into one ``CheckpointError`` that names the
+file and says what was expected.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+StateDict = dict[str, torch.Tensor]
+
+
+class CheckpointError(ValueError):
+    """A model file could not be used. The message names the file and what was expected."""
+
+
+def _describe(source) -> str:
+    return f"'{source}'" if isinstance(source, (str, os.PathLike)) else "the given state dict"
+
+
+def read_file(path: str | os.PathLike) -> Mapping:
+    """Read a .pth/.pt/.ckpt/.bin pickle (weights only) or a .safetensors file onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Model file '{path}' does not exist (or is not a file).")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"'{path}' is not a readable safetensors file ({e}). "
+                                  "It may be truncated: compare its size with the published one.") from e
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=_can_mmap(path))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"'{path}' holds pickled objects other than tensors, so it was not loaded (loading it could run "
+            f"arbitrary code). Expected a plain state dict of tensors. Details: {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({str(e).splitlines()[0]}). "
+                              "It may be truncated or not a model file: re-download it.") from e
+
+
+def _can_mmap(path: Path) -> bool:
+    # mmap keeps multi-GB files out of RAM until a tensor is used; only the zip format supports it.
+    return zipfile.is_zipfile(path)
+
+
+def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...]) -> StateDict:
+    """Return the flat tensor dict inside ``obj``: ``obj`` itself, or ``obj[k1][k2]...`` for the first matching path."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{_describe(source)} does not contain a state dict (found {type(obj).__name__}).")
+    for path in wrappers:
+        inner = obj
+        for key in path:
+            inner = inner.get(key) if isinstance(inner, Mapping) else None
+        if isinstance(inner, Mapping) and inner:
+            obj = inner
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(list(map(str, obj.keys()))[:8])
+        raise CheckpointError(f"{_describe(source)} holds no tensors at the expected place (top-level keys: {keys}).")
+    return tensors
+
+
+def load_state_dict(path_or_state_dict, wrappers: tuple[tuple[str, ...], ...] = ()) -> StateDict:
+    """A flat ``{name: tensor}`` dict from a path or an in-memory dict, unwrapping known container keys."""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        obj = read_file(path_or_state_dict)
+    else:
+        obj = path_or_state_dict
+    return unwrap(obj, path_or_state_dict, wrappers)
+
+
+def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Tensor], source, what: str) -> None:
+    """Strict key/shape comparison with one readable error listing every problem."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: file {tuple(found[k].shape)}, model {tuple(expected[k])}"
+             for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+
+    def show(items):
+        return "; ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {show(unexpected)}")
+    if wrong:
+        parts.append(f"mis-shaped tensors: {show(wrong)}")
+    raise CheckpointError(f"{_describe(source)} is not a valid {what} checkpoint: " + " | ".join(parts))
+
+
+def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: Mapping[str, str] | None = None, overwrite: bool = False) -> Path:
+    """Write safetensors through a temporary file and a rename, so a crash never leaves half a file behind."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"'{path}' already exists; choose another name or allow overwriting explicitly.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=dict(metadata or {}))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
