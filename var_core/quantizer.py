@@ -58,7 +58,7 @@ def summed_codes(bits: list[torch.Tensor], schedule) -> torch.Tensor:
     """Sum of every scale's codes grown to the final grid: the decoder's input."""
     final = tuple(schedule[-1])
     total = None
-    for k, b in enumerate(bits):
+    for b in bits:
         up = resize_bilinear(bits_to_codes(b), final)
         total = up if total is None else total + up
     return total
@@ -84,7 +84,8 @@ def teacher_forcing(latent: torch.Tensor, schedule, flip_prob: float = 0.0, gene
         labels.append(bits)
         if steps > 0:
             p = torch.randint(0, steps + 1, (), generator=generator).item() * 0.01
-            flip = torch.rand(bits.shape, generator=generator, device="cpu").to(bits.device) < p
+            device = generator.device if generator is not None else bits.device
+            flip = (torch.rand(bits.shape, generator=generator, device=device) < p).to(bits.device)
             bits = bits ^ flip.to(torch.uint8)
         running = running + resize_bilinear(bits_to_codes(bits), final)
         if k + 1 < len(schedule):
@@ -104,3 +105,14 @@ def split_bits(flat: torch.Tensor, schedule) -> list[torch.Tensor]:
         out.append(flat[:, start:start + h * w].unflatten(1, (h, w)))
         start += h * w
     return out
+
+
+def inputs_from_bits(bits: list[torch.Tensor], schedule) -> list[torch.Tensor]:
+    """Teacher-forced inputs of scales 1..K-1 from given bits (no flips): the running code sum resized to each scale."""
+    final = tuple(schedule[-1])
+    running, inputs = None, []
+    for k in range(len(schedule) - 1):
+        up = resize_bilinear(bits_to_codes(bits[k]), final)
+        running = up if running is None else running + up
+        inputs.append(tokens(resize_bilinear(running, schedule[k + 1])))
+    return inputs

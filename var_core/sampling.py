@@ -1,0 +1,124 @@
+"""Scale-by-scale generation with a KV cache and classifier-free guidance on the logits.
+
+At scale k the model reads the running sum of all earlier scales' codes resized to (h_k, w_k), predicts 2 logits
+per bit for every token of the scale at once, and the sampled bits' codes are added to the sum. Self-attention keys
+and values of earlier scales are kept (KVCache), so every token is computed once.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from . import quantizer
+from .transformer import Infinity, KVCache, TextCondition
+
+
+def per_scale(value, num_scales: int, name: str) -> list[float]:
+    """A scalar means the same value at every scale; a list must give one value per scale."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * num_scales
+    values = [float(v) for v in value]
+    if len(values) != num_scales:
+        raise ValueError(f"{name} has {len(values)} values but the schedule has {num_scales} scales.")
+    return values
+
+
+def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw every bit independently from its 2-way softmax after top-k/top-p filtering.
+
+    logits: (B, l, 2d) -> bits (B, l, d) uint8. With two outcomes, top-k=1 is greedy and top-k >= 2 (or 0) keeps
+    both; top-p drops the less likely outcome when its probability is <= 1 - top_p.
+    """
+    p1 = logits.float().unflatten(-1, (-1, 2)).softmax(-1)[..., 1]
+    if top_k == 1:
+        p1 = (p1 > 0.5).float()
+    elif 0 < top_p < 1:
+        cut = 1 - top_p
+        p1 = torch.where(p1 <= cut, 0.0, torch.where(1 - p1 <= cut, 1.0, p1))
+    u = torch.rand(p1.shape, generator=generator, device=p1.device if generator is None else generator.device)
+    return (u.to(p1.device) < p1).to(torch.uint8)
+
+
+@torch.inference_mode()
+def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 0, top_p: float = 0.97,
+           seed: int | None = None, negative=None, forced_bits: Sequence[torch.Tensor] | None = None,
+           return_logits: bool = False, generator: torch.Generator | None = None,
+           progress: Callable[[int, int], None] | None = None, return_bits: bool = False):
+    """Generate images (B, 3, H, W) in [-1, 1].
+
+    text: list of B (len_i, Ct5) tensors. cfg, tau: scalar or one value per scale. negative: list of B tensors
+    (default: the model's learned null text cfg_uncond[:len_i]). forced_bits: bits (B, h_k, w_k, d) for the first
+    N scales, used instead of sampling (variations / image-to-image). seed: same seed and device -> same images.
+    With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
+    the CFG mix). vae may be None to skip decoding (then the per-scale bits are returned in place of images).
+    """
+    schedule = [tuple(s) for s in schedule]
+    K, device = len(schedule), model.device
+    if K > model.config.num_levels:
+        raise ValueError(f"The schedule has {K} scales; this model supports at most {model.config.num_levels}.")
+    if vae is not None and getattr(vae, "d", model.config.bits) != model.config.bits:
+        raise ValueError(f"The VAE has {vae.d} bits per token but the transformer expects {model.config.bits}.")
+    cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
+    if any(t <= 0 for t in taus):
+        raise ValueError("tau must be > 0 at every scale.")
+    if isinstance(text, torch.Tensor) and text.dim() == 2:
+        text = [text]
+    B = len(text)
+    forced = list(forced_bits or [])
+    if len(forced) > K:
+        raise ValueError(f"{len(forced)} forced scales but the schedule has only {K}.")
+    for k, b in enumerate(forced):
+        if tuple(b.shape) != (B, *schedule[k], model.config.bits):
+            raise ValueError(f"Forced bits of scale {k} must be {(B, *schedule[k], model.config.bits)}, "
+                             f"got {tuple(b.shape)}.")
+    if generator is None and seed is not None:
+        generator = torch.Generator(device).manual_seed(int(seed))
+
+    guided = any(c != 1.0 for c in cfgs)
+    if guided:
+        if negative is None:
+            negative = model.null_text(text)
+        if len(negative) != B:
+            raise ValueError(f"{len(negative)} negative prompts for {B} prompts.")
+        cond = model.condition(list(text) + list(negative))
+    else:
+        cond = model.condition(text)
+
+    cos, sin = model.rope(schedule)
+    cache = KVCache(model.config.depth)
+    total = sum(h * w for h, w in schedule)
+    running = None
+    all_logits, all_bits = [], []
+    with model.autocast():
+        for k, (h, w) in enumerate(schedule):
+            start, n = cache.length, h * w
+            if k == 0:
+                x = model.start_token(cond)
+            else:
+                x = model.embed_inputs(quantizer.tokens(quantizer.resize_bilinear(running, (h, w))))
+                x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
+            level = model.lvl_embed.weight[k]
+            rope = (cos[start:start + n], sin[start:start + n])
+            x = model.run_blocks(x, cond, rope, level, cache=cache, total=total)
+            cache.length += n
+            raw = model.logits(x, cond)
+            logits = raw[:B] / taus[k]
+            if guided:
+                logits = cfgs[k] * logits + (1 - cfgs[k]) * (raw[B:] / taus[k])
+            if return_logits:
+                all_logits.append(logits)
+            if k < len(forced):
+                bits = forced[k].to(device=device, dtype=torch.uint8)
+            else:
+                bits = sample_bits(logits, top_k, top_p, generator).unflatten(1, (h, w))
+            all_bits.append(bits)
+            codes = quantizer.resize_bilinear(quantizer.bits_to_codes(bits), schedule[-1])
+            running = codes if running is None else running + codes
+            if progress is not None:
+                progress(k + 1, K)
+
+    out = all_bits if vae is None else vae.decode_latent(running)
+    if return_bits and vae is not None:
+        out = (out, all_bits)
+    return (out, all_logits) if return_logits else out

@@ -1,0 +1,475 @@
+"""The Infinity transformer, clean-room, with the released checkpoint's exact parameter names.
+
+Shapes, stated once:
+  text        : a list of B tensors (len_i, Ct5), raw T5 features of each prompt (padding removed)
+  sequence    : (B, L, C); scale k occupies positions [s_k, s_k + h_k*w_k), tokens row-major; position 0 is the
+                start token (scale 0 is 1x1)
+  logits      : (B, L, 2d), bit-major pairs: [..., 2c] is the logit of bit c = 0 and [..., 2c+1] of bit c = 1
+
+Numerics follow the official inference: the residual stream, norms, AdaLN, RoPE, the text path and the head run in
+fp32; the blocks' linear layers may run in bf16/fp16 under autocast.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from . import quantizer
+from .checkpoint import CheckpointError, check_keys, load_state_dict
+from .schedules import rope_grid
+
+LN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class InfinityConfig:
+    depth: int = 32
+    embed_dim: int = 2048
+    num_heads: int = 16
+    block_chunks: int = 8
+    ffn_hidden: int = 8192
+    bits: int = 32  # d: bits per token = VAE latent channels
+    text_channels: int = 2048  # Ct5
+    text_maxlen: int = 512  # rows of the learned null text cfg_uncond
+    text_pool_heads: int = 16  # Ct5 // 128 in the reference, independent of num_heads
+    num_levels: int = 15  # rows of lvl_embed: the most scales a schedule may have
+    lvl_embed_per_chunk: bool = False  # ARBooth checkpoints add lvl_embed before every chunk; the base model once
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @staticmethod
+    def from_state_dict(sd) -> "InfinityConfig":
+        """Infer the architecture from tensor shapes, so every released size loads without a config."""
+        def shape(key):
+            if key not in sd:
+                raise KeyError(key)
+            return tuple(sd[key].shape)
+
+        blocks = {(int(m[1]), int(m[2])) for k in sd if (m := re.match(r"block_chunks\.(\d+)\.module\.(\d+)\.", k))}
+        if not blocks:
+            raise KeyError("block_chunks.0.module.0.*")
+        chunks = 1 + max(c for c, _ in blocks)
+        per_chunk = 1 + max(j for _, j in blocks)
+        b0 = "block_chunks.0.module.0."
+        return InfinityConfig(
+            depth=chunks * per_chunk,
+            embed_dim=shape("pos_start")[-1],
+            num_heads=shape(b0 + "sa.scale_mul_1H11")[1],
+            block_chunks=chunks,
+            ffn_hidden=shape(b0 + "ffn.fc1.weight")[0],
+            bits=shape("word_embed.weight")[1],
+            text_channels=shape("text_norm.weight")[0],
+            text_maxlen=shape("cfg_uncond")[0],
+            text_pool_heads=shape("text_proj_for_sos.ca.mat_q")[1],
+            num_levels=shape("lvl_embed.weight")[0],
+        )
+
+
+class TextCondition(NamedTuple):
+    """Everything the blocks need from the text, computed once per forward or per sampling run."""
+    memory: torch.Tensor  # (B, Lt, C) cross-attention memory, padded
+    mask: torch.Tensor  # (B, 1, 1, Lt) bool, True where a text token is real
+    pooled: torch.Tensor  # (B, C) attention-pooled prompt vector: start token and head AdaLN input
+    gss: torch.Tensor  # (B, 1, 6, C) shared AdaLN output for the blocks
+
+
+def pad_text(text: list[torch.Tensor], device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (len_i, Ct5) -> padded (B, Lt, Ct5) and a key mask (B, 1, 1, Lt)."""
+    if isinstance(text, torch.Tensor):
+        text = [text] if text.dim() == 2 else list(text)
+    if len(text) == 0:
+        raise ValueError("No text given: pass a list with one (len, C_text) tensor per prompt.")
+    for i, t in enumerate(text):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[0] == 0:
+            raise ValueError(f"Text {i} must be a non-empty (len, C_text) tensor, got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}.")
+    lens = torch.tensor([t.shape[0] for t in text], device=device)
+    padded = torch.nn.utils.rnn.pad_sequence([t.to(device=device, dtype=dtype) for t in text], batch_first=True)
+    mask = torch.arange(padded.shape[1], device=device)[None] < lens[:, None]
+    return padded, mask[:, None, None, :]
+
+
+def layer_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x.float(), x.shape[-1:], eps=LN_EPS)
+
+
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return layer_norm(x) * (1 + scale) + shift
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2p], x[2p+1]) of (..., L, hd) by per-token angles; cos/sin are (L, hd/2)."""
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+
+
+def rope_table(schedule, head_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D RoPE angles for every token of a schedule: (L, hd/2) cos and sin, fp32.
+
+    The first hd/4 pairs rotate by the row position, the rest by the column. Positions are normalised to the last
+    scale of the template's 1M schedule: token (i, j) of an h_k x w_k scale sits at (round(i*G_h/h_k),
+    round(j*G_w/w_k)), round half to even, computed in fp32 like the reference.
+    """
+    g_h, g_w = rope_grid(schedule)
+    quarter = head_dim // 4
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 2 * quarter, 2, dtype=torch.int64).float() / (2 * quarter)))
+    rows, cols = [], []
+    for h, w in schedule:
+        y = (torch.arange(h) * (g_h / h)).round()
+        x = (torch.arange(w) * (g_w / w)).round()
+        rows.append(y[:, None].expand(h, w).reshape(-1))
+        cols.append(x[None, :].expand(h, w).reshape(-1))
+    y, x = torch.cat(rows), torch.cat(cols)
+    angles = torch.cat((y[:, None] * inv_freq, x[:, None] * inv_freq), dim=-1)
+    return angles.cos().to(device), angles.sin().to(device)
+
+
+class KVCache:
+    """Per-block self-attention keys/values of all scales sampled so far, preallocated for the whole sequence."""
+
+    def __init__(self, depth: int):
+        self.k: list[torch.Tensor | None] = [None] * depth
+        self.v: list[torch.Tensor | None] = [None] * depth
+        self.length = 0  # tokens already stored (before the scale being processed)
+
+    def append(self, block: int, k: torch.Tensor, v: torch.Tensor, total: int):
+        if self.k[block] is None:
+            shape = (*k.shape[:2], total, k.shape[-1])
+            self.k[block] = k.new_empty(shape)
+            self.v[block] = v.new_empty(shape)
+        end = self.length + k.shape[2]
+        self.k[block][:, :, self.length:end] = k
+        self.v[block][:, :, self.length:end] = v
+        return self.k[block][:, :, :end], self.v[block][:, :, :end]
+
+
+class SelfAttention(nn.Module):
+    """Cosine attention: unit q and k, q scaled by a learned per-head factor, RoPE after normalisation, SDPA scale 1."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.mat_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("zero_k_bias", torch.zeros(dim))
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, rope, attn_mask=None, cache: KVCache | None = None, block: int = 0, total: int = 0):
+        B, L, C = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, H, L, hd)
+        scale = self.scale_mul_1H11.float().clamp_max(math.log(100.0)).exp()
+        q = apply_rope(F.normalize(q.float(), dim=-1) * scale, *rope).to(v.dtype)
+        k = apply_rope(F.normalize(k.float(), dim=-1), *rope).to(v.dtype)
+        if cache is not None:
+            k, v = cache.append(block, k, v, total)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens attend to their own prompt's text tokens (padding masked)."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.mat_q = nn.Linear(dim, dim)
+        self.mat_kv = nn.Linear(kv_dim, 2 * dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("zero_k_bias", torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def keys_values(self, memory: torch.Tensor):
+        B, Lt, _ = memory.shape
+        kv = F.linear(memory, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
+        return kv.view(B, Lt, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, Lt, hd)
+
+    def forward(self, x, memory, mask):
+        B, L, C = x.shape
+        k, v = self.keys_values(memory)
+        q = self.mat_q(x).view(B, L, self.num_heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class AttentionPool(nn.Module):
+    """One learned query per head pools a prompt's text tokens into a single vector (the start token)."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int):
+        super().__init__()
+        self.mat_q = nn.Parameter(torch.zeros(1, num_heads, dim // num_heads))
+        self.mat_kv = nn.Linear(kv_dim, 2 * dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("zero_k_bias", torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, text, mask):
+        B, Lt, _ = text.shape
+        H = self.mat_q.shape[1]
+        kv = F.linear(text, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
+        k, v = kv.view(B, Lt, 2, H, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.mat_q[:, :, None, :].expand(B, -1, -1, -1).to(k.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, hd)
+        return self.proj(out.reshape(B, -1))
+
+
+class TextPool(nn.Module):
+    def __init__(self, dim: int, kv_dim: int, num_heads: int):
+        super().__init__()
+        self.ca = AttentionPool(dim, kv_dim, num_heads)  # the checkpoint nests it as text_proj_for_sos.ca.*
+
+    def forward(self, text, mask):
+        return self.ca(text, mask)
+
+
+class FFN(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """x += g1*SA(AdaLN(x)); x += CA(LN_affine(x), text); x += g2*FFN(AdaLN(x))."""
+
+    def __init__(self, cfg: InfinityConfig):
+        super().__init__()
+        C = cfg.embed_dim
+        self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, C))
+        self.sa = SelfAttention(C, cfg.num_heads)
+        self.ca = CrossAttention(C, C, cfg.num_heads)
+        self.ffn = FFN(C, cfg.ffn_hidden)
+        self.ca_norm = nn.LayerNorm(C, eps=LN_EPS)
+
+    def forward(self, x, cond: TextCondition, rope, attn_mask=None, cache=None, block=0, total=0):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + cond.gss).unbind(2)
+        x = x + self.sa(modulate(x, scale1, shift1), rope, attn_mask, cache, block, total) * gamma1
+        x = x + self.ca(self.ca_norm(x), cond.memory, cond.mask)
+        return x + self.ffn(modulate(x, scale2, shift2)) * gamma2
+
+
+class BlockChunk(nn.Module):
+    def __init__(self, blocks: list[Block]):
+        super().__init__()
+        self.module = nn.ModuleList(blocks)  # the checkpoint's block_chunks.{c}.module.{j}
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x, pooled):
+        scale, shift = self.ada_lin(pooled).view(-1, 1, 2, x.shape[-1]).unbind(2)
+        return modulate(x, scale, shift)
+
+
+class Infinity(nn.Module):
+    def __init__(self, cfg: InfinityConfig):
+        super().__init__()
+        self.config = cfg
+        C, Ct = cfg.embed_dim, cfg.text_channels
+        if cfg.depth % cfg.block_chunks:
+            raise ValueError(f"depth {cfg.depth} is not divisible by block_chunks {cfg.block_chunks}")
+        self.cfg_uncond = nn.Parameter(torch.zeros(cfg.text_maxlen, Ct))
+        self.pos_start = nn.Parameter(torch.zeros(1, 1, C))
+        self.text_norm = RMSNorm(Ct)
+        self.text_proj_for_sos = TextPool(C, Ct, cfg.text_pool_heads)
+        self.text_proj_for_ca = nn.Sequential(nn.Linear(Ct, C), nn.GELU(approximate="tanh"), nn.Linear(C, C))
+        self.lvl_embed = nn.Embedding(cfg.num_levels, C)
+        self.word_embed = nn.Linear(cfg.bits, C)
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
+        per_chunk = cfg.depth // cfg.block_chunks
+        self.block_chunks = nn.ModuleList(
+            BlockChunk([Block(cfg) for _ in range(per_chunk)]) for _ in range(cfg.block_chunks))
+        self.head_nm = AdaLNBeforeHead(C)
+        self.head = nn.Linear(C, 2 * cfg.bits)
+        self.gradient_checkpointing = False
+        self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
+        self._rope_cache: dict = {}
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def blocks(self) -> list[Block]:
+        return [b for chunk in self.block_chunks for b in chunk.module]
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos_start.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the blocks' weights: linear layers run in it (autocast when it is not fp32)."""
+        return self.block_chunks[0].module[0].ffn.fc1.weight.dtype
+
+    def autocast(self):
+        dtype = self.compute_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def rope(self, schedule):
+        key = (tuple(map(tuple, schedule)), str(self.device))
+        if key not in self._rope_cache:
+            self._rope_cache[key] = rope_table(schedule, self.config.head_dim, self.device)
+        return self._rope_cache[key]
+
+    def null_text(self, text: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The learned negative prompt: the first len_i rows of cfg_uncond for each prompt."""
+        rows = self.cfg_uncond.shape[0]
+        return [self.cfg_uncond[:min(t.shape[0], rows)] for t in text]
+
+    # ----------------------------------------------------------------------------------------------------------
+    def condition(self, text: list[torch.Tensor]) -> TextCondition:
+        """Text path: RMSNorm -> (attention pool -> start vector, shared AdaLN) and (MLP -> cross-attention memory)."""
+        if isinstance(text, TextCondition):
+            return text
+        padded, mask = pad_text(text, self.device)
+        if padded.shape[-1] != self.config.text_channels:
+            raise ValueError(f"Text features have width {padded.shape[-1]}, but this model expects "
+                             f"{self.config.text_channels} (the T5 encoder does not match the transformer).")
+        with torch.autocast(self.device.type, enabled=False):
+            t = self.text_norm(padded)
+            pooled = self.text_proj_for_sos(t, mask).float()
+            memory = self.text_proj_for_ca(t)
+            gss = self.shared_ada_lin(pooled).view(-1, 1, 6, self.config.embed_dim)
+        return TextCondition(memory, mask, pooled, gss)
+
+    def start_token(self, cond: TextCondition) -> torch.Tensor:
+        return cond.pooled[:, None, :] + self.pos_start
+
+    def embed_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            return self.word_embed(inputs.float())
+
+    def logits(self, x: torch.Tensor, cond: TextCondition) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            return self.head(self.head_nm(x.float(), cond.pooled))
+
+    def run_blocks(self, x, cond, rope, levels, attn_mask=None, cache=None, total=0):
+        """All blocks over x (B, l, C); ``levels`` (l, C) is the lvl_embed of each position."""
+        per_chunk = self.config.depth // self.config.block_chunks
+        for c, chunk in enumerate(self.block_chunks):
+            if c == 0 or self.config.lvl_embed_per_chunk:
+                x = x + levels
+            for j, block in enumerate(chunk.module):
+                args = (x, cond, rope, attn_mask, cache, c * per_chunk + j, total)
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    x = checkpoint(block, *args, use_reentrant=False)
+                else:
+                    x = block(*args)
+        return x
+
+    # ----------------------------------------------------------------------------------------------------------
+    def forward(self, text, inputs: torch.Tensor, schedule) -> torch.Tensor:
+        """Teacher-forced forward with the block-causal mask.
+
+        text: list of (len_i, Ct5) or a TextCondition; inputs: (B, L-1, d) inputs of scales 1..K-1 (see
+        quantizer.teacher_forcing); returns logits (B, L, 2d).
+        """
+        schedule = [tuple(s) for s in schedule]
+        if len(schedule) > self.config.num_levels:
+            raise ValueError(f"The schedule has {len(schedule)} scales; this model supports at most "
+                             f"{self.config.num_levels}.")
+        cond = self.condition(text)
+        sizes = [h * w for h, w in schedule]
+        L = sum(sizes)
+        if inputs.shape[1:] != (L - 1, self.config.bits):
+            raise ValueError(f"Teacher-forced inputs must be (B, {L - 1}, {self.config.bits}) for this schedule, "
+                             f"got {tuple(inputs.shape)}.")
+        if inputs.shape[0] != cond.pooled.shape[0]:
+            raise ValueError(f"{inputs.shape[0]} images but {cond.pooled.shape[0]} prompts.")
+        x = torch.cat((self.start_token(cond), self.embed_inputs(inputs.to(self.device))), dim=1)
+        level = scale_levels(schedule, self.device)
+        mask = level[:, None] >= level[None, :]  # block-causal: a token sees its own and all earlier scales
+        with self.autocast():
+            x = self.run_blocks(x, cond, self.rope(schedule), self.lvl_embed(level), attn_mask=mask)
+        return self.logits(x, cond)
+
+    def teacher_forced_logits(self, text, bits: list[torch.Tensor], schedule) -> torch.Tensor:
+        """Logits (B, L, 2d) of every scale given the per-scale bits of the earlier ones (no flips)."""
+        inputs = torch.cat(quantizer.inputs_from_bits([b.to(self.device) for b in bits], schedule), dim=1)
+        return self(text, inputs, schedule)
+
+    # ----------------------------------------------------------------------------------------------------------
+    def cast_blocks(self, dtype: torch.dtype) -> "Infinity":
+        """Store the blocks in ``dtype`` (bf16/fp16 halves memory); the small text path and head stay fp32."""
+        for chunk in self.block_chunks:
+            chunk.to(dtype)
+        return self
+
+
+def scale_levels(schedule, device=None) -> torch.Tensor:
+    """The scale index of every sequence position, (L,)."""
+    sizes = [h * w for h, w in schedule]
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+
+
+# Keys the reference may leave in training checkpoints that are not weights (its loader drops them too).
+_NON_WEIGHTS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "Infinity_invisible_qlen")
+# Where known containers keep the model: Infinity training checkpoints, ARBooth outputs.
+_WRAPPERS = (("trainer", "gpt_fsdp"), ("trainer", "gpt_wo_ddp"), ("model",))
+
+
+def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
+    """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
+
+    Accepts the released flat state dict, an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
+    (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
+    per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
+    the text path and the head always stay fp32.
+    """
+    sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS))
+    for key in _NON_WEIGHTS:
+        sd.pop(key, None)
+    special_token = sd.pop("special_token", None)
+    try:
+        cfg = InfinityConfig.from_state_dict(sd)
+    except KeyError as e:
+        raise CheckpointError(
+            f"{_source(path_or_state_dict)} is not an Infinity transformer checkpoint: it has no '{e.args[0]}' "
+            f"tensor. (Is it a VAE or a text encoder file?)") from None
+    cfg = replace(cfg, lvl_embed_per_chunk=special_token is not None)
+    with torch.device("meta"):
+        model = Infinity(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    for key, shape in expected.items():  # converted files sometimes drop the all-zero key-bias buffers
+        if key.endswith("zero_k_bias") and key not in sd:
+            sd[key] = torch.zeros(shape)
+    check_keys(expected, sd, path_or_state_dict, "Infinity transformer")
+    model.load_state_dict(sd, assign=True)
+    model.special_token = special_token
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.float().cast_blocks(dtype).to(device)
+    return model.eval().requires_grad_(False)
+
+
+def _source(src) -> str:
+    return f"'{src}'" if isinstance(src, (str, os.PathLike)) else "The given state dict"
