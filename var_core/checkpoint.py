@@ -44,10 +44,15 @@ def read_file(path: str | os.PathLike) -> Mapping:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"'{path}' holds pickled objects other than tensors, so it was not loaded (loading it could run "
-            f"arbitrary code). Expected a plain state dict of tensors. Details: {str(e).splitlines()[0]}") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({str(e).splitlines()[0]}). "
+            f"arbitrary code). Expected a plain state dict of tensors. Details: {_first_line(e)}") from e
+    except Exception as e:  # torch reports damaged files with many types (EOFError, KeyError, RuntimeError, ...)
+        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({_first_line(e)}). "
                               "It may be truncated or not a model file: re-download it.") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _can_mmap(path: Path) -> bool:
@@ -55,10 +60,11 @@ def _can_mmap(path: Path) -> bool:
     return zipfile.is_zipfile(path)
 
 
-def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...]) -> StateDict:
+def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a model") -> StateDict:
     """Return the flat tensor dict inside ``obj``: ``obj`` itself, or ``obj[k1][k2]...`` for the first matching path."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{_describe(source)} does not contain a state dict (found {type(obj).__name__}).")
+        raise CheckpointError(f"{_describe(source)} is not {what} checkpoint: it holds a {type(obj).__name__}, "
+                              "not a state dict.")
     for path in wrappers:
         inner = obj
         for key in path:
@@ -69,17 +75,18 @@ def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...]) -> StateDict:
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         keys = ", ".join(list(map(str, obj.keys()))[:8])
-        raise CheckpointError(f"{_describe(source)} holds no tensors at the expected place (top-level keys: {keys}).")
+        raise CheckpointError(f"{_describe(source)} is not {what} checkpoint: no tensors where expected "
+                              f"(top-level keys: {keys}).")
     return tensors
 
 
-def load_state_dict(path_or_state_dict, wrappers: tuple[tuple[str, ...], ...] = ()) -> StateDict:
+def load_state_dict(path_or_state_dict, wrappers: tuple[tuple[str, ...], ...] = (), what: str = "a model") -> StateDict:
     """A flat ``{name: tensor}`` dict from a path or an in-memory dict, unwrapping known container keys."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         obj = read_file(path_or_state_dict)
     else:
         obj = path_or_state_dict
-    return unwrap(obj, path_or_state_dict, wrappers)
+    return unwrap(obj, path_or_state_dict, wrappers, what)
 
 
 def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Tensor], source, what: str) -> None:
@@ -120,3 +127,17 @@ def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def check_compatible(model, vae) -> None:
+    """Refuse a VAE whose bits per token differ from what the transformer was trained on (names both files)."""
+    if vae.d != model.config.bits:
+        raise CheckpointError(
+            f"The VAE {_name(vae)} has {vae.d} bits per token but the transformer {_name(model)} expects "
+            f"{model.config.bits}. Use the VAE released with this transformer (Infinity-2B: infinity_vae_d32reg.pth, "
+            f"d=32).")
+
+
+def _name(module) -> str:
+    source = getattr(module, "source", None)
+    return f"'{source}'" if source else "(given in memory)"

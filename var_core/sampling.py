@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 import torch
 
 from . import quantizer
-from .transformer import Infinity, KVCache, TextCondition
+from .checkpoint import check_compatible
+from .transformer import Infinity, KVCache, scale_levels
 
 
 def per_scale(value, num_scales: int, name: str) -> list[float]:
@@ -44,7 +45,7 @@ def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch
 def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 0, top_p: float = 0.97,
            seed: int | None = None, negative=None, forced_bits: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
-           progress: Callable[[int, int], None] | None = None, return_bits: bool = False):
+           progress: Callable[[int, int], None] | None = None, return_bits: bool = False, use_cache: bool = True):
     """Generate images (B, 3, H, W) in [-1, 1].
 
     text: list of B (len_i, Ct5) tensors. cfg, tau: scalar or one value per scale. negative: list of B tensors
@@ -52,13 +53,14 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
     N scales, used instead of sampling (variations / image-to-image). seed: same seed and device -> same images.
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
     the CFG mix). vae may be None to skip decoding (then the per-scale bits are returned in place of images).
+    use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).
     """
     schedule = [tuple(s) for s in schedule]
     K, device = len(schedule), model.device
     if K > model.config.num_levels:
         raise ValueError(f"The schedule has {K} scales; this model supports at most {model.config.num_levels}.")
-    if vae is not None and getattr(vae, "d", model.config.bits) != model.config.bits:
-        raise ValueError(f"The VAE has {vae.d} bits per token but the transformer expects {model.config.bits}.")
+    if vae is not None:
+        check_compatible(model, vae)
     cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
     if any(t <= 0 for t in taus):
         raise ValueError("tau must be > 0 at every scale.")
@@ -86,22 +88,29 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
         cond = model.condition(text)
 
     cos, sin = model.rope(schedule)
-    cache = KVCache(model.config.depth)
+    cache = KVCache(model.config.depth) if use_cache else None
     total = sum(h * w for h, w in schedule)
-    running = None
+    start, running, sequence = 0, None, None
     all_logits, all_bits = [], []
     with model.autocast():
         for k, (h, w) in enumerate(schedule):
-            start, n = cache.length, h * w
+            n = h * w
             if k == 0:
                 x = model.start_token(cond)
             else:
                 x = model.embed_inputs(quantizer.tokens(quantizer.resize_bilinear(running, (h, w))))
                 x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
-            level = model.lvl_embed.weight[k]
-            rope = (cos[start:start + n], sin[start:start + n])
-            x = model.run_blocks(x, cond, rope, level, cache=cache, total=total)
-            cache.length += n
+            if use_cache:
+                rope = (cos[start:start + n], sin[start:start + n])
+                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total)
+                cache.length += n
+            else:  # recompute the whole prefix with the block-causal mask (reference speed baseline)
+                sequence = x if sequence is None else torch.cat((sequence, x), dim=1)
+                level = scale_levels(schedule[:k + 1], device)
+                rope = (cos[:start + n], sin[:start + n])
+                mask = level[:, None] >= level[None, :]
+                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), attn_mask=mask)[:, start:]
+            start += n
             raw = model.logits(x, cond)
             logits = raw[:B] / taus[k]
             if guided:

@@ -313,6 +313,7 @@ class Infinity(nn.Module):
         self.head = nn.Linear(C, 2 * cfg.bits)
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
+        self.source = None  # the file it was loaded from, for error messages
         self._rope_cache: dict = {}
 
     # ----------------------------------------------------------------------------------------------------------
@@ -349,10 +350,11 @@ class Infinity(nn.Module):
         """Text path: RMSNorm -> (attention pool -> start vector, shared AdaLN) and (MLP -> cross-attention memory)."""
         if isinstance(text, TextCondition):
             return text
+        widths = {t.shape[-1] for t in text if isinstance(t, torch.Tensor)}
+        if widths - {self.config.text_channels}:
+            raise ValueError(f"Text features have width {sorted(widths)}, but this model expects "
+                             f"{self.config.text_channels} (the text encoder does not match the transformer).")
         padded, mask = pad_text(text, self.device)
-        if padded.shape[-1] != self.config.text_channels:
-            raise ValueError(f"Text features have width {padded.shape[-1]}, but this model expects "
-                             f"{self.config.text_channels} (the T5 encoder does not match the transformer).")
         with torch.autocast(self.device.type, enabled=False):
             t = self.text_norm(padded)
             pooled = self.text_proj_for_sos(t, mask).float()
@@ -418,9 +420,12 @@ class Infinity(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     def cast_blocks(self, dtype: torch.dtype) -> "Infinity":
-        """Store the blocks in ``dtype`` (bf16/fp16 halves memory); the small text path and head stay fp32."""
+        """Store the blocks' linear layers in ``dtype`` (bf16 halves memory); norms, AdaLN offsets, the text path
+        and the head stay fp32, as in the official inference."""
         for chunk in self.block_chunks:
-            chunk.to(dtype)
+            for module in chunk.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(dtype)
         return self
 
 
@@ -444,7 +449,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
     the text path and the head always stay fp32.
     """
-    sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS))
+    sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS, what="an Infinity transformer"))
     for key in _NON_WEIGHTS:
         sd.pop(key, None)
     special_token = sd.pop("special_token", None)
@@ -464,6 +469,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     check_keys(expected, sd, path_or_state_dict, "Infinity transformer")
     model.load_state_dict(sd, assign=True)
     model.special_token = special_token
+    model.source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else None
     device = torch.device(device) if device is not None else torch.device("cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

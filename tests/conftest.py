@@ -1,0 +1,38 @@
+"""Shared test fixtures: the golden reference case and tiny random models made on the fly (nothing downloaded)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "infinity"
+TINY = FIXTURES / "tiny_square"
+
+
+@pytest.fixture(scope="session")
+def case() -> dict[str, torch.Tensor]:
+    return load_file(str(TINY / "case.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def case_text(case) -> list[torch.Tensor]:
+    return list(case["text_feats"].split(case["text_lens"].tolist()))
+
+
+@pytest.fixture(scope="session")
+def case_bits(case) -> list[torch.Tensor]:
+    return [case[f"bits_s{k}"] for k in range(7)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from var_core import load_transformer
+    return load_transformer(TINY / "transformer.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    from var_core import load_vae
+    return load_vae(TINY / "vae.pth")

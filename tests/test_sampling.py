@@ -1,0 +1,106 @@
+"""The KV-cached sampler: reference parity of the CFG-mixed logits, cache == full recomputation, controls."""
+import pytest
+import torch
+
+from test_transformer import random_model
+from var_core import sample
+from var_core.sampling import sample_bits
+from var_core.schedules import scale_schedule
+from var_core.transformer import InfinityConfig
+
+SCHEDULE = scale_schedule(1.0, "0.06M")
+
+
+def test_cfg_logits_match_reference(tiny_model, case, case_text, case_bits):
+    bits, logits = sample(tiny_model, None, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=case_bits,
+                          return_logits=True)
+    assert len(logits) == 7
+    for k, got in enumerate(logits):
+        assert got.shape == case[f"ar_logits_s{k}"].shape
+        assert (got - case[f"ar_logits_s{k}"]).abs().max() <= 5e-4, k
+    _, plain = sample(tiny_model, None, case_text, SCHEDULE, cfg=1.0, tau=1.0, forced_bits=case_bits,
+                      return_logits=True)
+    for k, got in enumerate(plain):
+        assert (got - case[f"ar_plain_logits_s{k}"]).abs().max() <= 1e-4, k
+    for got, want in zip(bits, case_bits):
+        assert torch.equal(got, want)
+
+
+def test_sampled_image_matches_reference(tiny_model, tiny_vae, case, case_text, case_bits):
+    images = sample(tiny_model, tiny_vae, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=case_bits)
+    assert images.shape == (2, 3, 256, 256)
+    assert (images - case["ar_image"]).abs().max() <= 2e-4
+    as_uint8 = ((images + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).flip(-1)  # the reference's BGR
+    assert (as_uint8.int() - case["ar_image_uint8_bgr"].int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("aspect", [1.333, 0.5])
+def test_kv_cache_equals_full_recomputation_on_other_architectures(aspect):
+    cfg = InfinityConfig(depth=3, embed_dim=96, num_heads=3, block_chunks=3, ffn_hidden=192, bits=8,
+                         text_channels=64, text_maxlen=16, text_pool_heads=2)
+    model = random_model(cfg, seed=1)
+    schedule = scale_schedule(aspect, "0.06M")
+    text = [torch.randn(5, 64), torch.randn(9, 64)]
+    bits_a, logits_a = sample(model, None, text, schedule, cfg=2.5, tau=0.7, seed=0, return_logits=True)
+    bits_b, logits_b = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_bits=bits_a,
+                              return_logits=True, use_cache=False)
+    for a, b in zip(logits_a, logits_b):
+        assert (a - b).abs().max() <= 1e-4
+    # And the teacher-forced forward (full block-causal pass) gives the same cond logits as sampling with cfg=1.
+    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_bits=bits_a, return_logits=True)
+    with torch.no_grad():
+        tf = model.teacher_forced_logits(text, bits_a, schedule)
+    assert (torch.cat(plain, 1) - tf).abs().max() <= 1e-4
+
+
+def test_same_seed_same_bits_other_seed_other_bits(tiny_model, case_text):
+    a = sample(tiny_model, None, case_text, SCHEDULE, seed=7)
+    b = sample(tiny_model, None, case_text, SCHEDULE, seed=7)
+    c = sample(tiny_model, None, case_text, SCHEDULE, seed=8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_per_scale_lists_equal_constant_scalars(tiny_model, case_text):
+    a, la = sample(tiny_model, None, case_text, SCHEDULE, cfg=3.0, tau=0.5, seed=1, return_logits=True)
+    b, lb = sample(tiny_model, None, case_text, SCHEDULE, cfg=[3.0] * 7, tau=[0.5] * 7, seed=1, return_logits=True)
+    assert all(torch.equal(x, y) for x, y in zip(la, lb))
+    _, lc = sample(tiny_model, None, case_text, SCHEDULE, cfg=[3.0] * 6 + [1.0], tau=0.5, seed=1, return_logits=True)
+    assert torch.equal(la[0], lc[0]) and not torch.allclose(la[6], lc[6])
+    with pytest.raises(ValueError, match="7 scales"):
+        sample(tiny_model, None, case_text, SCHEDULE, cfg=[3.0] * 5)
+
+
+def test_default_negative_is_the_learned_null_text(tiny_model, case_text):
+    a = sample(tiny_model, None, case_text, SCHEDULE, seed=2)
+    b = sample(tiny_model, None, case_text, SCHEDULE, seed=2, negative=tiny_model.null_text(case_text))
+    c = sample(tiny_model, None, case_text, SCHEDULE, seed=2, negative=[torch.randn(3, 256)] * 2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_forced_scales_are_kept_and_later_scales_sampled(tiny_model, case_text, case_bits):
+    bits = sample(tiny_model, None, case_text, SCHEDULE, seed=3, forced_bits=case_bits[:3])
+    assert all(torch.equal(bits[k], case_bits[k]) for k in range(3))
+    with pytest.raises(ValueError, match="Forced bits of scale 1"):
+        sample(tiny_model, None, case_text, SCHEDULE, forced_bits=[case_bits[0], case_bits[0]])
+
+
+def test_sample_bits_top_k_and_top_p():
+    logits = torch.tensor([[[0.0, 3.0, 0.0, 0.1, 5.0, 0.0]]])  # bit0: p1=0.95, bit1: p1~0.52, bit2: p1~0.007
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_bits(logits, 0, 0.97, g) for _ in range(400)]).float().mean(0)[0, 0]
+    assert draws[0] > 0.9 and 0.4 < draws[1] < 0.65 and draws[2] == 0  # p_min 0.007 <= 0.03: deterministic
+    no_top_p = torch.stack([sample_bits(logits, 0, 1.0, g) for _ in range(400)]).float().mean(0)[0, 0]
+    assert 0.0 < no_top_p[0] < 1.0
+    greedy = sample_bits(logits, 1, 1.0, g)[0, 0].tolist()
+    assert greedy == [1, 1, 0]
+
+
+def test_bad_inputs(tiny_model, case_text):
+    with pytest.raises(ValueError, match="No text"):
+        sample(tiny_model, None, [], SCHEDULE)
+    with pytest.raises(ValueError, match="width"):
+        sample(tiny_model, None, [torch.randn(4, 100)], SCHEDULE)
+    with pytest.raises(ValueError, match="tau"):
+        sample(tiny_model, None, case_text, SCHEDULE, tau=0)

@@ -1,0 +1,41 @@
+"""Training-side building blocks: images -> teacher-forced inputs and bit labels, and the bitwise cross-entropy."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import quantizer
+
+
+@torch.no_grad()
+def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float = 0.0,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) in [-1, 1] -> (inputs (B, L-1, d) fp32, labels (B, L, d) uint8).
+
+    flip_prob > 0 enables Bitwise Self-Correction (each scale flips bits with a probability drawn from
+    {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic.
+    """
+    latent = vae.encode_latent(images)
+    labels, inputs = quantizer.teacher_forcing(latent, schedule, flip_prob, generator)
+    return torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
+
+
+def bitwise_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token loss (B, L): the 2-way cross-entropy of every bit, averaged over the d bits."""
+    logp = logits.float().unflatten(-1, (-1, 2)).log_softmax(-1)  # (B, L, d, 2)
+    return -logp.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+def bitwise_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                          token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Infinity's loss: mean over the batch of (1/L) * sum_p w_p * loss_p, with w_p = 1 unless given ((L,) tensor)."""
+    per_token = bitwise_token_loss(logits, labels)
+    if token_weights is not None:
+        per_token = per_token * token_weights.to(per_token)
+    return per_token.mean()
+
+
+def bit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of bits whose more likely value equals the label."""
+    pred = logits.unflatten(-1, (-1, 2)).argmax(-1)
+    return (pred == labels.long()).float().mean()
