@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from test_transformer import random_model
 from var_core import sample
 from var_core.sampling import sample_bits
 from var_core.schedules import scale_schedule
+from var_core.toy import random_transformer
 from var_core.transformer import InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
@@ -38,7 +38,7 @@ def test_sampled_image_matches_reference(tiny_model, tiny_vae, case, case_text, 
 def test_kv_cache_equals_full_recomputation_on_other_architectures(aspect):
     cfg = InfinityConfig(depth=3, embed_dim=96, num_heads=3, block_chunks=3, ffn_hidden=192, bits=8,
                          text_channels=64, text_maxlen=16, text_pool_heads=2)
-    model = random_model(cfg, seed=1)
+    model = random_transformer(cfg, seed=1)
     schedule = scale_schedule(aspect, "0.06M")
     text = [torch.randn(5, 64), torch.randn(9, 64)]
     bits_a, logits_a = sample(model, None, text, schedule, cfg=2.5, tau=0.7, seed=0, return_logits=True)

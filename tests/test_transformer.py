@@ -10,21 +10,10 @@ from safetensors.torch import save_file
 from conftest import TINY
 from var_core import CheckpointError, load_transformer, quantizer
 from var_core.schedules import scale_schedule
+from var_core.toy import random_transformer
 from var_core.transformer import Infinity, InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
-
-
-def random_model(cfg: InfinityConfig, seed=0) -> Infinity:
-    """A model whose every parameter is random (the default init leaves AdaLN, biases etc. at zero)."""
-    torch.manual_seed(seed)
-    model = Infinity(cfg)
-    for name, p in model.named_parameters():
-        fan_in = p.shape[-1] if p.dim() == 2 else 1
-        p.data.normal_(0, (1 / fan_in) ** 0.5 if p.dim() == 2 else 0.3)
-        if name.endswith("scale_mul_1H11"):
-            p.data.add_(1.4)
-    return model.eval()
 
 
 def test_full_2b_layout_has_the_released_keys_and_parameter_count():
@@ -59,7 +48,7 @@ def test_tiny_fixture_loads_strictly_with_inferred_config(tiny_model):
                    text_maxlen=8, text_pool_heads=4, num_levels=13),
 ])
 def test_other_architectures_round_trip_through_files(cfg, tmp_path):
-    model = random_model(cfg)
+    model = random_transformer(cfg)
     path = tmp_path / "m.safetensors"
     save_file(model.state_dict(), str(path))
     loaded = load_transformer(path)

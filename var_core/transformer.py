@@ -337,7 +337,8 @@ class Infinity(nn.Module):
     def rope(self, schedule):
         key = (tuple(map(tuple, schedule)), str(self.device))
         if key not in self._rope_cache:
-            self._rope_cache[key] = rope_table(schedule, self.config.head_dim, self.device)
+            with torch.inference_mode(False):  # a table made while sampling must stay usable for training
+                self._rope_cache[key] = rope_table(schedule, self.config.head_dim, self.device)
         return self._rope_cache[key]
 
     def null_text(self, text: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,0 +1,60 @@
+"""Tiny random models the project makes by itself: for the quick-start demo, tests and benchmarks.
+
+They have the real architectures (scaled down) and the released checkpoint layouts, so every loader, the sampler and
+the CLI run end-to-end with no download. The weights are random: images are structured noise.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..bitvae import BitVAE, BitVAEConfig
+from ..checkpoint import save_safetensors_atomic
+from ..transformer import Infinity, InfinityConfig
+
+TOY_TEXT_WIDTH = 32
+TOY_TRANSFORMER = InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,
+                                 text_channels=TOY_TEXT_WIDTH, text_maxlen=64, text_pool_heads=1)
+TOY_VAE = BitVAEConfig(d=16, base_ch=32)
+
+
+@torch.no_grad()
+def randomize_(model: Infinity, seed: int = 0) -> Infinity:
+    """Give every parameter a random, well-scaled value (the default init leaves AdaLN and biases at zero, which
+    would make parts of the model invisible to tests)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and not name.startswith(("cfg_uncond", "lvl_embed")):
+            value = torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5
+        else:
+            value = torch.randn(p.shape, generator=g) * 0.3
+        if name.endswith("scale_mul_1H11"):
+            value += 1.4  # ln 4, the trained models' starting point
+        p.copy_(value)
+    return model
+
+
+def random_transformer(cfg: InfinityConfig = TOY_TRANSFORMER, seed: int = 0) -> Infinity:
+    return randomize_(Infinity(cfg), seed).eval()
+
+
+def random_vae(cfg: BitVAEConfig = TOY_VAE, seed: int = 0) -> BitVAE:
+    torch.manual_seed(seed)
+    return BitVAE(cfg).eval()
+
+
+def make_random_models(folder, seed: int = 0) -> dict[str, Path]:
+    """Write a tiny transformer, BitVAE and T5 encoder (with tokenizer) into ``folder``; returns their paths."""
+    from .tiny_t5 import make_tiny_t5
+
+    folder = Path(folder)
+    paths = {"transformer": folder / "toy_infinity.safetensors", "vae": folder / "toy_bitvae.safetensors",
+             "text_encoder": folder / "toy_t5"}
+    if not paths["transformer"].exists():
+        save_safetensors_atomic(random_transformer(seed=seed).state_dict(), paths["transformer"])
+    if not paths["vae"].exists():
+        save_safetensors_atomic(random_vae(seed=seed).state_dict(), paths["vae"])
+    if not (paths["text_encoder"] / "config.json").exists():
+        make_tiny_t5(paths["text_encoder"], d_model=TOY_TEXT_WIDTH, seed=seed)
+    return paths
