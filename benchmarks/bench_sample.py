@@ -16,6 +16,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
 from var_core.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import num_tokens, scale_schedule  # noqa: E402
@@ -30,7 +31,7 @@ SIZES = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build(size: str, device, dtype):
+def build(size: str, device, dtype, vae_dtype):
     tcfg, vcfg = SIZES[size]
     torch.manual_seed(0)
     with torch.device(device):
@@ -40,29 +41,23 @@ def build(size: str, device, dtype):
         if p.dim() <= 4 and not name.endswith("weight"):
             p.data.normal_(0, 0.02)
     model.cast_blocks(dtype).eval().requires_grad_(False)
-    return model, vae.eval().requires_grad_(False)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    return model, vae.to(vae_dtype).eval().requires_grad_(False)
 
 
 def run(args):
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    model, vae = build(args.size, device, dtype)
+    model, vae = build(args.size, device, dtype, DTYPES[args.vae_dtype])
     schedule = scale_schedule(1.0, args.pn)
     L = num_tokens(schedule)
     g = torch.Generator().manual_seed(1)
     text = [torch.randn(args.text_len, model.config.text_channels, generator=g).to(device) for _ in range(args.batch)]
-    print(f"size={args.size} device={device} dtype={args.dtype} pn={args.pn} scales={len(schedule)} "
+    print(f"size={args.size} device={device} dtype={args.dtype} vae={args.vae_dtype} pn={args.pn} scales={len(schedule)} "
           f"tokens={L} batch={args.batch} cfg={args.cfg}")
     for use_cache in ([True, False] if args.compare_cache else [True]):
         times = []
         for r in range(args.warmup + args.repeats):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            reset_peak(device)
             sync(device)
             t0 = time.perf_counter()
             images = sample(model, vae, text, schedule, cfg=args.cfg, tau=0.5, seed=r, use_cache=use_cache)
@@ -70,9 +65,8 @@ def run(args):
             if r >= args.warmup:
                 times.append(time.perf_counter() - t0)
         sec = sorted(times)[len(times) // 2]
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
         print(f"  kv_cache={str(use_cache):5}  {sec / args.batch:8.3f} s/image  {sec:8.3f} s/batch  "
-              f"{L * args.batch / sec:10.0f} tokens/s  peak {peak:6.2f} GiB  image {tuple(images.shape)}")
+              f"{L * args.batch / sec:10.0f} tokens/s  peak {peak_memory(device)}  image {tuple(images.shape)}")
 
 
 if __name__ == "__main__":
@@ -80,6 +74,7 @@ if __name__ == "__main__":
     p.add_argument("--size", choices=SIZES, default="tiny")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPES, default=None)
+    p.add_argument("--vae-dtype", choices=DTYPES, default="fp32", help="the VAE decoder's dtype (load_vae's default: fp32)")
     p.add_argument("--pn", default=None, help="resolution preset (default 0.06M on tiny, 1M on 2b)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--cfg", type=float, default=4.0)
