@@ -36,3 +36,18 @@ def tiny_model():
 def tiny_vae():
     from var_core import load_vae
     return load_vae(TINY / "vae.pth")
+
+
+@pytest.fixture(scope="session")
+def toy_paths(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random transformer, BitVAE and T5 (with tokenizer) written to disk, as a user would have them."""
+    from var_core.toy import make_random_models
+    return make_random_models(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def toy(toy_paths):
+    """(model, vae, text_encoder) loaded from toy_paths."""
+    from var_core import load_text_encoder, load_transformer, load_vae
+    return (load_transformer(toy_paths["transformer"]), load_vae(toy_paths["vae"]),
+            load_text_encoder(toy_paths["text_encoder"]))

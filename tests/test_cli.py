@@ -18,39 +18,34 @@ from var_core.toy import make_random_models, random_vae
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return make_random_models(tmp_path_factory.mktemp("toy"))
-
-
-def _sample_args(toy, out, *extra):
-    return ["sample", "--model", str(toy["transformer"]), "--vae", str(toy["vae"]), "--text-encoder",
-            str(toy["text_encoder"]), "--prompt", "a photo of a dog", "--out", str(out), "--pn", "0.06M",
+def _sample_args(toy_paths, out, *extra):
+    return ["sample", "--model", str(toy_paths["transformer"]), "--vae", str(toy_paths["vae"]), "--text-encoder",
+            str(toy_paths["text_encoder"]), "--prompt", "a photo of a dog", "--out", str(out), "--pn", "0.06M",
             "--device", "cpu", *extra]
 
 
-def test_sample_writes_a_png_and_is_reproducible(toy, tmp_path):
-    assert main(_sample_args(toy, tmp_path / "a.png", "--seed", "3")) == 0
-    assert main(_sample_args(toy, tmp_path / "b.png", "--seed", "3")) == 0
-    assert main(_sample_args(toy, tmp_path / "c.png", "--seed", "4", "--aspect", "3:4")) == 0
+def test_sample_writes_a_png_and_is_reproducible(toy_paths, tmp_path):
+    assert main(_sample_args(toy_paths, tmp_path / "a.png", "--seed", "3")) == 0
+    assert main(_sample_args(toy_paths, tmp_path / "b.png", "--seed", "3")) == 0
+    assert main(_sample_args(toy_paths, tmp_path / "c.png", "--seed", "4", "--aspect", "3:4")) == 0
     a, b, c = (Image.open(tmp_path / f"{n}.png") for n in "abc")
     assert a.size == (256, 256) and c.size == (320, 240)  # 3:4 (h:w) -> template 0.75 at 0.06M: 15x20 tokens, 240x320 px
     assert a.tobytes() == b.tobytes()
 
 
-def test_sample_never_overwrites_and_batches_are_numbered(toy, tmp_path, capsys):
+def test_sample_never_overwrites_and_batches_are_numbered(toy_paths, tmp_path, capsys):
     out = tmp_path / "x.png"
     out.write_bytes(b"mine")
-    assert main(_sample_args(toy, out)) == 2
+    assert main(_sample_args(toy_paths, out)) == 2
     assert out.read_bytes() == b"mine"
     assert "--overwrite" in capsys.readouterr().err
-    assert main(_sample_args(toy, tmp_path / "many.png", "--batch", "2", "--negative", "blurry")) == 0
+    assert main(_sample_args(toy_paths, tmp_path / "many.png", "--batch", "2", "--negative", "blurry")) == 0
     assert sorted(p.name for p in tmp_path.glob("many_*.png")) == ["many_00.png", "many_01.png"]
 
 
-def test_variations_keep_the_coarse_scales(toy, tmp_path):
-    assert main(_sample_args(toy, tmp_path / "src.png", "--seed", "1")) == 0
-    assert main(_sample_args(toy, tmp_path / "var.png", "--seed", "9", "--init-image", str(tmp_path / "src.png"),
+def test_variations_keep_the_coarse_scales(toy_paths, tmp_path):
+    assert main(_sample_args(toy_paths, tmp_path / "src.png", "--seed", "1")) == 0
+    assert main(_sample_args(toy_paths, tmp_path / "var.png", "--seed", "9", "--init-image", str(tmp_path / "src.png"),
                              "--keep-scales", "7")) == 0
     # keeping every scale reproduces the source up to one VAE round trip of an untrained VAE
     assert (tmp_path / "var.png").exists()
@@ -73,10 +68,10 @@ def test_convert_transformer_and_vae_to_safetensors(tmp_path):
     assert main(["convert", str(TINY / "vae.pth"), str(vae_out)]) == 2  # exists: refused
 
 
-def test_mismatched_vae_is_refused_naming_both_files(toy, tmp_path, capsys):
+def test_mismatched_vae_is_refused_naming_both_files(toy_paths, tmp_path, capsys):
     vae8 = tmp_path / "vae_d8.safetensors"
     save_safetensors_atomic(random_vae(BitVAEConfig(d=8, base_ch=32)).state_dict(), vae8)
-    args = _sample_args(toy, tmp_path / "o.png")
+    args = _sample_args(toy_paths, tmp_path / "o.png")
     args[args.index("--vae") + 1] = str(vae8)
     code = main(args)
     err = capsys.readouterr().err

@@ -102,7 +102,7 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
                 x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
             if use_cache:
                 rope = (cos[start:start + n], sin[start:start + n])
-                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total)
+                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total, scale=k)
                 cache.length += n
             else:  # recompute the whole prefix with the block-causal mask (reference speed baseline)
                 sequence = x if sequence is None else torch.cat((sequence, x), dim=1)

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
@@ -314,6 +315,9 @@ class Infinity(nn.Module):
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
+        # patch(block_index, scale) -> {name in block: tensor} or None: weights used instead of the stored ones
+        # (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
+        self.patch = None
         self._rope_cache: dict = {}
 
     # ----------------------------------------------------------------------------------------------------------
@@ -374,19 +378,27 @@ class Infinity(nn.Module):
         with torch.autocast(self.device.type, enabled=False):
             return self.head(self.head_nm(x.float(), cond.pooled))
 
-    def run_blocks(self, x, cond, rope, levels, attn_mask=None, cache=None, total=0):
-        """All blocks over x (B, l, C); ``levels`` (l, C) is the lvl_embed of each position."""
+    def run_blocks(self, x, cond, rope, levels, attn_mask=None, cache=None, total=0, scale=None):
+        """All blocks over x (B, l, C); ``levels`` (l, C) is the lvl_embed of each position; ``scale`` is the index of
+        the one scale x holds (None: several), passed on to ``self.patch``."""
         per_chunk = self.config.depth // self.config.block_chunks
         for c, chunk in enumerate(self.block_chunks):
             if c == 0 or self.config.lvl_embed_per_chunk:
                 x = x + levels
             for j, block in enumerate(chunk.module):
-                args = (x, cond, rope, attn_mask, cache, c * per_chunk + j, total)
-                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    x = checkpoint(block, *args, use_reentrant=False)
+                i = c * per_chunk + j
+                args = (cond, rope, attn_mask, cache, i, total)
+                if self.gradient_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(self._run_block, block, i, scale, x, *args, use_reentrant=False)
                 else:
-                    x = block(*args)
+                    x = self._run_block(block, i, scale, x, *args)
         return x
+
+    def _run_block(self, block, i, scale, x, *args):
+        # Patched weights are made here, inside the checkpointed call: one block's worth at a time, recomputed in
+        # the backward pass instead of being kept for the whole forward.
+        weights = self.patch(i, scale) if self.patch is not None else None
+        return functional_call(block, weights, (x, *args)) if weights else block(x, *args)
 
     # ----------------------------------------------------------------------------------------------------------
     def forward(self, text, inputs: torch.Tensor, schedule) -> torch.Tensor:

@@ -1,0 +1,267 @@
+"""Subject tuning: a few photos + a class word -> a SubjectDelta (ARBooth's method, with its bugs fixed).
+
+Per step:
+1. a batch of the subject's images (cached VAE latents; optional horizontal flip) -> teacher-forced inputs with
+   Bitwise Self-Correction flips and bit labels; the student (base + delta) is trained on the instance prompts with
+   the scale-weighted bitwise cross-entropy;
+2. prior distillation (λ > 0): the frozen base (the same weights with the delta switched off, no second copy)
+   samples class-prompt tokens scale by scale with the KV cache; the base's and the student's per-bit distributions
+   on those tokens (teacher-forced, same class prompt) are matched with KL(base ‖ student);
+3. one AdamW step on L_wCE + λ·L_distill (or ARBooth's two separate steps, ``separate_steps=True``).
+
+Trainable tensors are fp32 master copies; frozen weights stay as loaded (bf16 on GPU) and run under autocast.
+T5 runs once, before training.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .. import quantizer
+from ..sampling import sample
+from ..schedules import scale_schedule
+from ..training import bit_accuracy
+from ..transformer import Infinity
+from .data import SubjectImages
+from .delta import SubjectDelta, apply_subjects, check_fits
+from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
+from .placeholder import DEFAULT_TOKEN, placeholder_positions, substitute
+from .subject import save_subject
+
+# Learning rates: ARBooth's for full deltas; LoRA and the zero-initialised placeholder vectors (which pass through
+# an RMSNorm, so only their direction matters) need larger steps to move within a few hundred iterations.
+DEFAULT_LR = {"full": 2.34375e-5, "lora": 1e-4, "none": 0.0}
+DEFAULT_EMBEDDING_LR = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    class_word: str = "object"
+    token: str = DEFAULT_TOKEN
+    # what is trained
+    mode: str = "lora"  # "lora", "full" (ARBooth) or "none" (placeholder vectors only)
+    groups: tuple[str, ...] = ("ca", "ffn")
+    blocks: str | None = None  # e.g. "0-15"; None = all
+    rank: int = 16
+    alpha: float | None = None  # default = rank
+    placeholder_vectors: int = 4  # 0 = no learned embedding
+    # optimisation
+    steps: int = 500
+    batch_size: int = 2
+    lr: float | None = None  # default by mode (DEFAULT_LR)
+    embedding_lr: float | None = None  # default DEFAULT_EMBEDDING_LR
+    warmup_steps: int = 0
+    weight_decay: float = 0.005
+    betas: tuple[float, float] = (0.9, 0.97)
+    grad_clip: float = 0.0  # 0 = off
+    gradient_checkpointing: bool = True
+    # data and loss
+    pn: str = "0.25M"  # 512²; "1M" = 1024²
+    aspect: float | str = 1.0
+    hflip: bool = False
+    flip_prob: float = 0.3  # Bitwise Self-Correction (ARBooth keeps Infinity's 0.3)
+    scale_weights: ScaleWeights = field(default_factory=ScaleWeights)
+    # prior distillation
+    prior_weight: float = 0.5  # λ; 0 = off
+    prior_prompt: str = "a photo of {class_word}"
+    prior_tau: float = 0.5
+    prior_top_p: float = 0.97
+    prior_cfg: float = 1.0  # ARBooth's teacher samples without CFG
+    prior_per_bit: bool = True  # False: ARBooth's softmax over the whole 2d-vector of a token
+    separate_steps: bool = False  # True: ARBooth's two optimizer steps per iteration
+    seed: int = 0
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
+
+    def resolved_embedding_lr(self) -> float:
+        return self.embedding_lr if self.embedding_lr is not None else DEFAULT_EMBEDDING_LR
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["lr"], d["embedding_lr"] = self.resolved_lr(), self.resolved_embedding_lr()
+        return d
+
+
+@dataclass
+class Progress:
+    step: int  # steps done
+    total: int
+    loss: float
+    parts: dict[str, float]  # "ce", "distill", "bit_acc", "lr"
+    seconds: float
+    preview: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1] every preview_every steps
+
+
+class SubjectTrainer:
+    """Holds everything one training needs; ``step()`` does one iteration, ``run()`` the loop.
+
+    images: SubjectImages (see data.prepare_images). delta: resume from this SubjectDelta (e.g. load_subject);
+    start_step: the steps it already had.
+    """
+
+    def __init__(self, model: Infinity, vae, text_encoder, images: SubjectImages, config: TrainConfig,
+                 delta: SubjectDelta | None = None, start_step: int = 0):
+        if model.patch is not None:
+            raise ValueError("Train on the base model, not on a model with subjects applied.")
+        self.model, self.vae, self.config = model, vae, config
+        self.device = model.device
+        self.schedule = scale_schedule(config.aspect, config.pn)
+        if len(images.prompts) != images.images.shape[0]:
+            raise ValueError("One prompt per training image is needed.")
+        self.generator = torch.Generator().manual_seed(config.seed)  # data order, flips, BSC (CPU: reproducible)
+        self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.delta = delta or SubjectDelta.create(
+            model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
+            config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
+        check_fits(self.delta, model)
+        self.delta.to(self.device, torch.float32).requires_grad_(True)
+        self.step_count = int(start_step)
+        self.num_trainable = self.delta.num_parameters()
+
+        # frozen inputs, computed once: VAE latents of every image (and its mirror), T5 features and token positions
+        with torch.no_grad():
+            imgs = images.images.to(vae.device)
+            self.latents = [vae.encode_latent(imgs[i:i + 1]).cpu() for i in range(imgs.shape[0])]
+            self.flipped = [vae.encode_latent(imgs[i:i + 1].flip(-1)).cpu() for i in range(imgs.shape[0])] \
+                if config.hflip else None
+        self.prompts = list(images.prompts)
+        self.text = [t.to(self.device) for t in text_encoder(self.prompts)]
+        self.positions = placeholder_positions(text_encoder, self.prompts, config.token) \
+            if self.delta.placeholder is not None else [[] for _ in self.prompts]
+        if self.delta.placeholder is not None and not any(self.positions):
+            raise ValueError(f"No training prompt contains the placeholder {config.token!r}, so the learned vectors "
+                             f"would never be used.")
+        prior = config.prior_prompt.format(class_word=config.class_word)
+        self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if config.prior_weight > 0 else None
+
+        model.gradient_checkpointing = config.gradient_checkpointing
+        self.student = apply_subjects(model, [(self.delta, 1.0)])
+        groups = [{"params": [t for k, t in self.delta.tensors.items() if k != "placeholder"],
+                   "lr": config.resolved_lr()}]
+        if self.delta.placeholder is not None:
+            groups.append({"params": [self.delta.placeholder], "lr": config.resolved_embedding_lr()})
+        groups = [g for g in groups if g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay,
+                                           foreach=self.device.type == "cuda")
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ one iteration
+    def _batch(self) -> list[int]:
+        n = len(self.latents)
+        return torch.randint(n, (min(self.config.batch_size, n),), generator=self.generator).tolist() \
+            if n > self.config.batch_size else list(range(n))
+
+    def instance_loss(self, idx: Sequence[int]):
+        latents = []
+        for i in idx:
+            flip = self.flipped is not None and torch.rand((), generator=self.generator).item() < 0.5
+            latents.append((self.flipped if flip else self.latents)[i])
+        latent = torch.cat(latents).to(self.device)
+        labels, inputs = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator)
+        inputs, labels = torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
+        vectors = self.delta.placeholder
+        text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx]
+        logits = self.student(text, inputs, self.schedule)
+        return weighted_bitwise_loss(logits, labels, self.schedule, self.config.scale_weights), \
+            bit_accuracy(logits.detach(), labels)
+
+    def prior_loss(self, batch: int) -> torch.Tensor:
+        c = self.config
+        text = self.prior_text * batch
+        bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
+                      generator=self.sample_generator)  # the base (no patch): teacher tokens, KV-cached
+        bits = [b.clone() for b in bits]  # out of inference mode
+        inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule), dim=1)
+        with torch.no_grad():  # the teacher's distributions: same forward as the student's, delta off
+            teacher = self.model(text, inputs, self.schedule)
+        student = self.student(text, inputs, self.schedule)
+        return distillation_loss(student, teacher, per_bit=c.prior_per_bit)
+
+    def _set_lr(self):
+        w = self.config.warmup_steps
+        factor = min(1.0, (self.step_count + 1) / w) if w > 0 else 1.0
+        for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * factor
+
+    def _apply(self, loss: torch.Tensor):
+        if not torch.isfinite(loss):  # refuse before the update: the delta keeps its last good values
+            raise FloatingPointError(f"The loss became {loss.item()} at step {self.step_count + 1}; lower the "
+                                     f"learning rate.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.delta.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def step(self) -> dict[str, float]:
+        c = self.config
+        self._set_lr()
+        idx = self._batch()
+        ce, acc = self.instance_loss(idx)
+        parts = {"ce": ce.item(), "bit_acc": acc.item(), "lr": self.optimizer.param_groups[0]["lr"]}
+        if c.prior_weight > 0 and c.separate_steps:  # ARBooth's order: step on L_wCE, then on λ·L_distill
+            self._apply(ce)
+            kl = self.prior_loss(len(idx))
+            self._apply(c.prior_weight * kl)
+        elif c.prior_weight > 0:
+            kl = self.prior_loss(len(idx))
+            self._apply(ce + c.prior_weight * kl)
+        else:
+            kl = None
+            self._apply(ce)
+        if kl is not None:
+            parts["distill"] = kl.item()
+        parts["loss"] = parts["ce"] + (c.prior_weight * parts["distill"] if kl is not None else 0.0)
+        self.step_count += 1
+        return parts
+
+    # ------------------------------------------------------------------ the loop
+    def preview(self, seed: int = 0) -> torch.Tensor:
+        """One sample of the first training prompt with the current delta, (1, 3, H, W) in [-1, 1]."""
+        vectors = self.delta.placeholder
+        text = [substitute(self.text[0], {p: vectors.detach() for p in self.positions[0]})]
+        return sample(self.student, self.vae, text, self.schedule, seed=seed)
+
+    def save(self, path, overwrite: bool = True, dtype: torch.dtype | None = None) -> Path:
+        training = {**self.config.summary(), "steps_done": self.step_count, "schedule": self.schedule}
+        return save_subject(self.delta, path, self.model, training, dtype=dtype, overwrite=overwrite)
+
+    def run(self, callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+            checkpoint_path=None, checkpoint_every: int = 100, preview_every: int = 0,
+            save_dtype: torch.dtype | None = None) -> bool:
+        """Train until ``config.steps`` steps are done. Returns True if finished, False if stopped early.
+
+        ``should_stop`` is polled before every step; the delta as of the last finished step is then written to
+        ``checkpoint_path`` (also every ``checkpoint_every`` steps and at the end), atomically.
+        """
+        t0 = time.perf_counter()
+        finished = True
+        while self.step_count < self.config.steps:
+            if should_stop is not None and should_stop():
+                finished = False
+                break
+            parts = self.step()
+            preview = None
+            if preview_every and self.step_count % preview_every == 0:
+                preview = self.preview()
+            if checkpoint_path is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
+                self.save(checkpoint_path, dtype=save_dtype)
+            if callback is not None:
+                callback(Progress(self.step_count, self.config.steps, parts["loss"], parts,
+                                  time.perf_counter() - t0, preview))
+        if checkpoint_path is not None:
+            self.save(checkpoint_path, dtype=save_dtype)
+        return finished
+
+
+def train_subject(model, vae, text_encoder, images: SubjectImages, config: TrainConfig, **run_kwargs):
+    """Convenience: build a SubjectTrainer, run it, return its delta."""
+    trainer = SubjectTrainer(model, vae, text_encoder, images, config)
+    trainer.run(**run_kwargs)
+    return trainer.delta
