@@ -10,17 +10,19 @@ from safetensors.torch import load_file
 
 from conftest import TINY
 from var_core import load_transformer, load_vae
-from var_core.__main__ import main
+from var_core.__main__ import main, parse_subject_arg
 from var_core.bitvae import BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
-from var_core.toy import make_random_models, random_vae
+from var_core.images import to_pil
+from var_core.toy import random_vae, subject_pictures
+from var_core.tuning import load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sample_args(toy_paths, out, *extra):
+def _sample_args(toy_paths, out, *extra, prompt="a photo of a dog"):
     return ["sample", "--model", str(toy_paths["transformer"]), "--vae", str(toy_paths["vae"]), "--text-encoder",
-            str(toy_paths["text_encoder"]), "--prompt", "a photo of a dog", "--out", str(out), "--pn", "0.06M",
+            str(toy_paths["text_encoder"]), "--prompt", prompt, "--out", str(out), "--pn", "0.06M",
             "--device", "cpu", *extra]
 
 
@@ -82,6 +84,41 @@ def test_mismatched_vae_is_refused_naming_both_files(toy_paths, tmp_path, capsys
 
 def test_demo_runs_as_a_module(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(tmp_path / "demo.png"),
-                           "--models", str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--models", str(tmp_path / "m"), "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "demo.png").size == (256, 256)
+    assert load_subject(tmp_path / "m" / "subject.safetensors").metadata["training"]["steps_done"] == 3
+
+
+def test_train_then_sample_with_the_subject(toy_paths, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, picture in enumerate(to_pil(subject_pictures(2, 200))):
+        picture.convert("L" if i else "RGB").save(photos / f"{i}.jpg")
+    out = tmp_path / "dog.safetensors"
+    train = ["train", "--model", str(toy_paths["transformer"]), "--vae", str(toy_paths["vae"]), "--text-encoder",
+             str(toy_paths["text_encoder"]), "--images", str(photos), "--class", "dog", "--out", str(out),
+             "--pn", "0.06M", "--steps", "2", "--rank", "4", "--lr", "1e-2", "--device", "cpu"]
+    assert main(train) == 0
+    assert main(train) == 2 and "already exists" in capsys.readouterr().err  # never overwritten silently
+    assert main(train[:-4] + ["--steps", "3", "--resume", str(out), "--device", "cpu"]) == 0
+    subject = load_subject(out)
+    assert subject.metadata["training"]["steps_done"] == 3 and subject.rank == 4 and subject.class_word == "dog"
+
+    def run(name, *extra, prompt="a photo of <placeholder> dog"):
+        return main(_sample_args(toy_paths, tmp_path / f"{name}.png", "--seed", "2", *extra, prompt=prompt))
+    assert run("base", prompt="a photo of a dog") == 0
+    assert run("zero", "--subject", f"{out}:0", prompt="a photo of a dog") == 0
+    assert run("full", "--subject", str(out)) == 0
+    assert run("sched", "--subject", f"{out}:1,1,1,1,0.5,0.5,0") == 0
+    base, zero, full = (Image.open(tmp_path / f"{n}.png").tobytes() for n in ("base", "zero", "full"))
+    assert zero == base and full != base  # strength 0 is the base model; the trained subject acts
+    assert run("bad", "--subject", f"{out}:1,1") == 2
+
+
+def test_subject_argument_parsing():
+    assert parse_subject_arg("a.safetensors") == ("a.safetensors", 1.0)
+    assert parse_subject_arg("a.safetensors:0.5") == ("a.safetensors", 0.5)
+    assert parse_subject_arg("C:\\s\\a.safetensors:1,0.5") == ("C:\\s\\a.safetensors", [1.0, 0.5])
+    assert parse_subject_arg("C:\\s\\a.safetensors") == ("C:\\s\\a.safetensors", 1.0)

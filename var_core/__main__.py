@@ -1,4 +1,4 @@
-"""Command line: python -m var_core {sample,convert,demo} ...  (python -m var_core <command> -h for the flags)."""
+"""Command line: python -m var_core {sample,train,convert,demo} ...  (python -m var_core <command> -h for the flags)."""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +11,32 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _progress(total: int, desc: str):
+class _TextBar:
+    """Stand-in for tqdm (which comes with transformers) that prints plain lines."""
+    def __init__(self, total, desc, initial=0):
+        self.total, self.desc, self.n = total, desc, initial
+
+    def update(self, k):
+        self.n += k
+        print(f"{self.desc}: {self.n}/{self.total}", file=sys.stderr)
+
+    def set_postfix(self, *_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total: int, desc: str, unit: str, initial: int = 0):
     try:
         from tqdm import tqdm
-    except ImportError:  # tqdm comes with transformers; degrade to plain text without it
-        return lambda k, n: print(f"{desc}: {k}/{n}", file=sys.stderr)
-    bar = tqdm(total=total, desc=desc, unit="scale")
+    except ImportError:
+        return _TextBar(total, desc, initial)
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+
+
+def _progress(total: int, desc: str):
+    bar = _bar(total, desc, "scale")
 
     def update(k, n):
         bar.update(k - bar.n)
@@ -48,9 +68,14 @@ def cmd_sample(args) -> int:
     model = vc.load_transformer(args.model, device=device, dtype=dtype)
     vae = vc.load_vae(args.vae, device=device)
     vc.check_compatible(model, vae)
+    if args.subject:
+        from var_core.tuning import apply_subjects, load_subject
+        model = apply_subjects(model, [(load_subject(path, model), strength)
+                                       for path, strength in map(parse_subject_arg, args.subject)])
+    from var_core.tuning import encode_prompts
     encoder = vc.load_text_encoder(args.text_encoder, device=device)
-    text = encoder(prompts)
-    negative = encoder([args.negative] * len(prompts)) if args.negative is not None else None
+    text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors
+    negative = encode_prompts(encoder, [args.negative] * len(prompts), model) if args.negative is not None else None
     encoder.to("cpu")  # T5 is only needed once; give its memory back to the sampler
     del encoder
     forced = None
@@ -65,6 +90,82 @@ def cmd_sample(args) -> int:
         save_png(pil, path, overwrite=args.overwrite)
         print(path)
     return 0
+
+
+def parse_subject_arg(value: str):
+    """'file.safetensors', 'file.safetensors:0.8' or 'file.safetensors:1,1,1,1,1,1,1,1,0.5,0.5' (per scale)."""
+    path, sep, tail = value.rpartition(":")
+    if sep:
+        try:
+            values = [float(v) for v in tail.split(",")]
+            return path, values[0] if len(values) == 1 else values
+        except ValueError:
+            pass  # a ':' that belongs to the path (C:\...)
+    return value, 1.0
+
+
+def cmd_train(args) -> int:
+    import signal
+
+    import var_core as vc
+    from var_core.tuning import (ScaleWeights, SubjectTrainer, TrainConfig, folder_captions, image_files,
+                                 load_subject, prepare_images)
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and Path(args.resume or "") != out:
+        raise FileExistsError(f"'{out}' already exists; choose another --out, --resume it, or pass --overwrite.")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    weights = ScaleWeights(args.coarse_weight, args.fine_weight, args.coarse_tokens,
+                           tuple(float(v) for v in args.scale_weights.split(",")) if args.scale_weights else None)
+    config = TrainConfig(
+        class_word=args.class_word, token=args.token, mode=args.mode, groups=tuple(args.groups.split(",")),
+        blocks=args.blocks, rank=args.rank, alpha=args.alpha, placeholder_vectors=args.vectors, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, embedding_lr=args.embedding_lr, warmup_steps=args.warmup,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, gradient_checkpointing=not args.no_checkpointing,
+        pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
+        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_per_bit=args.prior_kl == "bit",
+        separate_steps=args.separate_steps, seed=args.seed)
+    files = image_files(args.images)
+    captions = folder_captions(files) if args.captions else None
+    images = prepare_images(files, vc.pixel_size(vc.scale_schedule(args.aspect, args.pn)), args.token,
+                            args.class_word, captions, require_token=args.vectors > 0)
+
+    model = vc.load_transformer(args.model, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    vae = vc.load_vae(args.vae, device=device)
+    vc.check_compatible(model, vae)
+    delta, start = None, 0
+    if args.resume:
+        delta = load_subject(args.resume, model)
+        start = int(delta.metadata.get("training", {}).get("steps_done", 0))
+    encoder = vc.load_text_encoder(args.text_encoder, device=device)
+    trainer = SubjectTrainer(model, vae, encoder, images, config, delta=delta, start_step=start)
+    encoder.to("cpu")
+    del encoder
+    print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups {','.join(config.groups)}, "
+          f"{len(files)} images, {len(trainer.schedule)} scales) on {device}", file=sys.stderr)
+
+    stop = []
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: finish the step, save, stop; second: stop at once
+        if stop:
+            signal.default_int_handler(signum, frame)
+        stop.append(1)
+        print("\ninterrupted: saving after this step (Ctrl-C again to abort)", file=sys.stderr)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    bar = _bar(config.steps, "training", "step", initial=start)
+    def report(p):
+        bar.update(p.step - bar.n)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in p.parts.items() if k != "lr"})
+    try:
+        finished = trainer.run(callback=report, should_stop=lambda: bool(stop), checkpoint_path=out,
+                               checkpoint_every=args.checkpoint_every,
+                               save_dtype=DTYPES[args.save_dtype] if args.save_dtype else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    print(f"{'wrote' if finished else 'stopped early; kept'} {out} ({trainer.step_count} steps, "
+          f"{out.stat().st_size / 2**20:.1f} MiB)")
+    return 0 if finished else 130
 
 
 def cmd_convert(args) -> int:
@@ -89,16 +190,28 @@ def cmd_convert(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from var_core.toy import make_random_models
+    """The main job end to end on tiny random models: tune a subject on a few pictures, then generate it."""
+    from var_core.images import save_png, to_pil
+    from var_core.toy import make_random_models, subject_pictures
 
     folder = Path(args.models or tempfile.mkdtemp(prefix="var_core_demo_"))
     paths = make_random_models(folder)
-    print(f"tiny random models in {folder} (untrained: the image is structured noise)")
-    sample_args = build_parser().parse_args([
-        "sample", "--model", str(paths["transformer"]), "--vae", str(paths["vae"]),
-        "--text-encoder", str(paths["text_encoder"]), "--prompt", args.prompt, "--out", args.out,
-        "--pn", "0.06M", "--seed", str(args.seed), "--device", "cpu"] + (["--overwrite"] if args.overwrite else []))
-    return cmd_sample(sample_args)
+    photos = folder / "subject_photos"
+    photos.mkdir(exist_ok=True)
+    for i, picture in enumerate(to_pil(subject_pictures(3, 256))):
+        if not (photos / f"{i}.png").exists():
+            save_png(picture, photos / f"{i}.png")
+    print(f"tiny random models and 3 subject pictures in {folder} (untrained models: images are structured noise)")
+    common = ["--model", str(paths["transformer"]), "--vae", str(paths["vae"]), "--text-encoder",
+              str(paths["text_encoder"]), "--pn", "0.06M", "--device", "cpu"]
+    subject = folder / "subject.safetensors"
+    train = ["train", *common, "--images", str(photos), "--class", "dog", "--out", str(subject), "--steps",
+             str(args.steps), "--lr", "2e-3", "--overwrite"]
+    code = main(train)
+    if code:
+        return code
+    return main(["sample", *common, "--subject", str(subject), "--prompt", args.prompt, "--out", args.out,
+                 "--seed", str(args.seed)] + (["--overwrite"] if args.overwrite else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,12 +233,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=0.97)
     s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")
     s.add_argument("--pn", default="1M", help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024)")
+    s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")
     s.add_argument("--keep-scales", type=int, default=4, help="with --init-image: how many scales to keep")
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", choices=DTYPES, default=None, help="transformer blocks (default bf16 on GPU)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_sample)
+
+    t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
+    t.add_argument("--model", required=True, help="Infinity transformer (.pth or .safetensors)")
+    t.add_argument("--vae", required=True, help="BitVAE (.pth or .safetensors)")
+    t.add_argument("--text-encoder", required=True, help="flan-t5-xl folder (or encoder .safetensors file)")
+    t.add_argument("--images", required=True, help="folder of 1-N photos of the subject (any size/mode)")
+    t.add_argument("--class", dest="class_word", required=True, help="the subject's class word, e.g. dog")
+    t.add_argument("--out", required=True, help="subject file to write (.safetensors)")
+    t.add_argument("--token", default="<placeholder>", help="placeholder token written in prompts")
+    t.add_argument("--captions", action="store_true", help="use name.txt beside each image as its prompt "
+                   "(must contain the token; e.g. for generated proxy images)")
+    t.add_argument("--mode", choices=["lora", "full", "none"], default="lora",
+                   help="lora: low-rank deltas; full: ARBooth's full deltas; none: placeholder vectors only")
+    t.add_argument("--groups", default="ca,ffn", help="layer groups to tune: sa, ca, ffn or all")
+    t.add_argument("--blocks", default=None, help="block range, e.g. 0-15 (default all)")
+    t.add_argument("--rank", type=int, default=16)
+    t.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
+    t.add_argument("--vectors", type=int, default=4, help="learned placeholder vectors (0 = none)")
+    t.add_argument("--steps", type=int, default=500)
+    t.add_argument("--batch-size", type=int, default=2)
+    t.add_argument("--lr", type=float, default=None, help="default: 1e-4 for lora, 2.34e-5 for full")
+    t.add_argument("--embedding-lr", type=float, default=None, help="placeholder vectors' lr (default 1e-3)")
+    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    t.add_argument("--weight-decay", type=float, default=0.005)
+    t.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0 = off)")
+    t.add_argument("--no-checkpointing", action="store_true", help="keep activations (faster, more memory)")
+    t.add_argument("--pn", default="0.25M", help="training resolution preset (0.25M = 512², 1M = 1024²)")
+    t.add_argument("--aspect", default="1.0")
+    t.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    t.add_argument("--flip-prob", type=float, default=0.3, help="bitwise self-correction strength (0 = off)")
+    t.add_argument("--coarse-weight", type=float, default=1.0, help="loss weight of coarse scales")
+    t.add_argument("--fine-weight", type=float, default=0.5, help="loss weight of the other scales")
+    t.add_argument("--coarse-tokens", type=int, default=400, help="a scale is coarse up to this many tokens")
+    t.add_argument("--scale-weights", default=None, help="explicit per-scale loss weights, comma separated")
+    t.add_argument("--prior-weight", type=float, default=0.5, help="prior distillation weight λ (0 = off)")
+    t.add_argument("--prior-prompt", default="a photo of {class_word}")
+    t.add_argument("--prior-kl", choices=["bit", "token"], default="bit",
+                   help="token = ARBooth's softmax over a token's whole logit vector")
+    t.add_argument("--separate-steps", action="store_true", help="ARBooth's two optimizer steps per iteration")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=100)
+    t.add_argument("--resume", default=None, help="subject file to continue from")
+    t.add_argument("--save-dtype", choices=DTYPES, default=None, help="e.g. bf16 halves a full-delta file")
+    t.add_argument("--device", default=None)
+    t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
     c.add_argument("input")
@@ -135,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_convert)
 
-    d = sub.add_parser("demo", help="end-to-end run on a tiny random model the project makes itself")
-    d.add_argument("--prompt", default="a photo of a dog")
+    d = sub.add_parser("demo", help="tune a subject and generate it, on tiny random models made on the spot")
+    d.add_argument("--prompt", default="a photo of <placeholder> dog on the beach")
+    d.add_argument("--steps", type=int, default=30, help="tuning steps")
     d.add_argument("--out", default="demo.png")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--models", default=None, help="folder for the tiny models (default: a temporary folder)")

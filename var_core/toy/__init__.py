@@ -58,3 +58,21 @@ def make_random_models(folder, seed: int = 0) -> dict[str, Path]:
     if not (paths["text_encoder"] / "config.json").exists():
         make_tiny_t5(paths["text_encoder"], d_model=TOY_TEXT_WIDTH, seed=seed)
     return paths
+
+
+def subject_pictures(n: int = 3, size: int = 256, seed: int = 0) -> torch.Tensor:
+    """n pictures (n, 3, size, size) in [-1, 1] of one synthetic "subject" (a two-coloured disc) at different places
+    on plain backgrounds: stand-ins for a user's photos."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    out = []
+    for _ in range(n):
+        cy, cx = (0.3 + 0.4 * torch.rand(2, generator=g)).tolist()
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 0.04).float()
+        top = disc * (yy < cy).float()
+        background = torch.rand(3, 1, 1, generator=g) * 1.2 - 0.6
+        img = background.expand(3, size, size).clone()
+        img = img * (1 - disc) + disc * torch.tensor([0.9, 0.5, -0.6])[:, None, None]
+        img = img * (1 - top) + top * torch.tensor([-0.8, -0.8, 0.9])[:, None, None]
+        out.append(img)
+    return torch.stack(out)

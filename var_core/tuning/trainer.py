@@ -9,6 +9,9 @@ Per step:
    on those tokens (teacher-forced, same class prompt) are matched with KL(base ‖ student);
 3. one AdamW step on L_wCE + λ·L_distill (or ARBooth's two separate steps, ``separate_steps=True``).
 
+The teacher's class samples (tokens and its distributions on them) are drawn once into a bank of ``prior_samples``
+and reused, as DreamBooth does with class images: the frozen teacher's samples do not change during training.
+
 Trainable tensors are fp32 master copies; frozen weights stay as loaded (bf16 on GPU) and run under autocast.
 T5 runs once, before training.
 """
@@ -73,6 +76,7 @@ class TrainConfig:
     prior_top_p: float = 0.97
     prior_cfg: float = 1.0  # ARBooth's teacher samples without CFG
     prior_per_bit: bool = True  # False: ARBooth's softmax over the whole 2d-vector of a token
+    prior_samples: int = 64  # teacher samples drawn once and reused (0: fresh ones every step, as ARBooth)
     separate_steps: bool = False  # True: ARBooth's two optimizer steps per iteration
     seed: int = 0
 
@@ -139,6 +143,7 @@ class SubjectTrainer:
                              f"would never be used.")
         prior = config.prior_prompt.format(class_word=config.class_word)
         self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if config.prior_weight > 0 else None
+        self.prior_bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
         model.gradient_checkpointing = config.gradient_checkpointing
         self.student = apply_subjects(model, [(self.delta, 1.0)])
@@ -171,17 +176,40 @@ class SubjectTrainer:
         return weighted_bitwise_loss(logits, labels, self.schedule, self.config.scale_weights), \
             bit_accuracy(logits.detach(), labels)
 
-    def prior_loss(self, batch: int) -> torch.Tensor:
+    @torch.no_grad()
+    def teacher_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n class-prompt samples of the frozen base: bits (n, L, d) uint8 and the base's logits (n, L, 2d) on them.
+
+        Tokens come from the KV-cached sampler; the target distributions from the teacher-forced forward that the
+        student also uses, so a zero delta gives exactly zero loss and gradient.
+        """
         c = self.config
-        text = self.prior_text * batch
+        text = self.prior_text * n
         bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
-                      generator=self.sample_generator)  # the base (no patch): teacher tokens, KV-cached
+                      generator=self.sample_generator)  # the base (no patch)
         bits = [b.clone() for b in bits]  # out of inference mode
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule), dim=1)
-        with torch.no_grad():  # the teacher's distributions: same forward as the student's, delta off
-            teacher = self.model(text, inputs, self.schedule)
-        student = self.student(text, inputs, self.schedule)
-        return distillation_loss(student, teacher, per_bit=c.prior_per_bit)
+        return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
+
+    def _teacher_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.config.prior_samples
+        if m <= 0:
+            return self.teacher_samples(n)
+        if self.prior_bank is None:
+            # The teacher is frozen, so its samples are draws from a fixed distribution: draw a bank once (like
+            # DreamBooth's class images) instead of sampling every step, which would cost more than the step itself.
+            chunk = max(1, 4 * self.config.batch_size)
+            parts = [self.teacher_samples(min(chunk, m - i)) for i in range(0, m, chunk)]
+            self.prior_bank = tuple(torch.cat(p) for p in zip(*parts))
+        idx = torch.randint(m, (n,), generator=self.generator).to(self.device)
+        return self.prior_bank[0][idx], self.prior_bank[1][idx]
+
+    def prior_loss(self, batch: int) -> torch.Tensor:
+        """KL(base ‖ student) on class-prompt samples of the base."""
+        bits, teacher = self._teacher_batch(batch)
+        inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule), 1)
+        student = self.student(self.prior_text * batch, inputs, self.schedule)
+        return distillation_loss(student, teacher, per_bit=self.config.prior_per_bit)
 
     def _set_lr(self):
         w = self.config.warmup_steps
@@ -189,35 +217,35 @@ class SubjectTrainer:
         for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = lr * factor
 
-    def _apply(self, loss: torch.Tensor):
-        if not torch.isfinite(loss):  # refuse before the update: the delta keeps its last good values
+    def _backward(self, loss: torch.Tensor):
+        if not torch.isfinite(loss):  # refuse before any update: the delta keeps its last good values
             raise FloatingPointError(f"The loss became {loss.item()} at step {self.step_count + 1}; lower the "
                                      f"learning rate.")
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+    def _update(self):
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.delta.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> dict[str, float]:
+        """One iteration. The two losses are back-propagated one after the other (same gradient as their sum,
+        half the activation memory), then one optimizer step (ARBooth: a step after each, separate_steps)."""
         c = self.config
         self._set_lr()
         idx = self._batch()
         ce, acc = self.instance_loss(idx)
         parts = {"ce": ce.item(), "bit_acc": acc.item(), "lr": self.optimizer.param_groups[0]["lr"]}
-        if c.prior_weight > 0 and c.separate_steps:  # ARBooth's order: step on L_wCE, then on λ·L_distill
-            self._apply(ce)
+        self._backward(ce)
+        if c.prior_weight > 0:
+            if c.separate_steps:
+                self._update()
             kl = self.prior_loss(len(idx))
-            self._apply(c.prior_weight * kl)
-        elif c.prior_weight > 0:
-            kl = self.prior_loss(len(idx))
-            self._apply(ce + c.prior_weight * kl)
-        else:
-            kl = None
-            self._apply(ce)
-        if kl is not None:
+            self._backward(c.prior_weight * kl)
             parts["distill"] = kl.item()
-        parts["loss"] = parts["ce"] + (c.prior_weight * parts["distill"] if kl is not None else 0.0)
+        self._update()
+        parts["loss"] = parts["ce"] + c.prior_weight * parts.get("distill", 0.0)
         self.step_count += 1
         return parts
 
