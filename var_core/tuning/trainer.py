@@ -198,7 +198,7 @@ class SubjectTrainer:
         if self.prior_bank is None:
             # The teacher is frozen, so its samples are draws from a fixed distribution: draw a bank once (like
             # DreamBooth's class images) instead of sampling every step, which would cost more than the step itself.
-            chunk = max(1, 4 * self.config.batch_size)
+            chunk = max(1, self.config.batch_size)  # no more memory than a training step needs
             parts = [self.teacher_samples(min(chunk, m - i)) for i in range(0, m, chunk)]
             self.prior_bank = tuple(torch.cat(p) for p in zip(*parts))
         idx = torch.randint(m, (n,), generator=self.generator).to(self.device)
