@@ -1,7 +1,6 @@
 """The transformer: exact checkpoint layout, shape-inferred architecture, strict safe loading, reference parity."""
 import os
 import pickle
-from dataclasses import replace
 
 import pytest
 import torch

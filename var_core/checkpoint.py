@@ -111,9 +111,9 @@ def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Ten
     raise CheckpointError(f"{_describe(source)} is not a valid {what} checkpoint: " + " | ".join(parts))
 
 
-def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
-                            metadata: Mapping[str, str] | None = None, overwrite: bool = False) -> Path:
-    """Write safetensors through a temporary file and a rename, so a crash never leaves half a file behind."""
+def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place, so a crash never
+    leaves half a file behind; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"'{path}' already exists; choose another name or allow overwriting explicitly.")
@@ -121,12 +121,19 @@ def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=dict(metadata or {}))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: Mapping[str, str] | None = None, overwrite: bool = False) -> Path:
+    """Write safetensors atomically (see write_atomic)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})), overwrite)
 
 
 def check_compatible(model, vae) -> None:

@@ -1,13 +1,13 @@
 """Conversions between image files / PIL images and (B, 3, H, W) tensors in [-1, 1], and atomic PNG writing."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from .checkpoint import write_atomic
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -43,17 +43,5 @@ def load_image(path, size: tuple[int, int] | None = None) -> torch.Tensor:
 
 
 def save_png(image: Image.Image, path, overwrite: bool = False) -> Path:
-    """Write a PNG through a temporary file and a rename; refuse to replace an existing file unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"'{path}' already exists; pass another name (or --overwrite).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write a PNG atomically; refuse to replace an existing file unless asked."""
+    return write_atomic(path, lambda tmp: image.save(tmp, format="PNG"), overwrite)

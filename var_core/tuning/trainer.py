@@ -17,7 +17,6 @@ T5 runs once, before training.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
