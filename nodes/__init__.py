@@ -1,7 +1,12 @@
-"""Thin ComfyUI adapters over var_core (V3 schema API). The nodes arrive with the ComfyUI issue."""
+"""Thin ComfyUI adapters over var_core (V3 schema API): loaders, text, sampling, schedule, training, subjects."""
 from comfy_api.latest import ComfyExtension, io
+
+from . import comfy_env, loaders, sampling, schedule, subjects, text, training
+
+comfy_env.register_folders()
+NODES = [*loaders.NODES, *text.NODES, *sampling.NODES, *schedule.NODES, *training.NODES, *subjects.NODES]
 
 
 class VARBoothExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return []
+        return NODES

@@ -33,6 +33,50 @@ def from_pil(image: Image.Image, size: tuple[int, int] | None = None) -> torch.T
     return (arr.permute(2, 0, 1)[None].float() / 127.5) - 1
 
 
+def fit_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) or (B, 3, H, W) in [-1, 1], any size -> (B, 3, *size): scaled to cover, centre-cropped (as from_pil)."""
+    t = image if image.dim() == 4 else image[None]
+    if t.shape[1] != 3:
+        raise ValueError(f"An image tensor must be (3, H, W) or (B, 3, H, W) in [-1, 1], got {tuple(image.shape)}.")
+    h, w = t.shape[-2:]
+    if (h, w) == tuple(size):
+        return t.float()
+    s = max(size[0] / h, size[1] / w)
+    nh, nw = max(size[0], round(h * s)), max(size[1], round(w * s))
+    t = torch.nn.functional.interpolate(t.float(), size=(nh, nw), mode="bicubic", antialias=True,
+                                        align_corners=False).clamp(-1, 1)
+    top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
+    return t[:, :, top:top + size[0], left:left + size[1]]
+
+
+def loss_curve(history: dict[str, list[float]], size: tuple[int, int] = (320, 512)) -> Image.Image:
+    """A small line plot (PIL, no matplotlib) of each named loss over steps, with its last value in the legend."""
+    from PIL import ImageDraw
+    h, w = size
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    pad = 36
+    series = {k: [v for v in vals if v == v and abs(v) != float("inf")] for k, vals in history.items()}
+    values = [v for vals in series.values() for v in vals]
+    draw.rectangle([pad, 8, w - 8, h - pad], outline="black")
+    if values:
+        lo, hi = min(values), max(values)
+        hi = hi if hi > lo else lo + 1.0  # flat curves still draw
+        draw.text((2, 8), f"{hi:.3g}", fill="black")
+        draw.text((2, h - pad - 10), f"{lo:.3g}", fill="black")
+        colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+        for i, (name, vals) in enumerate(series.items()):
+            n = max(len(vals) - 1, 1)
+            pts = [(pad + (w - 8 - pad) * j / n, 8 + (h - pad - 8) * (1 - (v - lo) / (hi - lo)))
+                   for j, v in enumerate(vals)]
+            if len(pts) > 1:
+                draw.line(pts, fill=colours[i % 4], width=2)
+            if vals:
+                draw.text((pad + 4 + 150 * i, h - pad + 6), f"{name} {vals[-1]:.4f}", fill=colours[i % 4])
+        draw.text((w - 90, h - 14), f"{max(len(v) for v in series.values())} steps", fill="black")
+    return img
+
+
 def load_image(path, size: tuple[int, int] | None = None) -> torch.Tensor:
     try:
         with Image.open(path) as im:

@@ -25,6 +25,11 @@ def per_scale(value, num_scales: int, name: str) -> list[float]:
     return values
 
 
+def step_schedule(coarse: float, fine: float, switch: int, num_scales: int) -> list[float]:
+    """``coarse`` on scales 0..switch-1, ``fine`` from scale ``switch`` on."""
+    return [float(coarse) if k < switch else float(fine) for k in range(num_scales)]
+
+
 def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Draw every bit independently from its 2-way softmax after top-k/top-p filtering.
 

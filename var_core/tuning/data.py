@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..images import from_pil, load_image
+from ..images import fit_tensor, from_pil, load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_TEMPLATE = "a photo of {token} {class_word}"
@@ -80,14 +80,5 @@ def _to_tensor(src, size) -> torch.Tensor:
     if isinstance(src, Image.Image):
         return from_pil(src, size)
     if isinstance(src, torch.Tensor):
-        t = src if src.dim() == 4 else src[None]
-        if t.shape[1] != 3:
-            raise ValueError(f"An image tensor must be (3, H, W) or (1, 3, H, W) in [-1, 1], got {tuple(src.shape)}.")
-        h, w = t.shape[-2:]
-        s = max(size[0] / h, size[1] / w)  # cover, then centre-crop (like from_pil)
-        nh, nw = max(size[0], round(h * s)), max(size[1], round(w * s))
-        t = torch.nn.functional.interpolate(t.float(), size=(nh, nw), mode="bicubic", antialias=True,
-                                            align_corners=False).clamp(-1, 1)
-        top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
-        return t[:, :, top:top + size[0], left:left + size[1]]
+        return fit_tensor(src, size)
     raise TypeError(f"Unsupported image type {type(src).__name__}: give a path, a PIL image or a tensor.")

@@ -16,7 +16,10 @@ projections (read with ``F.linear(x, self.mat_qkv.weight, ...)``) takes effect, 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+from dataclasses import asdict
 from typing import Iterable, Sequence
 
 import torch
@@ -168,12 +171,32 @@ def apply_subjects(model: Infinity, subjects: Iterable[tuple[SubjectDelta, float
     return view
 
 
+def with_strength_schedule(model: Infinity, factors: Sequence[float]) -> Infinity:
+    """A view whose subjects' strengths are multiplied by ``factors`` (one per scale)."""
+    if not isinstance(model.patch, SubjectPatch):
+        return model
+    entries = []
+    for delta, strength in model.patch.entries:
+        per_scale = [strength] * len(factors) if isinstance(strength, (int, float)) else list(strength)
+        if len(per_scale) < len(factors):
+            raise ValueError(f"A subject's strength schedule has {len(per_scale)} values for {len(factors)} scales.")
+        entries.append((delta, [float(s) * float(f) for s, f in zip(per_scale, factors)]))
+    view = copy.copy(model)
+    view.patch = SubjectPatch(model.patch.model, entries)
+    return view
+
+
 def subjects_of(model: Infinity) -> list[SubjectDelta]:
     return [d for d, _ in model.patch.entries] if isinstance(model.patch, SubjectPatch) else []
 
 
 def check_fits(delta: SubjectDelta, model: Infinity) -> None:
-    """Shapes of every patched tensor and of the placeholder must fit ``model``."""
+    """The delta must come from this base model (fingerprint, when known) and its shapes must fit."""
+    known = delta.metadata.get("fingerprint")
+    if known and known != fingerprint(model):
+        raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "
+                         f"{delta.metadata.get('architecture')}) than this one (fingerprint {fingerprint(model)}, "
+                         f"{model.source or 'given in memory'}). Load the base model it was trained on.")
     for key, t in delta.tensors.items():
         if key == "placeholder":
             if t.dim() != 2 or t.shape[1] != model.config.text_channels:
@@ -188,3 +211,18 @@ def check_fits(delta: SubjectDelta, model: Infinity) -> None:
                     "lora_B": (w.shape[0], delta.rank)}[kind]
         if tuple(t.shape) != expected:
             raise ValueError(f"{key} has shape {tuple(t.shape)}, expected {expected} for this model.")
+
+
+def fingerprint(model: Infinity) -> str:
+    """A short hash of the base model: its architecture and a few of its weights.
+
+    Values are rounded to bf16 first, so fp32, bf16 and converted copies of the same checkpoint agree.
+    """
+    base = model.patch.model if getattr(model.patch, "model", None) is not None else model
+    h = hashlib.sha256(json.dumps(asdict(base.config), sort_keys=True).encode())
+    blocks = base.blocks
+    samples = (base.cfg_uncond[:4], base.pos_start, base.head.bias, base.word_embed.weight[:8],
+               blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8])
+    for t in samples:
+        h.update(t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:16]

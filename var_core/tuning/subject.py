@@ -7,7 +7,6 @@ and ``training`` (JSON: steps, lr, loss weights, resolution, ...).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -18,38 +17,30 @@ from safetensors.torch import safe_open
 
 from ..checkpoint import CheckpointError, save_safetensors_atomic
 from ..transformer import Infinity
-from .delta import SubjectDelta, check_fits
+from .delta import SubjectDelta, check_fits, fingerprint
 
 FORMAT, FORMAT_VERSION = "varbooth-subject", "1"
 
 
-def fingerprint(model: Infinity) -> str:
-    """A short hash of the base model: its architecture and a few of its weights.
-
-    Values are rounded to bf16 first, so fp32, bf16 and converted copies of the same checkpoint agree.
-    """
-    base = model.patch.model if getattr(model.patch, "model", None) is not None else model
-    h = hashlib.sha256(json.dumps(asdict(base.config), sort_keys=True).encode())
-    blocks = base.blocks
-    samples = (base.cfg_uncond[:4], base.pos_start, base.head.bias, base.word_embed.weight[:8],
-               blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8])
-    for t in samples:
-        h.update(t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def save_subject(delta: SubjectDelta, path, model: Infinity, training: dict | None = None,
+def save_subject(delta: SubjectDelta, path, model: Infinity | None = None, training: dict | None = None,
                  dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
-    """Write ``delta`` (atomic; refuses to replace a file unless ``overwrite``). ``dtype`` casts the weight tensors
-    (e.g. bf16 halves a full delta); the placeholder vectors are always kept in fp32."""
+    """Write ``delta`` (atomic; refuses to replace a file unless ``overwrite``). The base model's fingerprint comes
+    from ``model`` or, without one, from the delta's metadata (set by training and loading). ``dtype`` casts the
+    weight tensors (e.g. bf16 halves a full delta); the placeholder vectors are always kept in fp32."""
     from .. import __version__
+    if model is not None:
+        base = {"fingerprint": fingerprint(model), "architecture": json.dumps(asdict(model.config), sort_keys=True)}
+    elif "fingerprint" in delta.metadata:
+        base = {k: delta.metadata[k] for k in ("fingerprint", "architecture")}
+    else:
+        raise ValueError("Saving a subject needs the base model it was trained on (for its fingerprint).")
     tensors = {k: (v if dtype is None or k == "placeholder" else v.to(dtype)) for k, v in delta.tensors.items()}
+    training = training if training is not None else delta.metadata.get("training", {})
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fingerprint(model),
-        "architecture": json.dumps(asdict(model.config), sort_keys=True), "mode": delta.mode,
+        "format": FORMAT, "format_version": FORMAT_VERSION, **base, "mode": delta.mode,
         "rank": str(delta.rank), "alpha": repr(delta.alpha), "groups": ",".join(delta.groups),
         "blocks": ",".join(map(str, delta.blocks)), "token": delta.token, "class_word": delta.class_word,
-        "library_version": __version__, "training": json.dumps(training or {}, sort_keys=True, default=str),
+        "library_version": __version__, "training": json.dumps(training, sort_keys=True, default=str),
     }
     return save_safetensors_atomic(tensors, path, meta, overwrite=overwrite)
 
@@ -70,13 +61,6 @@ def load_subject(path, model: Infinity | None = None, device=None) -> SubjectDel
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"'{path}' has subject format version {meta.get('format_version')!r}; this library "
                               f"reads version {FORMAT_VERSION}. Update the library.")
-    if model is not None:
-        mine = fingerprint(model)
-        if meta.get("fingerprint") != mine:
-            raise CheckpointError(
-                f"Subject '{path}' was trained on another base model (fingerprint {meta.get('fingerprint')}, "
-                f"architecture {meta.get('architecture')}) than the loaded one (fingerprint {mine}, "
-                f"{model.source or 'given in memory'}). Load the base model it was trained on.")
     tensors = {k: (v.float() if k == "placeholder" else v) for k, v in tensors.items()}
     delta = SubjectDelta(tensors, meta.get("mode", "lora"), int(meta.get("rank", 0)), float(meta.get("alpha", 0)),
                          tuple(g for g in meta.get("groups", "").split(",") if g),

@@ -17,6 +17,7 @@ T5 runs once, before training.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..schedules import scale_schedule
 from ..training import bit_accuracy
 from ..transformer import Infinity
 from .data import SubjectImages
-from .delta import SubjectDelta, apply_subjects, check_fits
+from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
 from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
 from .placeholder import DEFAULT_TOKEN, placeholder_positions, substitute
 from .subject import save_subject
@@ -123,6 +124,8 @@ class SubjectTrainer:
             model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
             config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
         check_fits(self.delta, model)
+        self.delta.metadata.update(fingerprint=fingerprint(model),
+                                   architecture=json.dumps(asdict(model.config), sort_keys=True))
         self.delta.to(self.device, torch.float32).requires_grad_(True)
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
@@ -256,34 +259,40 @@ class SubjectTrainer:
         return sample(self.student, self.vae, text, self.schedule, seed=seed)
 
     def save(self, path, overwrite: bool = True, dtype: torch.dtype | None = None) -> Path:
-        training = {**self.config.summary(), "steps_done": self.step_count, "schedule": self.schedule}
-        return save_subject(self.delta, path, self.model, training, dtype=dtype, overwrite=overwrite)
+        return save_subject(self.delta, path, self.model, dtype=dtype, overwrite=overwrite)
+
+    def _record(self) -> None:
+        self.delta.metadata["training"] = {**self.config.summary(), "steps_done": self.step_count,
+                                           "schedule": self.schedule}
 
     def run(self, callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
             checkpoint_path=None, checkpoint_every: int = 100, preview_every: int = 0,
             save_dtype: torch.dtype | None = None) -> bool:
         """Train until ``config.steps`` steps are done. Returns True if finished, False if stopped early.
 
-        ``should_stop`` is polled before every step; the delta as of the last finished step is then written to
-        ``checkpoint_path`` (also every ``checkpoint_every`` steps and at the end), atomically.
+        ``should_stop`` is polled before every step. The delta is written to ``checkpoint_path`` atomically every
+        ``checkpoint_every`` steps and when the loop ends for any reason (finished, stopped, or an exception, e.g. a
+        cancel raised from ``callback``), as of the last finished step.
         """
         t0 = time.perf_counter()
         finished = True
-        while self.step_count < self.config.steps:
-            if should_stop is not None and should_stop():
-                finished = False
-                break
-            parts = self.step()
-            preview = None
-            if preview_every and self.step_count % preview_every == 0:
-                preview = self.preview()
-            if checkpoint_path is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
+        try:
+            while self.step_count < self.config.steps:
+                if should_stop is not None and should_stop():
+                    finished = False
+                    break
+                parts = self.step()
+                self._record()
+                preview = self.preview() if preview_every and self.step_count % preview_every == 0 else None
+                if checkpoint_path is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
+                    self.save(checkpoint_path, dtype=save_dtype)
+                if callback is not None:
+                    callback(Progress(self.step_count, self.config.steps, parts["loss"], parts,
+                                      time.perf_counter() - t0, preview))
+        finally:
+            self._record()
+            if checkpoint_path is not None:
                 self.save(checkpoint_path, dtype=save_dtype)
-            if callback is not None:
-                callback(Progress(self.step_count, self.config.steps, parts["loss"], parts,
-                                  time.perf_counter() - t0, preview))
-        if checkpoint_path is not None:
-            self.save(checkpoint_path, dtype=save_dtype)
         return finished
 
 

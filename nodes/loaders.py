@@ -1,0 +1,108 @@
+"""Loaders: the Infinity transformer (models/infinity), the BitVAE (models/vae), the T5 encoder (models/text_encoders)."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+import var_core
+
+from . import comfy_env
+from .types import CATEGORY, Model, TextEncoder, Vae
+
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _load_transformer(name: str, dtype: str):
+    comfy_env.free_memory(5 << 30)
+    with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs normal tensors
+        return var_core.load_transformer(comfy_env.full_path(comfy_env.TRANSFORMERS, name), comfy_env.device(),
+                                         DTYPES[dtype])
+
+
+def _load_vae(name: str, model=None):
+    with torch.inference_mode(False):
+        vae = var_core.load_vae(comfy_env.full_path("vae", name), comfy_env.device())
+    if model is not None:
+        var_core.check_compatible(model, vae)
+    return vae
+
+
+def _load_text_encoder(name: str):
+    # T5 waits on the offload device (CPU) and visits the GPU only to encode.
+    with torch.inference_mode(False):
+        return var_core.load_text_encoder(comfy_env.text_encoder_path(name), comfy_env.offload_device(),
+                                          "fp16" if comfy_env.device().type == "cuda" else "fp32")
+
+
+class LoadTransformer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_LoadTransformer", display_name="Load Infinity Transformer", category=f"{CATEGORY}/loaders",
+            description="Loads an Infinity transformer (e.g. infinity_2b_reg.pth) from models/infinity.",
+            inputs=[io.Combo.Input("model_name", options=comfy_env.list_files(comfy_env.TRANSFORMERS),
+                                   tooltip="File in models/infinity (.pth as released, or .safetensors)."),
+                    io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+            outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer.")])
+
+    @classmethod
+    def execute(cls, model_name, dtype):
+        return io.NodeOutput(_load_transformer(model_name, dtype))
+
+
+class LoadVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_LoadVAE", display_name="Load BitVAE", category=f"{CATEGORY}/loaders",
+            description="Loads Infinity's BitVAE tokenizer (e.g. infinity_vae_d32reg.pth) from models/vae.",
+            inputs=[io.Combo.Input("vae_name", options=comfy_env.list_files("vae"),
+                                   tooltip="File in models/vae; its bits per token must match the transformer.")],
+            outputs=[Vae.Output(display_name="vae", tooltip="The BitVAE (encoder, decoder, bitwise quantizer).")])
+
+    @classmethod
+    def execute(cls, vae_name):
+        return io.NodeOutput(_load_vae(vae_name))
+
+
+class LoadTextEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_LoadTextEncoder", display_name="Load T5 Text Encoder", category=f"{CATEGORY}/loaders",
+            description="Loads flan-t5-xl (a folder, or an encoder .safetensors with its tokenizer beside it) from "
+                        "models/text_encoders.",
+            inputs=[io.Combo.Input("text_encoder_name", options=comfy_env.list_text_encoders(),
+                                   tooltip="A folder (name/) like flan-t5-xl/, or a single encoder file.")],
+            outputs=[TextEncoder.Output(display_name="text_encoder", tooltip="The frozen T5 encoder.")])
+
+    @classmethod
+    def execute(cls, text_encoder_name):
+        return io.NodeOutput(_load_text_encoder(text_encoder_name))
+
+
+class LoadAll(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_LoadAll", display_name="Load Infinity (all three)", category=f"{CATEGORY}/loaders",
+            description="Loads the transformer, the BitVAE and the T5 encoder, and checks that they fit together.",
+            inputs=[io.Combo.Input("model_name", options=comfy_env.list_files(comfy_env.TRANSFORMERS),
+                                   tooltip="File in models/infinity."),
+                    io.Combo.Input("vae_name", options=comfy_env.list_files("vae"), tooltip="File in models/vae."),
+                    io.Combo.Input("text_encoder_name", options=comfy_env.list_text_encoders(),
+                                   tooltip="Folder or file in models/text_encoders."),
+                    io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+            outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer."),
+                     Vae.Output(display_name="vae", tooltip="The BitVAE."),
+                     TextEncoder.Output(display_name="text_encoder", tooltip="The T5 encoder.")])
+
+    @classmethod
+    def execute(cls, model_name, vae_name, text_encoder_name, dtype):
+        model = _load_transformer(model_name, dtype)
+        return io.NodeOutput(model, _load_vae(vae_name, model), _load_text_encoder(text_encoder_name))
+
+
+NODES = [LoadTransformer, LoadVAE, LoadTextEncoder, LoadAll]

@@ -1,0 +1,93 @@
+"""The Infinity sampler node: text -> image, with per-scale control and image variations."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+import var_core
+from var_core.images import fit_tensor
+from var_core.tuning import subjects_of
+from var_core.tuning.delta import with_strength_schedule
+
+from . import comfy_env
+from .schedule import resolve
+from .text import encode
+from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
+                    Schedule, Vae, aspect, from_image, preset, to_image)
+
+
+def conditioning_text(cond: dict, model) -> list:
+    """The conditioning's features, re-encoded when it names a placeholder of a subject applied to ``model``."""
+    tokens = [s.token for s in subjects_of(model) if s.placeholder is not None]
+    if any(t in p for p in cond["prompts"] for t in tokens):
+        return encode(cond["encoder"], cond["prompts"], model)
+    return cond["text"]
+
+
+class Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_Sampler", display_name="Infinity Sampler", category=f"{CATEGORY}/sampling",
+            description="Generates images scale by scale (KV cache, CFG on logits, per-bit top-k/top-p).",
+            inputs=[
+                Model.Input("model", tooltip="The transformer, with subjects applied or not."),
+                Vae.Input("vae", tooltip="The BitVAE that decodes the bits."),
+                Conditioning.Input("positive", tooltip="What to draw (Infinity Text Encode)."),
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
+                             tooltip="Same seed and device give the same image."),
+                io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
+                               tooltip="One of Infinity's 15 templates (h/w, and its size at 1024²)."),
+                io.Combo.Input("resolution", options=RESOLUTIONS, default=DEFAULT_RESOLUTION,
+                               tooltip="Resolution preset: the number of scales (13 at 1024²)."),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance on the logits (the schedule input overrides it)."),
+                io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01,
+                               tooltip="Sampling temperature (the schedule input overrides it)."),
+                io.Int.Input("top_k", default=0, min=0, max=10000, tooltip="Per-bit top-k filter (0 = off)."),
+                io.Float.Input("top_p", default=0.97, min=0.0, max=1.0, step=0.01,
+                               tooltip="Per-bit nucleus filter (1 = off)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per prompt."),
+                Conditioning.Input("negative", optional=True,
+                                   tooltip="Negative prompt (default: the model's learned null text)."),
+                Schedule.Input("schedule", optional=True, tooltip="Per-scale cfg, tau and subject strength."),
+                io.Image.Input("init_image", optional=True,
+                               tooltip="Variations: keep the first scales of this image and sample the rest."),
+                io.Int.Input("keep_scales", default=4, min=0, max=16, optional=True,
+                             tooltip="With init_image: how many coarse scales to keep (more = closer to it)."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The generated images.")])
+
+    @classmethod
+    def execute(cls, model, vae, positive, seed, aspect_ratio, resolution, cfg, tau, top_k, top_p, batch_size,
+                negative=None, schedule=None, init_image=None, keep_scales=4):
+        var_core.check_compatible(model, vae)
+        scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution))
+        K = len(scales)
+        model = with_strength_schedule(model, resolve(schedule, "strength", [1.0] * K, K))
+        text = [t for t in conditioning_text(positive, model) for _ in range(batch_size)]
+        neg = None
+        if negative is not None:
+            neg_text = conditioning_text(negative, model)
+            if len(neg_text) not in (1, len(positive["prompts"])):
+                raise ValueError(f"{len(neg_text)} negative prompts for {len(positive['prompts'])} prompts: give one, "
+                                 f"or one per prompt.")
+            neg = [neg_text[i if len(neg_text) > 1 else 0] for i in range(len(positive["prompts"]))
+                   for _ in range(batch_size)]
+        forced = None
+        if init_image is not None and keep_scales > 0:
+            pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
+            bits = vae.encode_bits(pixels, scales)[:keep_scales]
+            forced = [b.expand(len(text), *b.shape[1:]) for b in bits]
+        bar = comfy_env.progress_bar(K)
+
+        def progress(k, n):
+            bar.update_absolute(k, n)
+            comfy_env.raise_if_interrupted()
+        images = var_core.sample(model, vae, text, scales, cfg=resolve(schedule, "cfg", cfg, K),
+                                 tau=resolve(schedule, "tau", tau, K), top_k=top_k, top_p=top_p, seed=seed,
+                                 negative=neg, forced_bits=forced, progress=progress)
+        return io.NodeOutput(to_image(images))
+
+
+NODES = [Sampler]

@@ -1,0 +1,82 @@
+"""Per-scale controls: cfg, tau and subject strength for coarse and fine scales, or explicit lists."""
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from var_core.sampling import step_schedule
+from var_core.schedules import scale_schedule
+
+from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
+
+
+def parse_list(text: str, name: str) -> list[float] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: write numbers separated by commas, e.g. 1,1,1,0.5 (got {text!r}).") from None
+
+
+def resolve(schedule: dict | None, key: str, default, num_scales: int):
+    """The per-scale list for ``key`` at ``num_scales`` scales (``default`` when the schedule leaves it out)."""
+    if not schedule or key not in schedule:
+        return default
+    value = schedule[key]
+    if isinstance(value, tuple):
+        return step_schedule(*value, schedule["switch"], num_scales)
+    if len(value) < num_scales:
+        raise ValueError(f"The {key} list has {len(value)} values but this resolution has {num_scales} scales.")
+    return value[:num_scales]
+
+
+class ScaleSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_ScaleSchedule", display_name="Per-Scale Schedule", category=f"{CATEGORY}/sampling",
+            description="Per-scale cfg, tau and subject strength: 'coarse' values on the scales before 'switch', "
+                        "'fine' values after, or explicit comma-separated lists (one value per scale). Coarse "
+                        "scales carry layout and a subject's identity; fine scales carry texture.",
+            inputs=[
+                io.Combo.Input("resolution", options=RESOLUTIONS, default=DEFAULT_RESOLUTION,
+                               tooltip="Only used to show how many scales there are; the sampler's own counts."),
+                io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
+                               tooltip="Only used to show the token grid of each scale."),
+                io.Int.Input("switch", default=8, min=0, max=16, tooltip="First scale that uses the 'fine' values."),
+                io.Float.Input("cfg_coarse", default=4.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance on coarse scales."),
+                io.Float.Input("cfg_fine", default=4.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance on fine scales."),
+                io.Float.Input("tau_coarse", default=0.5, min=0.01, max=5.0, step=0.01,
+                               tooltip="Temperature on coarse scales."),
+                io.Float.Input("tau_fine", default=0.5, min=0.01, max=5.0, step=0.01,
+                               tooltip="Temperature on fine scales."),
+                io.Float.Input("strength_coarse", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Multiplier of every applied subject's strength on coarse scales."),
+                io.Float.Input("strength_fine", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Multiplier of every applied subject's strength on fine scales."),
+                io.String.Input("cfg_list", default="", optional=True,
+                                tooltip="Optional: one cfg per scale, comma separated (overrides coarse/fine)."),
+                io.String.Input("tau_list", default="", optional=True,
+                                tooltip="Optional: one tau per scale, comma separated (overrides coarse/fine)."),
+                io.String.Input("strength_list", default="", optional=True,
+                                tooltip="Optional: one strength multiplier per scale (overrides coarse/fine)."),
+            ],
+            outputs=[Schedule.Output(display_name="schedule", tooltip="Connect to the sampler's schedule input.")])
+
+    @classmethod
+    def execute(cls, resolution, aspect_ratio, switch, cfg_coarse, cfg_fine, tau_coarse, tau_fine, strength_coarse,
+                strength_fine, cfg_list="", tau_list="", strength_list=""):
+        schedule = {"switch": switch}
+        for key, coarse, fine, text in (("cfg", cfg_coarse, cfg_fine, cfg_list), ("tau", tau_coarse, tau_fine, tau_list),
+                                        ("strength", strength_coarse, strength_fine, strength_list)):
+            schedule[key] = parse_list(text or "", f"{key}_list") or (coarse, fine)
+        scales = scale_schedule(aspect(aspect_ratio), preset(resolution))
+        K = len(scales)
+        lines = [f"{K} scales at {preset(resolution)}: " + " ".join(f"{h}x{w}" for h, w in scales)]
+        for key in ("cfg", "tau", "strength"):
+            lines.append(f"{key}: " + ", ".join(f"{v:g}" for v in resolve(schedule, key, None, K)))
+        return io.NodeOutput(schedule, ui=ui.PreviewText("\n".join(lines)))
+
+
+NODES = [ScaleSchedule]

@@ -1,0 +1,76 @@
+"""Subject files in models/var_subjects: save (never overwriting), load, and apply to a model (chainable)."""
+from __future__ import annotations
+
+import os
+import re
+
+from comfy_api.latest import io, ui
+
+from var_core.tuning import apply_subjects, load_subject, save_subject
+
+from . import comfy_env
+from .types import CATEGORY, Model, Subject
+
+
+def free_name(folder: str, prefix: str) -> str:
+    """<prefix>_00001.safetensors, the first number not taken."""
+    prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", prefix).strip("._") or "subject"
+    i = 1
+    while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}.safetensors")):
+        i += 1
+    return os.path.join(folder, f"{prefix}_{i:05d}.safetensors")
+
+
+class SaveSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_SaveSubject", display_name="Save Subject", category=f"{CATEGORY}/subjects",
+            description="Writes the subject to models/var_subjects/<prefix>_NNNNN.safetensors (never overwrites).",
+            inputs=[Subject.Input("subject", tooltip="A trained or loaded subject."),
+                    io.String.Input("filename_prefix", default="subject",
+                                    tooltip="File name start; a free number is appended.")],
+            outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, subject, filename_prefix):
+        folder = comfy_env.subjects_directory()
+        os.makedirs(folder, exist_ok=True)
+        path = save_subject(subject, free_name(folder, filename_prefix))
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {path} ({os.path.getsize(path) / 2**20:.1f} MiB)"))
+
+
+class LoadSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_LoadSubject", display_name="Load Subject", category=f"{CATEGORY}/subjects",
+            description="Loads a subject file from models/var_subjects.",
+            inputs=[io.Combo.Input("subject_name", options=comfy_env.list_files(comfy_env.SUBJECTS),
+                                   tooltip="File in models/var_subjects.")],
+            outputs=[Subject.Output(display_name="subject", tooltip="The subject (apply it to a model).")])
+
+    @classmethod
+    def execute(cls, subject_name):
+        return io.NodeOutput(load_subject(comfy_env.full_path(comfy_env.SUBJECTS, subject_name)))
+
+
+class ApplySubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_ApplySubject", display_name="Apply Subject", category=f"{CATEGORY}/subjects",
+            description="Returns the model with the subject applied at a strength; chain several for several "
+                        "subjects. The loaded base model is shared, never modified.",
+            inputs=[Model.Input("model", tooltip="A model, possibly with subjects applied already."),
+                    Subject.Input("subject", tooltip="The subject to add."),
+                    io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                                   tooltip="0 = the base model exactly; per-scale control: the schedule node.")],
+            outputs=[Model.Output(display_name="model", tooltip="The model with this subject added.")])
+
+    @classmethod
+    def execute(cls, model, subject, strength):
+        return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
+
+
+NODES = [SaveSubject, LoadSubject, ApplySubject]

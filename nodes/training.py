@@ -1,0 +1,108 @@
+"""Subject training in the graph: progress on the node, live previews, Cancel keeps the last checkpoint."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+from comfy_api.latest import io
+
+import var_core
+from var_core.images import from_pil, loss_curve, to_pil
+from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, prepare_images
+
+from . import comfy_env
+from .types import CATEGORY, Model, Subject, TextEncoder, Vae, from_image, to_image
+
+LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ffn"), "ca": ("ca",), "ffn": ("ffn",),
+          "sa": ("sa",)}
+METHODS = {"LoRA": "lora", "full deltas (ARBooth)": "full", "placeholder vectors only": "none"}
+WEIGHTING = {"ARBooth: coarse 1.0, fine 0.5": ScaleWeights(), "uniform": ScaleWeights(1.0, 1.0)}
+RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06M, tests)": "0.06M"}
+
+
+def checkpoint_path(class_word: str, seed: int) -> str:
+    """output/varbooth_checkpoints/<class>_<seed>.safetensors: the running training's last good state."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", class_word).strip("_") or "subject"
+    return os.path.join(comfy_env.output_directory(), "varbooth_checkpoints", f"{name}_seed{seed}.safetensors")
+
+
+class TrainSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_TrainSubject", display_name="Train Subject (ARBooth)", category=f"{CATEGORY}/subjects",
+            description="Teaches the model a subject from a few photos. Progress and previews show on the node; "
+                        "Cancel stops after the current step and keeps the last checkpoint in "
+                        "output/varbooth_checkpoints. Re-queuing with the same inputs does not train again.",
+            inputs=[
+                Model.Input("model", tooltip="The base transformer (without subjects applied)."),
+                Vae.Input("vae", tooltip="The BitVAE (turns the photos into bit labels)."),
+                TextEncoder.Input("text_encoder", tooltip="The T5 encoder (runs once, before training)."),
+                io.Image.Input("images", tooltip="1-N photos of the subject (a batch); cropped to the centre."),
+                io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, backpack."),
+                io.String.Input("token", default="<placeholder>",
+                                tooltip="Placeholder token to write in prompts; give each subject its own."),
+                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Optimizer steps (ARBooth: 500)."),
+                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
+                               tooltip="0 = the method's default (LoRA 1e-4, full deltas 2.34e-5)."),
+                io.Combo.Input("method", options=list(METHODS), default="LoRA",
+                               tooltip="LoRA (small files, works on the fused projections) or ARBooth's full deltas."),
+                io.Combo.Input("layers", options=list(LAYERS), default="ca+ffn (ARBooth)",
+                               tooltip="Which layers of every block are tuned."),
+                io.Int.Input("rank", default=16, min=1, max=512, tooltip="LoRA rank."),
+                io.Int.Input("placeholder_vectors", default=4, min=0, max=16,
+                             tooltip="Learned vectors that replace the token's T5 output (0 = none)."),
+                io.Combo.Input("scale_weighting", options=list(WEIGHTING), default="ARBooth: coarse 1.0, fine 0.5",
+                               tooltip="Loss weight per scale; ARBooth weighs the coarse scales (up to 20x20) more."),
+                io.Float.Input("prior_weight", default=0.5, min=0.0, max=10.0, step=0.05,
+                               tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
+                io.Combo.Input("resolution", options=list(RESOLUTIONS), default="512² (0.25M, fast)",
+                               tooltip="Training resolution; 512² is about 5x faster than 1024²."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same inputs and seed, same subject."),
+                io.Int.Input("preview_every", default=100, min=0, max=100000,
+                             tooltip="Show a sample of the subject on the node every N steps (0 = never)."),
+                io.String.Input("captions", multiline=True, default="", optional=True,
+                                tooltip="Optional: one prompt per image, one per line, each with the token "
+                                        "(e.g. for generated proxy images). Empty: 'a photo of <token> <class>'."),
+            ],
+            outputs=[Subject.Output(display_name="subject", tooltip="The trained subject (save it, or apply it)."),
+                     io.Image.Output(display_name="loss_curve", tooltip="The losses over the steps.")])
+
+    @classmethod
+    def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
+                placeholder_vectors, scale_weighting, prior_weight, resolution, seed, preview_every, captions=""):
+        lines = [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
+        config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
+                             groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors, steps=steps,
+                             lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
+                             prior_weight=prior_weight, pn=RESOLUTIONS[resolution], seed=seed)
+        size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
+        with torch.inference_mode(False):
+            data = prepare_images(list(from_image(images)), size, config.token, config.class_word, lines,
+                                  require_token=placeholder_vectors > 0)
+            text_encoder.to(comfy_env.device())
+            try:
+                trainer = SubjectTrainer(model, vae, text_encoder, data, config)
+            finally:
+                text_encoder.to(comfy_env.offload_device())
+                comfy_env.free_memory()
+            bar = comfy_env.progress_bar(steps)
+            history: dict[str, list[float]] = {"loss": [], "distill": []} if prior_weight > 0 else {"loss": []}
+
+            def report(p):
+                for key in history:
+                    history[key].append(p.parts[key] if key != "loss" else p.parts["ce"])
+                preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
+                bar.update_absolute(p.step, p.total, preview)
+            try:
+                trainer.run(callback=report, should_stop=comfy_env.interrupted,
+                            checkpoint_path=checkpoint_path(config.class_word, seed), preview_every=preview_every)
+            finally:
+                model.gradient_checkpointing = False
+            comfy_env.raise_if_interrupted()  # cancelled: the checkpoint is written; tell ComfyUI
+        curve = to_image(from_pil(loss_curve(history)))
+        return io.NodeOutput(trainer.delta, curve)
+
+
+NODES = [TrainSubject]

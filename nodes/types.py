@@ -1,0 +1,41 @@
+"""The pack's own ComfyUI socket types and small conversions between ComfyUI and var_core conventions."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from var_core.schedules import PRESETS, TEMPLATE_KEYS, pixel_size, scale_schedule
+
+Model = io.Custom("VAR_MODEL")  # var_core Infinity (or a view of it with subjects applied)
+Vae = io.Custom("VAR_VAE")  # var_core BitVAE
+TextEncoder = io.Custom("VAR_TEXT_ENCODER")  # var_core TextEncoder (T5)
+Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": [(len_i, C) tensors]}
+Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta
+Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
+
+CATEGORY = "VARBooth"
+RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in PRESETS]
+ASPECTS = [f"{k} (h/w) {'×'.join(map(str, pixel_size(scale_schedule(k, '1M'))[::-1]))}" for k in TEMPLATE_KEYS]
+DEFAULT_RESOLUTION = RESOLUTIONS[-1]
+DEFAULT_ASPECT = ASPECTS[0]
+
+
+def preset(label: str) -> str:
+    """'1M (1024²)' -> '1M'."""
+    return label.split()[0]
+
+
+def aspect(label: str) -> str:
+    """'0.75 (h/w) 1184×896' -> '0.75'."""
+    return label.split()[0]
+
+
+def to_image(images: torch.Tensor) -> torch.Tensor:
+    """var_core (B, 3, H, W) in [-1, 1] -> ComfyUI IMAGE (B, H, W, 3) in [0, 1] on the CPU."""
+    return ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().contiguous()
+
+
+def from_image(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE (B, H, W, C) in [0, 1] -> (B, 3, H, W) in [-1, 1] (alpha dropped, gray expanded)."""
+    x = image[..., :3] if image.shape[-1] >= 3 else image[..., :1].expand(*image.shape[:-1], 3)
+    return x.permute(0, 3, 1, 2).float() * 2 - 1

@@ -1,0 +1,102 @@
+"""API-format workflows (example_workflows/api/*.json, what POST /prompt takes and what the tests run) -> the UI format
+the editor and the template browser open (example_workflows/*.json).
+
+The API twins are the source; regenerate the UI files after editing one, with a ComfyUI running this pack:
+
+    python tests/comfyui/workflows.py http://127.0.0.1:8188
+
+Widget values are positional in the UI format: they follow each node's input order from /object_info, with the
+extra "control after generate" value after seeds.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "example_workflows"
+WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGETS
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list]]:
+    order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
+    return [(name, info["input"][group][name]) for group in ("required", "optional") for name in order.get(group, [])]
+
+
+def depths(api: dict) -> dict[str, int]:
+    memo: dict[str, int] = {}
+
+    def depth(nid):
+        if nid not in memo:
+            ups = [v[0] for v in api[nid]["inputs"].values() if isinstance(v, list)]
+            memo[nid] = 1 + max((depth(u) for u in ups), default=-1)
+        return memo[nid]
+    for nid in api:
+        depth(nid)
+    return memo
+
+
+def to_ui(api: dict, object_info: dict) -> dict:
+    nodes, links = [], []
+    level = depths(api)
+    rows: dict[int, int] = {}
+    outputs: dict[tuple[str, int], list[int]] = {}
+    for nid in sorted(api, key=int):  # links first, so every output knows its links
+        for name, value in api[nid]["inputs"].items():
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                info = object_info[api[value[0]]["class_type"]]
+                links.append([link_id, int(value[0]), value[1], int(nid), name, info["output"][value[1]]])
+                outputs.setdefault((value[0], value[1]), []).append(link_id)
+    for order, nid in enumerate(sorted(api, key=lambda n: (level[n], int(n)))):
+        node = api[nid]
+        info = object_info[node["class_type"]]
+        inputs, widgets, slot = [], [], 0
+        for name, spec in ordered_inputs(info):
+            value = node["inputs"].get(name)
+            if is_widget(spec) and not isinstance(value, list):
+                widgets.append(value if name in node["inputs"] else spec[1].get("default"))
+                if spec[1].get("control_after_generate"):
+                    widgets.append("fixed")
+            elif not is_widget(spec):
+                inputs.append({"name": name, "type": spec[0], "link": None})
+        for entry in inputs:  # link slots in input order
+            for link in links:
+                if link[3] == int(nid) and link[4] == entry["name"]:
+                    entry["link"] = link[0]
+                    link[4] = slot
+            slot += 1
+        outs = [{"name": n, "type": t, "links": outputs.get((nid, i), []), "slot_index": i}
+                for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))]
+        row = rows.get(level[nid], 0)
+        rows[level[nid]] = row + 1
+        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 420 * level[nid], 60 + 380 * row],
+                      "size": [380, 120 + 26 * (len(widgets) + len(inputs))], "flags": {}, "order": order,
+                      "mode": 0, "inputs": inputs, "outputs": outs,
+                      "title": node.get("_meta", {}).get("title", info.get("display_name", node["class_type"])),
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
+    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def api_twins() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((WORKFLOWS / "api").glob("*.json"))}
+
+
+def main(url: str) -> None:
+    object_info = json.loads(urllib.request.urlopen(url.rstrip("/") + "/object_info").read())
+    for name, api in api_twins().items():
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(json.dumps(to_ui(api, object_info), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188")
