@@ -1,7 +1,6 @@
 """The Infinity sampler node: text -> image, with per-scale control and image variations."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 import var_core

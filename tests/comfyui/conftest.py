@@ -189,9 +189,9 @@ def comfy(tmp_path_factory):
 def pack(tmp_path_factory):
     """The pack's nodes imported in this process the way ComfyUI imports them, with folders in a temporary base."""
     _require_comfyui()
-    for module in ("psutil", "einops"):
+    for module in ("psutil", "einops", "av"):
         if importlib.util.find_spec(module) is None:
-            message = f"in-process ComfyUI tests need {module}: pip install psutil einops"
+            message = f"in-process ComfyUI tests need {module}: pip install psutil einops av"
             pytest.fail(message) if os.environ.get("VARBOOTH_REQUIRE_COMFYUI") else pytest.skip(message)
     sys.path.insert(0, str(COMFY))
     import comfy.cli_args

@@ -1,0 +1,135 @@
+"""The nodes called in-process (fast): each does what its schema says, and errors are clear."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    return pack.node_classes
+
+
+@pytest.fixture(scope="module")
+def loaded(nodes):
+    out = nodes["VARBooth_LoadAll"].execute(model_name="toy_infinity.safetensors",
+                                            vae_name="toy_bitvae.safetensors", text_encoder_name="toy_t5/",
+                                            dtype="auto")
+    return out.args if hasattr(out, "args") else out.result
+
+
+def run(node, **inputs):
+    out = node.execute(**inputs)
+    return out.args if hasattr(out, "args") else out.result
+
+
+def sample(nodes, model, vae, cond, **kw):
+    args = dict(model=model, vae=vae, positive=cond, seed=3, aspect_ratio="0.75 (h/w) 1152×864",
+                resolution="0.06M (256²)", cfg=4.0, tau=0.5, top_k=0, top_p=0.97, batch_size=1)
+    args.update(kw)
+    return run(nodes["VARBooth_Sampler"], **args)[0]
+
+
+def test_loaders_give_var_core_objects_outside_inference_mode(loaded):
+    model, vae, enc = loaded
+    assert model.config.bits == vae.d == 16 and enc.width == model.config.text_channels
+    assert not any(p.is_inference() for p in model.parameters())  # trainable later in the graph
+
+
+def test_text_to_image_and_variations(nodes, loaded):
+    model, vae, enc = loaded
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog\na photo of a cat")
+    images = sample(nodes, model, vae, cond, batch_size=2)
+    assert images.shape == (4, 240, 320, 3) and 0 <= images.min() and images.max() <= 1
+    again = sample(nodes, model, vae, cond, batch_size=2)
+    assert torch.equal(images, again)
+    variations = sample(nodes, model, vae, cond, seed=9, init_image=images[:1], keep_scales=7)
+    assert variations.shape == (2, 240, 320, 3)
+    # keeping every scale reproduces the source's bits: only the VAE round trip differs
+    assert (variations[0] - images[0]).abs().mean() < (images[2] - images[0]).abs().mean()
+
+
+def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
+    model, vae, enc = loaded
+    out = nodes["VARBooth_ScaleSchedule"].execute(resolution="0.06M (256²)", aspect_ratio="1.0 (h/w) 1024×1024",
+                                                  switch=4, cfg_coarse=4.0, cfg_fine=1.0, tau_coarse=0.5,
+                                                  tau_fine=0.5, strength_coarse=1.0, strength_fine=0.0,
+                                                  strength_list="1,1,1,1,0,0,0")
+    schedule = out.args[0] if hasattr(out, "args") else out.result[0]
+    text = out.ui.as_dict()["text"][0]
+    assert text.startswith("7 scales at 0.06M") and "cfg: 4, 4, 4, 4, 1, 1, 1" in text
+    assert schedule["strength"] == [1, 1, 1, 1, 0, 0, 0]
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    a = sample(nodes, model, vae, cond, schedule=schedule)
+    b = sample(nodes, model, vae, cond, cfg=1.0)
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="commas"):
+        nodes["VARBooth_ScaleSchedule"].execute(resolution="0.06M (256²)", aspect_ratio="1.0 (h/w) 1024×1024",
+                                                switch=4, cfg_coarse=4.0, cfg_fine=1.0, tau_coarse=0.5,
+                                                tau_fine=0.5, strength_coarse=1.0, strength_fine=0.0,
+                                                cfg_list="4, high")
+
+
+def test_train_apply_save_load(nodes, loaded, pack):
+    model, vae, enc = loaded
+    from var_core.images import from_pil
+    from var_core.toy import subject_pictures
+    photos = (subject_pictures(2, 200).permute(0, 2, 3, 1) + 1) / 2
+    subject, curve = run(nodes["VARBooth_TrainSubject"], model=model, vae=vae, text_encoder=enc, images=photos,
+                         class_word="dog", token="<placeholder>", steps=3, learning_rate=1e-2, method="LoRA",
+                         layers="ca+ffn (ARBooth)", rank=2, placeholder_vectors=2,
+                         scale_weighting="ARBooth: coarse 1.0, fine 0.5", prior_weight=0.5,
+                         resolution="256² (0.06M, tests)", seed=0, preview_every=0)
+    assert subject.metadata["training"]["steps_done"] == 3 and curve.shape[-1] == 3 and curve.dim() == 4
+    assert model.patch is None and not model.gradient_checkpointing
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog")
+    base = sample(nodes, model, vae, cond)
+    (zero,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=0.0)
+    (full,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
+    assert not torch.equal(sample(nodes, full, vae, cond), base)
+    # strength 0 on the weights; the placeholder still means the learned vectors, so compare a plain prompt
+    (plain,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    assert torch.equal(sample(nodes, zero, vae, plain), sample(nodes, model, vae, plain))
+    for _ in range(2):
+        nodes["VARBooth_SaveSubject"].execute(subject=subject, filename_prefix="trained dog")
+    saved = sorted(p.name for p in (pack.base / "models/var_subjects").glob("trained_dog_*"))
+    assert saved == ["trained_dog_00001.safetensors", "trained_dog_00002.safetensors"]
+    (loaded_subject,) = run(nodes["VARBooth_LoadSubject"], subject_name="trained_dog_00002.safetensors")
+    assert all(torch.equal(loaded_subject.tensors[k], v.detach()) for k, v in subject.tensors.items())
+
+
+def test_training_errors_and_cancel(nodes, loaded, pack):
+    model, vae, enc = loaded
+    import comfy.model_management as mm
+    args = dict(model=model, vae=vae, text_encoder=enc, class_word="cat", token="<placeholder>", steps=50,
+                learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
+                scale_weighting="uniform", prior_weight=0.0, resolution="256² (0.06M, tests)", seed=5,
+                preview_every=0)
+    with pytest.raises(ValueError, match="No training images"):
+        nodes["VARBooth_TrainSubject"].execute(images=torch.zeros(0, 64, 64, 3), **args)
+    with pytest.raises(ValueError, match="does not contain the placeholder"):
+        nodes["VARBooth_TrainSubject"].execute(images=torch.rand(1, 64, 64, 3), captions="a cat", **args)
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):
+        nodes["VARBooth_TrainSubject"].execute(images=torch.rand(1, 64, 64, 3), **args)
+    assert not mm.processing_interrupted()
+    from var_core.tuning import load_subject
+    kept = load_subject(pack.base / "output/varbooth_checkpoints/cat_seed5.safetensors")
+    assert kept.metadata["training"]["steps_done"] == 0 and not model.gradient_checkpointing
+
+
+def test_a_failed_import_is_logged_and_breaks_nothing(pack, monkeypatch, caplog):
+    import asyncio
+    import importlib.util
+    import sys
+    for name in [m for m in sys.modules if m == "var_core" or m.startswith("var_core.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "var_core", None)  # as if the library could not be imported
+    spec = importlib.util.spec_from_file_location("varbooth_broken", pack.__file__,
+                                                  submodule_search_locations=list(pack.__path__))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert asyncio.run(extension.get_node_list()) == []
+    assert "[VARBooth] the node pack could not be loaded" in caplog.text and "requirements.txt" in caplog.text
