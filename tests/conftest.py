@@ -7,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "infinity"
-TINY = FIXTURES / "tiny_square"
+from fixture_paths import TINY
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TINY
+from fixture_paths import TINY
 from var_core import load_transformer, load_vae
 from var_core.__main__ import main, parse_subject_arg
 from var_core.bitvae import BitVAEConfig

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES
+from fixture_paths import FIXTURES
 from var_core.schedules import (PRESETS, TEMPLATE_KEYS, nearest_template, pixel_size, rope_grid, scale_schedule,
                                 scale_starts, template_key)
 

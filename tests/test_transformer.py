@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import TINY
+from fixture_paths import TINY
 from var_core import CheckpointError, load_transformer, quantizer
 from var_core.schedules import scale_schedule
 from var_core.toy import random_transformer

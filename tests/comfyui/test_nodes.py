@@ -72,7 +72,6 @@ def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
 
 def test_train_apply_save_load(nodes, loaded, pack):
     model, vae, enc = loaded
-    from var_core.images import from_pil
     from var_core.toy import subject_pictures
     photos = (subject_pictures(2, 200).permute(0, 2, 3, 1) + 1) / 2
     subject, curve = run(nodes["VARBooth_TrainSubject"], model=model, vae=vae, text_encoder=enc, images=photos,

@@ -81,6 +81,9 @@ def test_example_workflow_runs(comfy, name):
     if name == "train_subject":
         saved = list((comfy.base / "models/var_subjects").glob("my_dog_0000*.safetensors"))
         assert len(saved) == 2  # the shipped one and the new one: nothing overwritten
+        again = comfy.wait(comfy.queue(tiny(api_twins()[name])))  # re-queued unchanged: training is not redone
+        cached = next(m[1]["nodes"] for m in again["status"]["messages"] if m[0] == "execution_cached")
+        assert "7" in cached
 
 
 def comfy_view(comfy, img: dict) -> bytes:
