@@ -138,10 +138,11 @@ class SubjectTrainer:
                 if config.hflip else None
         self.prompts = list(images.prompts)
         self.text = [t.to(self.device) for t in text_encoder(self.prompts)]
-        self.positions = placeholder_positions(text_encoder, self.prompts, config.token) \
+        token = self.delta.token  # a resumed subject keeps its own token
+        self.positions = placeholder_positions(text_encoder, self.prompts, token) \
             if self.delta.placeholder is not None else [[] for _ in self.prompts]
         if self.delta.placeholder is not None and not any(self.positions):
-            raise ValueError(f"No training prompt contains the placeholder {config.token!r}, so the learned vectors "
+            raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
                              f"would never be used.")
         prior = config.prior_prompt.format(class_word=config.class_word)
         self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if config.prior_weight > 0 else None
@@ -157,12 +158,17 @@ class SubjectTrainer:
         self.optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay,
                                            foreach=self.device.type == "cuda")
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self._order: list[int] = []
 
     # ------------------------------------------------------------------ one iteration
     def _batch(self) -> list[int]:
+        """The next images of a shuffled pass over the data (a new order every epoch, no repeats in a batch)."""
         n = len(self.latents)
-        return torch.randint(n, (min(self.config.batch_size, n),), generator=self.generator).tolist() \
-            if n > self.config.batch_size else list(range(n))
+        size = min(self.config.batch_size, n)
+        if len(self._order) < size:
+            self._order = torch.randperm(n, generator=self.generator).tolist()
+        batch, self._order = self._order[:size], self._order[size:]
+        return batch
 
     def instance_loss(self, idx: Sequence[int]):
         latents = []
