@@ -154,3 +154,18 @@ def test_bf16_blocks_keep_text_path_and_head_in_fp32(case, case_text):
         logits = model(case_text, case["x_wo_prefix"], SCHEDULE)
     assert logits.dtype == torch.float32
     assert (logits - case["logits_tf"]).abs().max() < 0.5  # bf16 rounding only, values up to ~6
+
+
+@pytest.mark.parametrize("per_scale", [True, False])
+def test_block_causal_attention_equals_the_masked_attention(per_scale, monkeypatch):
+    from var_core import transformer
+    from var_core.transformer import block_causal_attention, scale_levels
+    monkeypatch.setattr(transformer, "PER_SCALE_MIN_TOKENS", 0 if per_scale else 10**9)
+    schedule = [(1, 1), (2, 2), (3, 4), (5, 5)]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 42, 8, generator=g) for _ in range(3))  # 1 + 4 + 12 + 25 tokens
+    level = scale_levels(schedule)
+    mask = level[:, None] >= level[None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    got = block_causal_attention(q, k, v, tuple(h * w for h, w in schedule))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)

@@ -113,8 +113,8 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
                 sequence = x if sequence is None else torch.cat((sequence, x), dim=1)
                 level = scale_levels(schedule[:k + 1], device)
                 rope = (cos[:start + n], sin[:start + n])
-                mask = level[:, None] >= level[None, :]
-                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), attn_mask=mask)[:, start:]
+                sizes = tuple(a * b for a, b in schedule[:k + 1])
+                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), scales=sizes)[:, start:]
             start += n
             raw = model.logits(x, cond)
             logits = raw[:B] / taus[k]
