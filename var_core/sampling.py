@@ -50,7 +50,7 @@ def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch
 def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 0, top_p: float = 0.97,
            seed: int | None = None, negative=None, forced_bits: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
-           progress: Callable[[int, int], None] | None = None, return_bits: bool = False, use_cache: bool = True):
+           progress: Callable[[int, int], None] | None = None, use_cache: bool = True):
     """Generate images (B, 3, H, W) in [-1, 1].
 
     text: list of B (len_i, Ct5) tensors. cfg, tau: scalar or one value per scale. negative: list of B tensors
@@ -133,6 +133,4 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
                 progress(k + 1, K)
 
     out = all_bits if vae is None else vae.decode_latent(running)
-    if return_bits and vae is not None:
-        out = (out, all_bits)
     return (out, all_logits) if return_logits else out

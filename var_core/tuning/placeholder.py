@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch
 
+from .delta import subjects_of
+
 DEFAULT_TOKEN = "<placeholder>"
 
 
@@ -48,7 +50,6 @@ def encode_prompts(text_encoder, prompts: Sequence[str] | str, subjects: Sequenc
 
     ``subjects``: SubjectDelta objects (or a model view from apply_subjects, whose subjects are used).
     """
-    from .delta import subjects_of
     if hasattr(subjects, "patch"):
         subjects = subjects_of(subjects)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
