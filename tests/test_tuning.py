@@ -274,3 +274,18 @@ def test_cancel_keeps_a_loadable_checkpoint_and_resume_continues(toy, tmp_path):
                            TrainConfig(class_word="dog", pn="0.06M", steps=5, rank=2), delta=saved, start_step=3)
     assert again.run(checkpoint_path=path) and again.step_count == 5
     assert load_subject(path).metadata["training"]["steps_done"] == 5
+
+
+def test_an_arbooth_checkpoint_brings_its_placeholder_vectors(model, tmp_path, toy):
+    from var_core import load_transformer
+    from var_core.tuning import arbooth_subject
+    assert arbooth_subject(model) is None
+    sd = dict(toy[0].state_dict())
+    sd["special_token"] = torch.randn(4, toy[0].config.text_channels)
+    torch.save({"model": sd}, tmp_path / "arbooth.pth")
+    loaded = load_transformer(tmp_path / "arbooth.pth")
+    subject = arbooth_subject(loaded)
+    assert torch.equal(subject.placeholder, sd["special_token"]) and subject.num_parameters() == 4 * 32
+    view = apply_subjects(loaded, [(subject, 1.0)])
+    (text,) = encode_prompts(toy[2], ["a photo of <placeholder> dog"], view)
+    assert torch.equal(text[3:7], sd["special_token"])

@@ -68,10 +68,13 @@ def cmd_sample(args) -> int:
     model = vc.load_transformer(args.model, device=device, dtype=dtype)
     vae = vc.load_vae(args.vae, device=device)
     vc.check_compatible(model, vae)
-    if args.subject:
-        from var_core.tuning import apply_subjects, load_subject
-        model = apply_subjects(model, [(load_subject(path, model), strength)
-                                       for path, strength in map(parse_subject_arg, args.subject)])
+    from var_core.tuning import apply_subjects, arbooth_subject, load_subject
+    subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
+    arbooth = arbooth_subject(model)
+    if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):
+        subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
+    if subjects:
+        model = apply_subjects(model, subjects)
     from var_core.tuning import encode_prompts
     encoder = vc.load_text_encoder(args.text_encoder, device=device)
     text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors

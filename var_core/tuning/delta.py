@@ -171,6 +171,15 @@ def apply_subjects(model: Infinity, subjects: Iterable[tuple[SubjectDelta, float
     return view
 
 
+def arbooth_subject(model: Infinity, token: str = "<placeholder>") -> SubjectDelta | None:
+    """The learned placeholder vectors of a model loaded from an ARBooth checkpoint (its fine-tuned weights are the
+    model itself), as a subject to apply so that ``token`` in prompts means them; None for other models."""
+    if model.special_token is None:
+        return None
+    vectors = model.special_token.detach().float().to(model.device)
+    return SubjectDelta({"placeholder": vectors}, "none", token=token, metadata={"fingerprint": fingerprint(model)})
+
+
 def with_strength_schedule(model: Infinity, factors: Sequence[float]) -> Infinity:
     """A view whose subjects' strengths are multiplied by ``factors`` (one per scale)."""
     if not isinstance(model.patch, SubjectPatch):
