@@ -5,6 +5,7 @@ Kept in one place so the node files stay a few lines each and nothing else impor
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -41,15 +42,14 @@ def full_path(folder: str, name: str) -> str:
 
 def list_text_encoders() -> list[str]:
     """Hugging Face folders (with config.json) under models/text_encoders, listed as 'name/', plus single files."""
-    out, folders = [], []
+    folders = []
     for root in folder_paths.get_folder_paths("text_encoders"):
         if os.path.isdir(root):
             for entry in sorted(os.listdir(root)):
                 if os.path.isfile(os.path.join(root, entry, "config.json")):
                     folders.append(entry + "/")
     inside = tuple(folders)
-    out = folders + [f for f in list_files("text_encoders") if not f.replace(os.sep, "/").startswith(inside)]
-    return out
+    return folders + [f for f in list_files("text_encoders") if not f.replace(os.sep, "/").startswith(inside)]
 
 
 def text_encoder_path(name: str) -> str:
@@ -59,6 +59,11 @@ def text_encoder_path(name: str) -> str:
                 return os.path.join(root, name.rstrip("/"))
         raise FileNotFoundError(f"Text encoder folder '{name}' not found in models/text_encoders.")
     return full_path("text_encoders", name)
+
+
+def safe_name(text: str, default: str) -> str:
+    """A file-name-safe version of user text (letters, digits, '_', '-', '.')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or default
 
 
 def device() -> torch.device:

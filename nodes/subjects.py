@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 from comfy_api.latest import io, ui
 
@@ -14,7 +13,7 @@ from .types import CATEGORY, Model, Subject
 
 def free_name(folder: str, prefix: str) -> str:
     """<prefix>_00001.safetensors, the first number not taken."""
-    prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", prefix).strip("._") or "subject"
+    prefix = comfy_env.safe_name(prefix, "subject")
     i = 1
     while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}.safetensors")):
         i += 1

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 from comfy_api.latest import io
@@ -23,7 +22,7 @@ RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06
 
 def checkpoint_path(class_word: str, seed: int) -> str:
     """output/varbooth_checkpoints/<class>_<seed>.safetensors: the running training's last good state."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", class_word).strip("_") or "subject"
+    name = comfy_env.safe_name(class_word, "subject")
     return os.path.join(comfy_env.output_directory(), "varbooth_checkpoints", f"{name}_seed{seed}.safetensors")
 
 

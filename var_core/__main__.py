@@ -8,30 +8,13 @@ from pathlib import Path
 
 import torch
 
+from var_core.tuning.delta import MODES
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class _TextBar:
-    """Stand-in for tqdm (which comes with transformers) that prints plain lines."""
-    def __init__(self, total, desc, initial=0):
-        self.total, self.desc, self.n = total, desc, initial
-
-    def update(self, k):
-        self.n += k
-        print(f"{self.desc}: {self.n}/{self.total}", file=sys.stderr)
-
-    def set_postfix(self, *_):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total: int, desc: str, unit: str, initial: int = 0):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _TextBar(total, desc, initial)
+    from tqdm import tqdm  # a requirement (transformers needs it too)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial)
 
 
@@ -68,14 +51,13 @@ def cmd_sample(args) -> int:
     model = vc.load_transformer(args.model, device=device, dtype=dtype)
     vae = vc.load_vae(args.vae, device=device)
     vc.check_compatible(model, vae)
-    from var_core.tuning import apply_subjects, arbooth_subject, load_subject
+    from var_core.tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
     subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
     arbooth = arbooth_subject(model)
     if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):
         subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
     if subjects:
         model = apply_subjects(model, subjects)
-    from var_core.tuning import encode_prompts
     encoder = vc.load_text_encoder(args.text_encoder, device=device)
     text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors
     negative = encode_prompts(encoder, [args.negative] * len(prompts), model) if args.negative is not None else None
@@ -255,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token", default="<placeholder>", help="placeholder token written in prompts")
     t.add_argument("--captions", action="store_true", help="use name.txt beside each image as its prompt "
                    "(must contain the token; e.g. for generated proxy images)")
-    t.add_argument("--mode", choices=["lora", "full", "none"], default="lora",
+    t.add_argument("--mode", choices=MODES, default="lora",
                    help="lora: low-rank deltas; full: ARBooth's full deltas; none: placeholder vectors only")
     t.add_argument("--groups", default="ca,ffn", help="layer groups to tune: sa, ca, ffn or all")
     t.add_argument("--blocks", default=None, help="block range, e.g. 0-15 (default all)")

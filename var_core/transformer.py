@@ -189,7 +189,7 @@ def block_causal_attention(q, k, v, sizes: tuple[int, ...]) -> torch.Tensor:
 @functools.lru_cache(maxsize=8)
 def _block_causal_mask(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False):
-        level = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+        level = scale_levels([(n, 1) for n in sizes], device)
         return level[:, None] >= level[None, :]
 
 

@@ -139,6 +139,7 @@ class SubjectPatch:
         return values[scale]
 
     def __call__(self, block: int, scale: int | None) -> dict[str, torch.Tensor] | None:
+        target = self.model.blocks[block]
         patched: dict[str, torch.Tensor] = {}
         for delta, strength in self.entries:
             s = self.strength_at(strength, scale)
@@ -148,9 +149,8 @@ class SubjectPatch:
             for name in names:
                 base = patched.get(name)
                 if base is None:
-                    base = block_tensor(self.model, block, name).float()
+                    base = target.get_parameter(name).float()
                 patched[name] = base + s * delta.weight_delta(block, name).to(base.device)
-        target = self.model.blocks[block]
         # one rounding to the stored dtype (bf16 on GPU): the patched weight looks like the base weight
         return {n: w.to(target.get_parameter(n).dtype) for n, w in patched.items()} or None
 
