@@ -101,3 +101,25 @@ def output_directory() -> str:
 
 def subjects_directory() -> str:
     return folder_paths.get_folder_paths(SUBJECTS)[0]
+
+
+def free_name(folder: str, prefix: str, suffix: str = ".safetensors") -> str:
+    """<folder>/<prefix>_00001<suffix>, the first number not taken: nothing earlier is ever overwritten."""
+    prefix = safe_name(prefix, "subject")
+    i = 1
+    while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}{suffix}")):
+        i += 1
+    return os.path.join(folder, f"{prefix}_{i:05d}{suffix}")
+
+
+def checkpoints_directory() -> str:
+    """output/varbooth_checkpoints: the running trainings' last good states (and their resumable state files)."""
+    return os.path.join(output_directory(), "varbooth_checkpoints")
+
+
+def list_checkpoints() -> list[str]:
+    folder = checkpoints_directory()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.endswith(".state.safetensors"))
+

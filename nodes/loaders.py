@@ -5,11 +5,12 @@ import torch
 from comfy_api.latest import io
 
 import var_core
+from var_core import checkpoint
 
 from . import comfy_env
 from .types import CATEGORY, Model, TextEncoder, Vae
 
-DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"auto": None, **checkpoint.DTYPES}
 
 
 def _load_transformer(name: str, dtype: str):

@@ -11,15 +11,6 @@ from . import comfy_env
 from .types import CATEGORY, Model, Subject
 
 
-def free_name(folder: str, prefix: str) -> str:
-    """<prefix>_00001.safetensors, the first number not taken."""
-    prefix = comfy_env.safe_name(prefix, "subject")
-    i = 1
-    while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}.safetensors")):
-        i += 1
-    return os.path.join(folder, f"{prefix}_{i:05d}.safetensors")
-
-
 class SaveSubject(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -35,7 +26,7 @@ class SaveSubject(io.ComfyNode):
     def execute(cls, subject, filename_prefix):
         folder = comfy_env.subjects_directory()
         os.makedirs(folder, exist_ok=True)
-        path = save_subject(subject, free_name(folder, filename_prefix))
+        path = save_subject(subject, comfy_env.free_name(folder, filename_prefix))
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path} ({os.path.getsize(path) / 2**20:.1f} MiB)"))
 
 
@@ -69,6 +60,7 @@ class ApplySubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, subject, strength):
+        # to() gives a copy on the model's device: the cached subject other nodes hold is left where it is
         return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
 
 

@@ -1,14 +1,16 @@
 """Subject training in the graph: progress on the node, live previews, Cancel keeps the last checkpoint."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 import var_core
 from var_core.images import from_pil, loss_curve, to_pil
-from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, prepare_images
+from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
 
 from . import comfy_env
 from .types import CATEGORY, Model, Subject, TextEncoder, Vae, from_image, to_image
@@ -21,9 +23,11 @@ RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06
 
 
 def checkpoint_path(class_word: str, seed: int) -> str:
-    """output/varbooth_checkpoints/<class>_<seed>.safetensors: the running training's last good state."""
-    name = comfy_env.safe_name(class_word, "subject")
-    return os.path.join(comfy_env.output_directory(), "varbooth_checkpoints", f"{name}_seed{seed}.safetensors")
+    """output/varbooth_checkpoints/<class>_seed<N>_<00001>.safetensors, a new name for every run, so a later
+    training never overwrites an earlier run's checkpoint."""
+    folder = comfy_env.checkpoints_directory()
+    os.makedirs(folder, exist_ok=True)
+    return comfy_env.free_name(folder, f"{comfy_env.safe_name(class_word, 'subject')}_seed{seed}")
 
 
 class TrainSubject(io.ComfyNode):
@@ -61,6 +65,10 @@ class TrainSubject(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same inputs and seed, same subject."),
                 io.Int.Input("preview_every", default=100, min=0, max=100000,
                              tooltip="Show a sample of the subject on the node every N steps (0 = never)."),
+                io.Combo.Input("resume_from", options=["none"] + comfy_env.list_checkpoints(), default="none",
+                               optional=True,
+                               tooltip="Continue a checkpoint from output/varbooth_checkpoints with its own settings "
+                                       "(only 'steps' is taken from this node), exactly where it stopped."),
                 io.String.Input("captions", multiline=True, default="", optional=True,
                                 tooltip="Optional: one prompt per image, one per line, each with the token "
                                         "(e.g. for generated proxy images). Empty: 'a photo of <token> <class>'."),
@@ -70,38 +78,65 @@ class TrainSubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
-                placeholder_vectors, scale_weighting, prior_weight, resolution, seed, preview_every, captions=""):
+                placeholder_vectors, scale_weighting, prior_weight, resolution, seed, preview_every,
+                resume_from="none", captions=""):
         lines = [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
-        config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
-                             groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors, steps=steps,
-                             lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
-                             prior_weight=prior_weight, pn=RESOLUTIONS[resolution], seed=seed)
+        resume = None if resume_from in (None, "", "none") else \
+            os.path.join(comfy_env.checkpoints_directory(), resume_from)
+        if resume is not None:
+            config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps)
+        else:
+            config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
+                                 groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors,
+                                 steps=steps, lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
+                                 prior_weight=prior_weight, pn=RESOLUTIONS[resolution], seed=seed)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
+        path = checkpoint_path(config.class_word, config.seed)
         with torch.inference_mode(False):
             data = prepare_images(list(from_image(images)), size, config.token, config.class_word, lines,
-                                  require_token=placeholder_vectors > 0)
+                                  require_token=config.placeholder_vectors > 0)
             text_encoder.to(comfy_env.device())
             try:
-                trainer = SubjectTrainer(model, vae, text_encoder, data, config)
+                trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, steps) if resume else \
+                    SubjectTrainer(model, vae, text_encoder, data, config)
             finally:
                 text_encoder.to(comfy_env.offload_device())
                 comfy_env.free_memory()
-            bar = comfy_env.progress_bar(steps)
-            history: dict[str, list[float]] = {"loss": [], "distill": []} if prior_weight > 0 else {"loss": []}
+            bar = comfy_env.progress_bar(config.steps)
+            history: dict[str, list[float]] = {"total": [], "CE": []}
+            if config.prior_weight > 0:
+                history["distill"] = []
 
             def report(p):
-                for key in history:
-                    history[key].append(p.parts[key] if key != "loss" else p.parts["ce"])
+                history["total"].append(p.parts["loss"])
+                history["CE"].append(p.parts["ce"])
+                if "distill" in history:
+                    history["distill"].append(p.parts["distill"])
                 preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
                 bar.update_absolute(p.step, p.total, preview)
+            t0 = time.perf_counter()
             try:
-                trainer.run(callback=report, should_stop=comfy_env.interrupted,
-                            checkpoint_path=checkpoint_path(config.class_word, seed), preview_every=preview_every)
+                trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
+                            preview_every=preview_every)
             finally:
                 model.gradient_checkpointing = False
+            if comfy_env.interrupted():
+                logging.warning("VARBooth: training cancelled after %d steps; checkpoint kept at %s",
+                                trainer.step_count, path)
             comfy_env.raise_if_interrupted()  # cancelled: the checkpoint is written; tell ComfyUI
+        summary = training_summary(trainer, history, time.perf_counter() - t0, path)
         curve = to_image(from_pil(loss_curve(history)))
-        return io.NodeOutput(trainer.delta, curve)
+        return io.NodeOutput(trainer.delta, curve, ui=ui.PreviewText(summary))
+
+
+def training_summary(trainer, history: dict[str, list[float]], seconds: float, path: str) -> str:
+    """What the node shows: steps, time, final losses, where the checkpoint is (and what a resume restored)."""
+    losses = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
+    lines = [f"{trainer.step_count}/{trainer.config.steps} steps in {seconds:.1f} s ({losses or 'no new steps'})",
+             f"checkpoint: {path}"]
+    if trainer.notes:
+        lines.append(trainer.notes)
+    return "\n".join(lines)
 
 
 NODES = [TrainSubject]

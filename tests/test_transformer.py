@@ -68,7 +68,7 @@ def test_teacher_forced_logits_match_reference(tiny_model, case, case_text, case
 
 
 def test_teacher_forcing_inputs_and_labels_match_reference(case, case_bits):
-    labels, inputs = quantizer.teacher_forcing(case["vae_latent"], SCHEDULE, flip_prob=0.0)
+    inputs, labels = quantizer.teacher_forcing(case["vae_latent"], SCHEDULE, flip_prob=0.0)
     for got, want in zip(labels, case_bits):
         assert torch.equal(got, want)
     assert torch.equal(quantizer.flatten_bits(labels), case["gt_bits"])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from var_core.checkpoint import DTYPES
 from var_core.tuning.delta import MODES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _bar(total: int, desc: str, unit: str, initial: int = 0):
@@ -89,45 +89,68 @@ def parse_subject_arg(value: str):
     return value, 1.0
 
 
+def training_settings(args) -> dict:
+    """The TrainConfig settings given on the command line (None = not given: the default, or on --resume, the
+    subject file's own)."""
+    from var_core.tuning import ScaleWeights
+
+    weights = None
+    if any(v is not None for v in (args.coarse_weight, args.fine_weight, args.coarse_tokens, args.scale_weights)):
+        d = ScaleWeights()
+        weights = ScaleWeights(d.coarse if args.coarse_weight is None else args.coarse_weight,
+                               d.fine if args.fine_weight is None else args.fine_weight,
+                               d.coarse_tokens if args.coarse_tokens is None else args.coarse_tokens,
+                               tuple(float(v) for v in args.scale_weights.split(",")) if args.scale_weights else None)
+    given = dict(
+        class_word=args.class_word, token=args.token, mode=args.mode,
+        groups=tuple(args.groups.split(",")) if args.groups else None, blocks=args.blocks, rank=args.rank,
+        alpha=args.alpha, placeholder_vectors=args.vectors, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        embedding_lr=args.embedding_lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, gradient_checkpointing=None if args.no_checkpointing is None else False,
+        pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
+        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt,
+        prior_per_bit=None if args.prior_kl is None else args.prior_kl == "bit", separate_steps=args.separate_steps,
+        seed=args.seed)
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_train(args) -> int:
     import signal
 
     import var_core as vc
-    from var_core.tuning import (ScaleWeights, SubjectTrainer, TrainConfig, folder_captions, image_files,
-                                 load_subject, prepare_images)
+    from var_core.tuning import (SubjectTrainer, TrainConfig, folder_captions, image_files, load_subject,
+                                 prepare_images)
 
     out = Path(args.out)
     if out.exists() and not args.overwrite and Path(args.resume or "") != out:
         raise FileExistsError(f"'{out}' already exists; choose another --out, --resume it, or pass --overwrite.")
+    if not args.resume and not args.class_word:
+        raise SystemExit("train: --class is required (the subject's class word, e.g. dog)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    weights = ScaleWeights(args.coarse_weight, args.fine_weight, args.coarse_tokens,
-                           tuple(float(v) for v in args.scale_weights.split(",")) if args.scale_weights else None)
-    config = TrainConfig(
-        class_word=args.class_word, token=args.token, mode=args.mode, groups=tuple(args.groups.split(",")),
-        blocks=args.blocks, rank=args.rank, alpha=args.alpha, placeholder_vectors=args.vectors, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, embedding_lr=args.embedding_lr, warmup_steps=args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, gradient_checkpointing=not args.no_checkpointing,
-        pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
-        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_per_bit=args.prior_kl == "bit",
-        separate_steps=args.separate_steps, seed=args.seed)
-    files = image_files(args.images)
-    captions = folder_captions(files) if args.captions else None
-    images = prepare_images(files, vc.pixel_size(vc.scale_schedule(args.aspect, args.pn)), args.token,
-                            args.class_word, captions, require_token=args.vectors > 0)
-
+    settings = training_settings(args)
     model = vc.load_transformer(args.model, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
     vae = vc.load_vae(args.vae, device=device)
     vc.check_compatible(model, vae)
-    delta, start = None, 0
     if args.resume:
-        delta = load_subject(args.resume, model)
-        start = int(delta.metadata.get("training", {}).get("steps_done", 0))
+        saved = load_subject(args.resume, model).metadata.get("training", {})
+        config = TrainConfig.resumed(saved, settings.pop("steps", None), **settings)
+    else:
+        config = TrainConfig(**settings)
+    files = image_files(args.images)
+    captions = folder_captions(files) if args.captions else None
+    images = prepare_images(files, vc.pixel_size(vc.scale_schedule(config.aspect, config.pn)), config.token,
+                            config.class_word, captions, require_token=config.placeholder_vectors > 0)
     encoder = vc.load_text_encoder(args.text_encoder, device=device)
-    trainer = SubjectTrainer(model, vae, encoder, images, config, delta=delta, start_step=start)
+    if args.resume:
+        trainer = SubjectTrainer.resume(args.resume, model, vae, encoder, images, config.steps)
+        print(trainer.notes, file=sys.stderr)
+    else:
+        trainer = SubjectTrainer(model, vae, encoder, images, config)
     encoder.to("cpu")
     del encoder
     print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups {','.join(config.groups)}, "
           f"{len(files)} images, {len(trainer.schedule)} scales) on {device}", file=sys.stderr)
+    start = trainer.step_count
 
     stop = []
 
@@ -232,42 +255,44 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", required=True, help="BitVAE (.pth or .safetensors)")
     t.add_argument("--text-encoder", required=True, help="flan-t5-xl folder (or encoder .safetensors file)")
     t.add_argument("--images", required=True, help="folder of 1-N photos of the subject (any size/mode)")
-    t.add_argument("--class", dest="class_word", required=True, help="the subject's class word, e.g. dog")
+    t.add_argument("--class", dest="class_word", default=None,
+                   help="the subject's class word, e.g. dog (required unless --resume)")
     t.add_argument("--out", required=True, help="subject file to write (.safetensors)")
-    t.add_argument("--token", default="<placeholder>", help="placeholder token written in prompts")
+    t.add_argument("--token", default=None, help="placeholder token written in prompts")
     t.add_argument("--captions", action="store_true", help="use name.txt beside each image as its prompt "
                    "(must contain the token; e.g. for generated proxy images)")
-    t.add_argument("--mode", choices=MODES, default="lora",
+    t.add_argument("--mode", choices=MODES, default=None,
                    help="lora: low-rank deltas; full: ARBooth's full deltas; none: placeholder vectors only")
-    t.add_argument("--groups", default="ca,ffn", help="layer groups to tune: sa, ca, ffn or all")
+    t.add_argument("--groups", default=None, help="layer groups to tune: sa, ca, ffn or all")
     t.add_argument("--blocks", default=None, help="block range, e.g. 0-15 (default all)")
-    t.add_argument("--rank", type=int, default=16)
+    t.add_argument("--rank", type=int, default=None)
     t.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
-    t.add_argument("--vectors", type=int, default=4, help="learned placeholder vectors (0 = none)")
-    t.add_argument("--steps", type=int, default=500)
-    t.add_argument("--batch-size", type=int, default=2)
+    t.add_argument("--vectors", type=int, default=None, help="learned placeholder vectors (0 = none)")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None, help="default: 1e-4 for lora, 2.34e-5 for full")
     t.add_argument("--embedding-lr", type=float, default=None, help="placeholder vectors' lr (default 1e-3)")
-    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    t.add_argument("--weight-decay", type=float, default=0.005)
-    t.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0 = off)")
-    t.add_argument("--no-checkpointing", action="store_true", help="keep activations (faster, more memory)")
-    t.add_argument("--pn", default="0.25M", help="training resolution preset (0.25M = 512², 1M = 1024²)")
-    t.add_argument("--aspect", default="1.0")
-    t.add_argument("--hflip", action="store_true", help="random horizontal flips")
-    t.add_argument("--flip-prob", type=float, default=0.3, help="bitwise self-correction strength (0 = off)")
-    t.add_argument("--coarse-weight", type=float, default=1.0, help="loss weight of coarse scales")
-    t.add_argument("--fine-weight", type=float, default=0.5, help="loss weight of the other scales")
-    t.add_argument("--coarse-tokens", type=int, default=400, help="a scale is coarse up to this many tokens")
+    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps")
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 = off)")
+    t.add_argument("--no-checkpointing", action="store_true", default=None, help="keep activations (faster, more memory)")
+    t.add_argument("--pn", default=None, help="training resolution preset (0.25M = 512², 1M = 1024²)")
+    t.add_argument("--aspect", default=None)
+    t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
+    t.add_argument("--flip-prob", type=float, default=None, help="bitwise self-correction strength (0 = off)")
+    t.add_argument("--coarse-weight", type=float, default=None, help="loss weight of coarse scales")
+    t.add_argument("--fine-weight", type=float, default=None, help="loss weight of the other scales")
+    t.add_argument("--coarse-tokens", type=int, default=None, help="a scale is coarse up to this many tokens")
     t.add_argument("--scale-weights", default=None, help="explicit per-scale loss weights, comma separated")
-    t.add_argument("--prior-weight", type=float, default=0.5, help="prior distillation weight λ (0 = off)")
-    t.add_argument("--prior-prompt", default="a photo of {class_word}")
-    t.add_argument("--prior-kl", choices=["bit", "token"], default="bit",
+    t.add_argument("--prior-weight", type=float, default=None, help="prior distillation weight λ (0 = off)")
+    t.add_argument("--prior-prompt", default=None)
+    t.add_argument("--prior-kl", choices=["bit", "token"], default=None,
                    help="token = ARBooth's softmax over a token's whole logit vector")
-    t.add_argument("--separate-steps", action="store_true", help="ARBooth's two optimizer steps per iteration")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--separate-steps", action="store_true", default=None, help="ARBooth's two optimizer steps per iteration")
+    t.add_argument("--seed", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=100)
-    t.add_argument("--resume", default=None, help="subject file to continue from")
+    t.add_argument("--resume", default=None, help="subject file to continue from, with its own settings (only "
+                   "--steps may change) and, if its .state.safetensors is beside it, exactly where it stopped")
     t.add_argument("--save-dtype", choices=DTYPES, default=None, help="e.g. bf16 halves a full-delta file")
     t.add_argument("--device", default=None)
     t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import quantizer
-from .checkpoint import CheckpointError, check_keys, load_state_dict
+from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 
 
 @dataclass(frozen=True)
@@ -351,10 +351,10 @@ def load_vae(path_or_state_dict, device=None, dtype=None) -> BitVAE:
     try:
         cfg = BitVAEConfig.from_state_dict(sd)
     except KeyError as e:
-        raise CheckpointError(f"{_source(path_or_state_dict)} is not a BitVAE checkpoint: it has no '{e.args[0]}' "
+        raise CheckpointError(f"{describe_source(path_or_state_dict, capital=True)} is not a BitVAE checkpoint: it has no '{e.args[0]}' "
                               "tensor. (Is it a transformer or a text encoder file?)") from None
     except ValueError as e:
-        raise CheckpointError(f"{_source(path_or_state_dict)} is not a usable BitVAE checkpoint: {e}.") from None
+        raise CheckpointError(f"{describe_source(path_or_state_dict, capital=True)} is not a usable BitVAE checkpoint: {e}.") from None
     with torch.device("meta"):
         model = BitVAE(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -365,6 +365,3 @@ def load_vae(path_or_state_dict, device=None, dtype=None) -> BitVAE:
     model.to(device=torch.device(device) if device is not None else "cpu", dtype=dtype or torch.float32)
     return model.eval().requires_grad_(False)
 
-
-def _source(src) -> str:
-    return f"'{src}'" if isinstance(src, (str, os.PathLike)) else "The given state dict"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -24,8 +24,24 @@ class CheckpointError(ValueError):
     """A model file could not be used. The message names the file and what was expected."""
 
 
-def _describe(source) -> str:
-    return f"'{source}'" if isinstance(source, (str, os.PathLike)) else "the given state dict"
+# The dtypes the loaders and the CLI offer, by name (one map for the whole project).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+def dtype_named(name: str) -> torch.dtype:
+    """'fp32' / 'bf16' / 'fp16' (or float32, bfloat16, float16, half, float) -> the torch dtype."""
+    key = _DTYPE_ALIASES.get(name.lower(), name.lower())
+    if key not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; use one of {', '.join(DTYPES)}.")
+    return DTYPES[key]
+
+
+def describe_source(source, capital: bool = False) -> str:
+    """How error messages name where weights came from: the file, or a state dict given in memory."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{source}'"
+    return "The given state dict" if capital else "the given state dict"
 
 
 def read_file(path: str | os.PathLike) -> Mapping:
@@ -63,7 +79,7 @@ def _can_mmap(path: Path) -> bool:
 def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a model") -> StateDict:
     """Return the flat tensor dict inside ``obj``: ``obj`` itself, or ``obj[k1][k2]...`` for the first matching path."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{_describe(source)} is not {what} checkpoint: it holds a {type(obj).__name__}, "
+        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: it holds a {type(obj).__name__}, "
                               "not a state dict.")
     for path in wrappers:
         inner = obj
@@ -75,7 +91,7 @@ def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a mo
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         keys = ", ".join(list(map(str, obj.keys()))[:8])
-        raise CheckpointError(f"{_describe(source)} is not {what} checkpoint: no tensors where expected "
+        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: no tensors where expected "
                               f"(top-level keys: {keys}).")
     return tensors
 
@@ -108,7 +124,7 @@ def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Ten
         parts.append(f"unexpected keys: {show(unexpected)}")
     if wrong:
         parts.append(f"mis-shaped tensors: {show(wrong)}")
-    raise CheckpointError(f"{_describe(source)} is not a valid {what} checkpoint: " + " | ".join(parts))
+    raise CheckpointError(f"{describe_source(source, capital=True)} is not a valid {what} checkpoint: " + " | ".join(parts))
 
 
 def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Path:
@@ -118,10 +134,13 @@ def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Pat
     if path.exists() and not overwrite:
         raise FileExistsError(f"'{path}' already exists; choose another name or allow overwriting explicitly.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp")
+    # created like any file (0644 under the usual umask; mkstemp would make it 0600), and never an existing one
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it visible
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

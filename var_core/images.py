@@ -1,6 +1,7 @@
 """Conversions between image files / PIL images and (B, 3, H, W) tensors in [-1, 1], and atomic PNG writing."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,30 +51,43 @@ def fit_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def loss_curve(history: dict[str, list[float]], size: tuple[int, int] = (320, 512)) -> Image.Image:
-    """A small line plot (PIL, no matplotlib) of each named loss over steps, with its last value in the legend."""
+    """A line plot (PIL, no matplotlib) of each named series over steps, with a legend of names and last values.
+
+    The y axis is logarithmic when every value is positive, so a distillation loss a hundred times smaller than
+    the cross-entropy is as readable as it is; otherwise linear.
+    """
     from PIL import ImageDraw
     h, w = size
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    pad = 36
+    left, top, bottom = 48, 8, h - 40
     series = {k: [v for v in vals if v == v and abs(v) != float("inf")] for k, vals in history.items()}
     values = [v for vals in series.values() for v in vals]
-    draw.rectangle([pad, 8, w - 8, h - pad], outline="black")
-    if values:
-        lo, hi = min(values), max(values)
-        hi = hi if hi > lo else lo + 1.0  # flat curves still draw
-        draw.text((2, 8), f"{hi:.3g}", fill="black")
-        draw.text((2, h - pad - 10), f"{lo:.3g}", fill="black")
-        colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-        for i, (name, vals) in enumerate(series.items()):
-            n = max(len(vals) - 1, 1)
-            pts = [(pad + (w - 8 - pad) * j / n, 8 + (h - pad - 8) * (1 - (v - lo) / (hi - lo)))
-                   for j, v in enumerate(vals)]
-            if len(pts) > 1:
-                draw.line(pts, fill=colours[i % 4], width=2)
-            if vals:
-                draw.text((pad + 4 + 150 * i, h - pad + 6), f"{name} {vals[-1]:.4f}", fill=colours[i % 4])
-        draw.text((w - 90, h - 14), f"{max(len(v) for v in series.values())} steps", fill="black")
+    draw.rectangle([left, top, w - 8, bottom], outline="black")
+    if not values:
+        return img
+    log = min(values) > 0
+    f = math.log10 if log else (lambda v: v)
+    lo, hi = f(min(values)), f(max(values))
+    hi = hi if hi > lo else lo + 1.0  # flat curves still draw
+    for frac in (0.0, 0.5, 1.0):  # three labelled ticks
+        y = bottom - (bottom - top) * frac
+        value = lo + (hi - lo) * frac
+        draw.line([(left - 4, y), (left, y)], fill="black")
+        draw.text((2, y - 6), f"{10 ** value if log else value:.3g}", fill="black")
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for i, (name, vals) in enumerate(series.items()):
+        n = max(len(vals) - 1, 1)
+        pts = [(left + (w - 8 - left) * j / n, bottom - (bottom - top) * (f(v) - lo) / (hi - lo))
+               for j, v in enumerate(vals)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colours[i % 4], width=2)
+        if vals:
+            x = left + 4 + 130 * i
+            draw.line([(x, bottom + 13), (x + 14, bottom + 13)], fill=colours[i % 4], width=3)
+            draw.text((x + 18, bottom + 6), f"{name} {vals[-1]:.4f}", fill=colours[i % 4])
+    steps = max(len(v) for v in series.values())
+    draw.text((left, h - 14), f"{steps} steps" + (", log scale" if log else ""), fill="black")
     return img
 
 

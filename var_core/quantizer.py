@@ -48,49 +48,65 @@ def tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+class CodeSum:
+    """The running sum of every scale's codes so far, grown to the final grid (B, d, h, w): the next scale's tokens
+    are made from it, and after the last scale it is the decoder's input. The one place this sum is computed
+    (training inputs, labels, sampling, decoding)."""
+
+    def __init__(self, schedule):
+        self.final = tuple(schedule[-1])
+        self.total: torch.Tensor | None = None
+
+    def add(self, bits: torch.Tensor) -> None:
+        up = resize_bilinear(bits_to_codes(bits), self.final)
+        self.total = up if self.total is None else self.total + up
+
+    def tokens_at(self, hw) -> torch.Tensor:
+        """The sum resized to the grid ``hw`` as tokens (B, h*w, d): the model's input for that scale."""
+        return tokens(resize_bilinear(self.total, hw))
+
+
 def latent_to_bits(latent: torch.Tensor, schedule) -> list[torch.Tensor]:
     """Per-scale bit labels of a latent: each scale quantises what the earlier scales left unexplained."""
-    bits, _ = teacher_forcing(latent, schedule, flip_prob=0.0)
+    _, bits = teacher_forcing(latent, schedule, flip_prob=0.0)
     return bits
 
 
 def summed_codes(bits: list[torch.Tensor], schedule) -> torch.Tensor:
     """Sum of every scale's codes grown to the final grid: the decoder's input."""
-    final = tuple(schedule[-1])
-    total = None
+    sums = CodeSum(schedule)
     for b in bits:
-        up = resize_bilinear(bits_to_codes(b), final)
-        total = up if total is None else total + up
-    return total
+        sums.add(b)
+    return sums.total
 
 
 def teacher_forcing(latent: torch.Tensor, schedule, flip_prob: float = 0.0, generator: torch.Generator | None = None):
-    """Bit labels and teacher-forced inputs with Bitwise Self-Correction.
+    """Teacher-forced inputs and bit labels with Bitwise Self-Correction.
 
     For every scale, the label is the quantisation of (latent - running sum). With ``flip_prob`` > 0, each scale
     draws p uniformly from {0, 0.01, ..., flip_prob} and flips every bit with probability p before adding the
     scale's codes to the running sum, so later labels learn to correct earlier mistakes. ``flip_prob=0`` is exact
     and deterministic.
 
-    Returns (bits per scale [(B,h_k,w_k,d)], inputs per scale k>=1 [(B,h_k*w_k,d)]).
+    Returns (inputs per scale k>=1 [(B,h_k*w_k,d)], bits per scale [(B,h_k,w_k,d)]).
     """
     latent = latent.float()
-    final = tuple(schedule[-1])
-    running = torch.zeros_like(latent)
-    labels, inputs = [], []
+    sums = CodeSum(schedule)
+    inputs, labels = [], []
     steps = int(round(flip_prob * 100))
     for k, hw in enumerate(schedule):
-        bits = quantize(resize_area(latent - running, hw))
+        residual = latent if sums.total is None else latent - sums.total
+        bits = quantize(resize_area(residual, hw))
         labels.append(bits)
         if steps > 0:
             p = torch.randint(0, steps + 1, (), generator=generator).item() * 0.01
             device = generator.device if generator is not None else bits.device
             flip = (torch.rand(bits.shape, generator=generator, device=device) < p).to(bits.device)
             bits = bits ^ flip.to(torch.uint8)
-        running = running + resize_bilinear(bits_to_codes(bits), final)
+        sums.add(bits)
         if k + 1 < len(schedule):
-            inputs.append(tokens(resize_bilinear(running, schedule[k + 1])))
-    return labels, inputs
+            inputs.append(sums.tokens_at(schedule[k + 1]))
+    return inputs, labels
 
 
 def flatten_bits(bits: list[torch.Tensor]) -> torch.Tensor:
@@ -109,10 +125,8 @@ def split_bits(flat: torch.Tensor, schedule) -> list[torch.Tensor]:
 
 def inputs_from_bits(bits: list[torch.Tensor], schedule) -> list[torch.Tensor]:
     """Teacher-forced inputs of scales 1..K-1 from given bits (no flips): the running code sum resized to each scale."""
-    final = tuple(schedule[-1])
-    running, inputs = None, []
+    sums, inputs = CodeSum(schedule), []
     for k in range(len(schedule) - 1):
-        up = resize_bilinear(bits_to_codes(bits[k]), final)
-        running = up if running is None else running + up
-        inputs.append(tokens(resize_bilinear(running, schedule[k + 1])))
+        sums.add(bits[k])
+        inputs.append(sums.tokens_at(schedule[k + 1]))
     return inputs

@@ -12,17 +12,8 @@ import torch
 
 from . import quantizer
 from .checkpoint import check_compatible
+from .schedules import per_scale
 from .transformer import Infinity, KVCache, scale_levels
-
-
-def per_scale(value, num_scales: int, name: str) -> list[float]:
-    """A scalar means the same value at every scale; a list must give one value per scale."""
-    if isinstance(value, (int, float)):
-        return [float(value)] * num_scales
-    values = [float(v) for v in value]
-    if len(values) != num_scales:
-        raise ValueError(f"{name} has {len(values)} values but the schedule has {num_scales} scales.")
-    return values
 
 
 def step_schedule(coarse: float, fine: float, switch: int, num_scales: int) -> list[float]:
@@ -34,14 +25,15 @@ def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch
     """Draw every bit independently from its 2-way softmax after top-k/top-p filtering.
 
     logits: (B, l, 2d) -> bits (B, l, d) uint8. With two outcomes, top-k=1 is greedy and top-k >= 2 (or 0) keeps
-    both; top-p drops the less likely outcome when its probability is <= 1 - top_p.
+    both; top-p keeps the most likely outcomes whose probabilities reach top_p, so it drops the less likely one when
+    its probability is <= 1 - top_p (always when top_p <= 0.5: greedy), as the reference's top_k_top_p_filtering.
     """
     p1 = logits.float().unflatten(-1, (-1, 2)).softmax(-1)[..., 1]
     if top_k == 1:
         p1 = (p1 > 0.5).float()
-    elif 0 < top_p < 1:
-        cut = 1 - top_p
-        p1 = torch.where(p1 <= cut, 0.0, torch.where(1 - p1 <= cut, 1.0, p1))
+    elif 0 <= top_p < 1:
+        less_likely = torch.minimum(p1, 1 - p1)
+        p1 = torch.where(less_likely <= 1 - top_p, (p1 >= 0.5).float(), p1)
     u = torch.rand(p1.shape, generator=generator, device=p1.device if generator is None else generator.device)
     return (u.to(p1.device) < p1).to(torch.uint8)
 
@@ -67,6 +59,8 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
     if vae is not None:
         check_compatible(model, vae)
     cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
+    if model.patch is not None and hasattr(model.patch, "check_scales"):
+        model.patch.check_scales(K)
     if any(t <= 0 for t in taus):
         raise ValueError("tau must be > 0 at every scale.")
     if isinstance(text, torch.Tensor) and text.dim() == 2:
@@ -95,7 +89,7 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
     cos, sin = model.rope(schedule)
     cache = KVCache(model.config.depth) if use_cache else None
     total = sum(h * w for h, w in schedule)
-    start, running, sequence = 0, None, None
+    start, sequence, sums = 0, None, quantizer.CodeSum(schedule)
     all_logits, all_bits = [], []
     with model.autocast():
         for k, (h, w) in enumerate(schedule):
@@ -103,18 +97,19 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
             if k == 0:
                 x = model.start_token(cond)
             else:
-                x = model.embed_inputs(quantizer.tokens(quantizer.resize_bilinear(running, (h, w))))
+                x = model.embed_inputs(sums.tokens_at((h, w)))
                 x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
             if use_cache:
                 rope = (cos[start:start + n], sin[start:start + n])
-                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total, scale=k)
+                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total,
+                                     scale_index=k)
                 cache.length += n
             else:  # recompute the whole prefix with the block-causal mask (reference speed baseline)
                 sequence = x if sequence is None else torch.cat((sequence, x), dim=1)
                 level = scale_levels(schedule[:k + 1], device)
                 rope = (cos[:start + n], sin[:start + n])
                 sizes = tuple(a * b for a, b in schedule[:k + 1])
-                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), scales=sizes)[:, start:]
+                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), scale_sizes=sizes)[:, start:]
             start += n
             raw = model.logits(x, cond)
             logits = raw[:B] / taus[k]
@@ -127,10 +122,9 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
             else:
                 bits = sample_bits(logits, top_k, top_p, generator).unflatten(1, (h, w))
             all_bits.append(bits)
-            codes = quantizer.resize_bilinear(quantizer.bits_to_codes(bits), schedule[-1])
-            running = codes if running is None else running + codes
+            sums.add(bits)
             if progress is not None:
                 progress(k + 1, K)
 
-    out = all_bits if vae is None else vae.decode_latent(running)
+    out = all_bits if vae is None else vae.decode_latent(sums.total)
     return (out, all_logits) if return_logits else out

@@ -118,3 +118,15 @@ def scale_starts(schedule) -> list[int]:
 
 def num_tokens(schedule) -> int:
     return sum(h * w for h, w in schedule)
+
+
+def per_scale(value, num_scales: int, name: str) -> list[float]:
+    """A number means the same value at every scale; a list must give exactly one value per scale (a list made
+    for another resolution is refused, not cut or stretched)."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * num_scales
+    values = [float(v) for v in value]
+    if len(values) != num_scales:
+        raise ValueError(f"{name} has {len(values)} values but this resolution has {num_scales} scales: give one "
+                         f"value per scale.")
+    return values

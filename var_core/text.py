@@ -21,6 +21,7 @@ As ``from_pretrained(torch_dtype=float16)`` does, the modules named in ``T5Encod
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, read_file
+from .checkpoint import CheckpointError, dtype_named, read_file
 
 MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 32
@@ -45,9 +46,6 @@ _STACK_KEY = re.compile(r"^(block\.\d+\..+|final_layer_norm\.weight|embed_tokens
 _SAFETENSORS_FILES = ("model.safetensors.index.json", "model.safetensors")
 _BIN_FILES = ("pytorch_model.bin.index.json", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
-
 
 class TextEncoder:
     """Frozen T5 encoder + tokenizer. Calling it on a list of prompts returns one (len_i, C_text) fp32 tensor per
@@ -65,6 +63,7 @@ class TextEncoder:
         self.source = source
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
+        self._token_tokenizers: dict[tuple[str, ...], object] = {}  # private copies that know placeholder tokens
 
     # ------------------------------------------------------------------ properties
     @property
@@ -92,17 +91,61 @@ class TextEncoder:
         self.model.to(torch.device(device))
         return self
 
-    def tokenize(self, prompts: Sequence[str] | str, padding: bool | str = "longest"):
+    def tokenize(self, prompts: Sequence[str] | str, padding: bool | str = "longest", tokens: Sequence[str] = ()):
         """Token ids and attention mask (CPU ``torch.long``), as the encoder sees them: ``</s>`` appended, truncated
         to ``max_length`` (the EOS is kept on truncation), right-padded with ``<pad>`` (``padding="max_length"`` pads
-        to ``max_length``). Returns a ``BatchEncoding`` with ``input_ids`` and ``attention_mask``."""
+        to ``max_length``). Returns a ``BatchEncoding`` with ``input_ids`` and ``attention_mask``.
+
+        ``tokens``: placeholder tokens (e.g. ``"<placeholder>"``) to read as single tokens. Each is fed to T5 as the
+        same id, ``placeholder_id``, whatever other placeholders are in use, so a prompt's ids depend on its text
+        only. The encoding then also holds ``token_positions``: per prompt, {token: [row, ...]}. The tokenizer that
+        others hold is never changed (a private copy knows the tokens)."""
         prompts = _check_prompts(prompts)
-        return self.tokenizer(prompts, max_length=self.max_length, padding=padding, truncation=True,
-                              return_tensors="pt", return_attention_mask=True, return_token_type_ids=False)
+        tok = self._tokenizer_knowing(tokens)
+        enc = tok(prompts, max_length=self.max_length, padding=padding, truncation=True,
+                  return_tensors="pt", return_attention_mask=True, return_token_type_ids=False)
+        if tokens:
+            ids = enc["input_ids"]
+            token_ids = {t: tok.convert_tokens_to_ids(t) for t in tokens}
+            enc["token_positions"] = [{t: (row == i).nonzero().flatten().tolist() for t, i in token_ids.items()}
+                                      for row in ids]
+            enc["input_ids"] = torch.where(torch.isin(ids, torch.tensor(list(token_ids.values()))),
+                                           self.placeholder_id, ids)
+        return enc
 
     def __call__(self, prompts: Sequence[str] | str) -> list[torch.Tensor]:
-        enc = self.tokenize(prompts)
-        return self.encode_ids(enc["input_ids"], enc["attention_mask"])
+        return self.encode(prompts)[0]
+
+    def encode(self, prompts: Sequence[str] | str, tokens: Sequence[str] = ()):
+        """Features of every prompt (see ``__call__``) and, per prompt, {token: rows} of the placeholder ``tokens``
+        (see ``tokenize``): training and sampling both come here, so they see the same text."""
+        enc = self.tokenize(prompts, tokens=tokens)
+        positions = enc["token_positions"] if tokens else [{} for _ in range(enc["input_ids"].shape[0])]
+        return self.encode_ids(enc["input_ids"], enc["attention_mask"]), positions
+
+    @property
+    def placeholder_id(self) -> int:
+        """The id every placeholder token is fed to T5 as: the first id past the tokenizer's vocabulary (flan-t5-xl:
+        32100, one of the 28 spare rows of its 32128-row embedding table)."""
+        pid, rows = len(self.tokenizer), self.model.get_input_embeddings().weight.shape[0]
+        if pid >= rows:
+            raise ValueError(f"This text encoder's tokenizer fills all {rows} rows of its embedding table, so there "
+                             f"is no free row for a placeholder token; use a T5 whose table is larger than its "
+                             f"vocabulary (flan-t5-xl has 28 spare rows).")
+        return pid
+
+    def _tokenizer_knowing(self, tokens: Sequence[str]):
+        tokens = tuple(sorted(set(tokens)))
+        if not tokens:
+            return self.tokenizer
+        for t in tokens:
+            if not t or any(c.isspace() for c in t):
+                raise ValueError(f"A placeholder token must be one word without spaces, e.g. '<sks>'; got {t!r}.")
+        if tokens not in self._token_tokenizers:
+            tok = copy.deepcopy(self.tokenizer)
+            tok.add_tokens(list(tokens), special_tokens=True)  # known to this copy only
+            self._token_tokenizers[tokens] = tok
+        return self._token_tokenizers[tokens]
 
     def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         """Run the encoder on right-padded token ids; one (len_i, C_text) fp32 tensor per row (len_i = mask sum)."""
@@ -122,21 +165,6 @@ class TextEncoder:
                 # projection taking it as input), and the padded batch buffer can be freed.
                 out[i] = feats[row, :lens[i]].clone()
         return out  # type: ignore[return-value]
-
-    def token_id(self, token: str) -> int:
-        """The id of ``token``, which must be a single entry of the vocabulary (e.g. an added ``<placeholder>``)."""
-        tid = self.tokenizer.convert_tokens_to_ids(token)
-        if tid is None or (tid == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token):
-            raise ValueError(f"{token!r} is not a single token of this tokenizer; add it first "
-                             f"(tokenizer.add_special_tokens({{'additional_special_tokens': [{token!r}]}})).")
-        return int(tid)
-
-    def token_positions(self, prompt: str, token: str) -> list[int]:
-        """Row indices of ``token`` in the features of ``prompt`` (no BOS, so row i is token i; positions past the
-        512-token truncation are absent)."""
-        tid = self.token_id(token)
-        ids = self.tokenize([prompt])["input_ids"][0].tolist()
-        return [i for i, t in enumerate(ids) if t == tid]
 
 
 def _check_prompts(prompts) -> list[str]:
@@ -197,9 +225,7 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
-        if dtype.lower() not in _DTYPES:
-            raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
-        return _DTYPES[dtype.lower()]
+        return dtype_named(dtype)
     if dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"The text encoder runs in float16, bfloat16 or float32, not {dtype}")
     return dtype

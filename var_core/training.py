@@ -15,7 +15,7 @@ def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float 
     {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic.
     """
     latent = vae.encode_latent(images)
-    labels, inputs = quantizer.teacher_forcing(latent, schedule, flip_prob, generator)
+    inputs, labels = quantizer.teacher_forcing(latent, schedule, flip_prob, generator)
     return torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
 
 

@@ -25,7 +25,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
-from .checkpoint import CheckpointError, check_keys, load_state_dict
+from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from .schedules import rope_grid
 
 LN_EPS = 1e-6
@@ -193,6 +193,42 @@ def _block_causal_mask(sizes: tuple[int, ...], device: torch.device) -> torch.Te
         return level[:, None] >= level[None, :]
 
 
+class LowRank(NamedTuple):
+    """An unmerged low-rank update of a linear layer (LoRA): adds scale·(x·Aᵀ)·Bᵀ to the layer's output."""
+    a: torch.Tensor  # (rank, in)
+    b: torch.Tensor  # (out, rank)
+    scale: float
+
+    def merged(self) -> torch.Tensor:
+        return self.scale * (self.b.float() @ self.a.float())
+
+
+class BlockPatch(NamedTuple):
+    """What a subject changes in one block call: replacement weights {name: tensor} and unmerged low-rank updates
+    {module: {layer: [LowRank, ...]}} (e.g. {"ca": {"mat_kv": [...]}})."""
+    weights: dict
+    updates: dict
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, updates=()) -> torch.Tensor:
+    """F.linear plus unmerged low-rank updates, run in their own dtype (fp32) outside autocast: an update far below
+    the bf16 resolution of the weight still counts. With updates the output is fp32 (the next layer casts)."""
+    y = F.linear(x, weight, bias)
+    if updates:
+        with torch.autocast(x.device.type, enabled=False):
+            y = y.float()
+            for u in updates:
+                y = y + u.scale * F.linear(F.linear(x.to(u.a.dtype), u.a), u.b)
+    return y
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls run in here: autocast's when it is on, else x's. Attention inputs are cast to it, so an
+    fp32 low-rank update in a projection does not push the attention itself to fp32."""
+    t = x.device.type
+    return torch.get_autocast_dtype(t) if torch.is_autocast_enabled(t) else x.dtype
+
+
 class SelfAttention(nn.Module):
     """Cosine attention: unit q and k, q scaled by a learned per-head factor, RoPE after normalisation, SDPA scale 1."""
 
@@ -206,23 +242,25 @@ class SelfAttention(nn.Module):
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, rope, scales=None, cache: KVCache | None = None, block: int = 0, total: int = 0):
-        """scales: None (x attends to everything before it in the cache, or to itself), or the token count of each
-        scale in x for the block-causal teacher-forced forward."""
+    def forward(self, x, rope, scale_sizes=None, cache: KVCache | None = None, block: int = 0, total: int = 0,
+                updates=None):
+        """scale_sizes: None (x attends to everything before it in the cache, or to itself), or the token count of
+        each scale in x for the block-causal teacher-forced forward. updates: {layer: [LowRank]} (BlockPatch)."""
         B, L, C = x.shape
+        u = updates or {}
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = linear(x, self.mat_qkv.weight, bias, u.get("mat_qkv")).to(compute_dtype(x)).view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, H, L, hd)
-        scale = self.scale_mul_1H11.float().clamp_max(math.log(100.0)).exp()
-        q = apply_rope(F.normalize(q.float(), dim=-1) * scale, *rope).to(v.dtype)
+        gain = self.scale_mul_1H11.float().clamp_max(math.log(100.0)).exp()  # cosine attention's learned sharpness
+        q = apply_rope(F.normalize(q.float(), dim=-1) * gain, *rope).to(v.dtype)
         k = apply_rope(F.normalize(k.float(), dim=-1), *rope).to(v.dtype)
         if cache is not None:
             k, v = cache.append(block, k, v, total)
-        if scales is None:
+        if scale_sizes is None:
             out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         else:
-            out = block_causal_attention(q, k, v, scales)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+            out = block_causal_attention(q, k, v, scale_sizes)
+        return linear(out.transpose(1, 2).reshape(B, L, C), self.proj.weight, self.proj.bias, u.get("proj"))
 
 
 class CrossAttention(nn.Module):
@@ -237,17 +275,19 @@ class CrossAttention(nn.Module):
         self.register_buffer("zero_k_bias", torch.zeros(dim))
         self.proj = nn.Linear(dim, dim)
 
-    def keys_values(self, memory: torch.Tensor):
+    def keys_values(self, memory: torch.Tensor, updates=None):
         B, Lt, _ = memory.shape
-        kv = F.linear(memory, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
+        kv = linear(memory, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)), updates)
         return kv.view(B, Lt, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, Lt, hd)
 
-    def forward(self, x, memory, mask):
+    def forward(self, x, memory, mask, updates=None):
         B, L, C = x.shape
-        k, v = self.keys_values(memory)
-        q = self.mat_q(x).view(B, L, self.num_heads, -1).transpose(1, 2)
+        u = updates or {}
+        k, v = self.keys_values(memory, u.get("mat_kv"))
+        q = linear(x, self.mat_q.weight, self.mat_q.bias, u.get("mat_q")).to(compute_dtype(x))
+        q = q.view(B, L, self.num_heads, -1).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+        return linear(out.transpose(1, 2).reshape(B, L, C), self.proj.weight, self.proj.bias, u.get("proj"))
 
 
 class AttentionPool(nn.Module):
@@ -286,8 +326,10 @@ class FFN(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+    def forward(self, x, updates=None):
+        u = updates or {}
+        h = F.gelu(linear(x, self.fc1.weight, self.fc1.bias, u.get("fc1")), approximate="tanh")
+        return linear(h, self.fc2.weight, self.fc2.bias, u.get("fc2"))
 
 
 class Block(nn.Module):
@@ -302,11 +344,13 @@ class Block(nn.Module):
         self.ffn = FFN(C, cfg.ffn_hidden)
         self.ca_norm = nn.LayerNorm(C, eps=LN_EPS)
 
-    def forward(self, x, cond: TextCondition, rope, scales=None, cache=None, block=0, total=0):
+    def forward(self, x, cond: TextCondition, rope, scale_sizes=None, cache=None, block=0, total=0, updates=None):
+        """updates: a subject's unmerged low-rank updates of this block's layers, {"sa"|"ca"|"ffn": {layer: [...]}}."""
+        u = updates or {}
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + cond.gss).unbind(2)
-        x = x + self.sa(modulate(x, scale1, shift1), rope, scales, cache, block, total) * gamma1
-        x = x + self.ca(self.ca_norm(x), cond.memory, cond.mask)
-        return x + self.ffn(modulate(x, scale2, shift2)) * gamma2
+        x = x + self.sa(modulate(x, scale1, shift1), rope, scale_sizes, cache, block, total, u.get("sa")) * gamma1
+        x = x + self.ca(self.ca_norm(x), cond.memory, cond.mask, u.get("ca"))
+        return x + self.ffn(modulate(x, scale2, shift2), u.get("ffn")) * gamma2
 
 
 class BlockChunk(nn.Module):
@@ -348,8 +392,8 @@ class Infinity(nn.Module):
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
-        # patch(block_index, scale) -> {name in block: tensor} or None: weights used instead of the stored ones
-        # (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
+        # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
+        # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
         self.patch = None
         self._rope_cache: dict = {}
 
@@ -411,28 +455,32 @@ class Infinity(nn.Module):
         with torch.autocast(self.device.type, enabled=False):
             return self.head(self.head_nm(x.float(), cond.pooled))
 
-    def run_blocks(self, x, cond, rope, levels, scales=None, cache=None, total=0, scale=None):
-        """All blocks over x (B, l, C); ``levels`` (l, C) is the lvl_embed of each position. ``scales``: the token
-        count of each scale in x for the block-causal forward (None with the KV cache). ``scale``: the index of the
-        one scale x holds (None: several), passed on to ``self.patch``."""
+    def run_blocks(self, x, cond, rope, levels, scale_sizes=None, cache=None, total=0, scale_index=None):
+        """All blocks over x (B, l, C); ``levels`` (l, C) is the lvl_embed of each position. ``scale_sizes``: the
+        token count of each scale in x for the block-causal forward (None with the KV cache). ``scale_index``: the
+        index of the one scale x holds (None: several), passed on to ``self.patch``."""
         per_chunk = self.config.depth // self.config.block_chunks
         for c, chunk in enumerate(self.block_chunks):
             if c == 0 or self.config.lvl_embed_per_chunk:
                 x = x + levels
             for j, block in enumerate(chunk.module):
                 i = c * per_chunk + j
-                args = (cond, rope, scales, cache, i, total)
+                args = (cond, rope, scale_sizes, cache, i, total)
                 if self.gradient_checkpointing and torch.is_grad_enabled():
-                    x = checkpoint(self._run_block, block, i, scale, x, *args, use_reentrant=False)
+                    x = checkpoint(self._run_block, block, i, scale_index, x, *args, use_reentrant=False)
                 else:
-                    x = self._run_block(block, i, scale, x, *args)
+                    x = self._run_block(block, i, scale_index, x, *args)
         return x
 
-    def _run_block(self, block, i, scale, x, *args):
+    def _run_block(self, block, i, scale_index, x, *args):
         # Patched weights are made here, inside the checkpointed call: one block's worth at a time, recomputed in
         # the backward pass instead of being kept for the whole forward.
-        weights = self.patch(i, scale) if self.patch is not None else None
-        return functional_call(block, weights, (x, *args)) if weights else block(x, *args)
+        patch = self.patch(i, scale_index) if self.patch is not None else None
+        if patch is None:
+            return block(x, *args)
+        if patch.weights:
+            return functional_call(block, patch.weights, (x, *args), {"updates": patch.updates})
+        return block(x, *args, updates=patch.updates)
 
     # ----------------------------------------------------------------------------------------------------------
     def forward(self, text, inputs: torch.Tensor, schedule) -> torch.Tensor:
@@ -456,7 +504,7 @@ class Infinity(nn.Module):
         x = torch.cat((self.start_token(cond), self.embed_inputs(inputs.to(self.device))), dim=1)
         level = scale_levels(schedule, self.device)
         with self.autocast():  # block-causal: a token sees its own and all earlier scales
-            x = self.run_blocks(x, cond, self.rope(schedule), self.lvl_embed(level), scales=tuple(sizes))
+            x = self.run_blocks(x, cond, self.rope(schedule), self.lvl_embed(level), scale_sizes=tuple(sizes))
         return self.logits(x, cond)
 
     def teacher_forced_logits(self, text, bits: list[torch.Tensor], schedule) -> torch.Tensor:
@@ -503,7 +551,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
         cfg = InfinityConfig.from_state_dict(sd)
     except KeyError as e:
         raise CheckpointError(
-            f"{_source(path_or_state_dict)} is not an Infinity transformer checkpoint: it has no '{e.args[0]}' "
+            f"{describe_source(path_or_state_dict, capital=True)} is not an Infinity transformer checkpoint: it has no '{e.args[0]}' "
             f"tensor. (Is it a VAE or a text encoder file?)") from None
     cfg = replace(cfg, lvl_embed_per_chunk=special_token is not None)
     with torch.device("meta"):
@@ -522,6 +570,3 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     model.float().cast_blocks(dtype).to(device)
     return model.eval().requires_grad_(False)
 
-
-def _source(src) -> str:
-    return f"'{src}'" if isinstance(src, (str, os.PathLike)) else "The given state dict"

@@ -9,9 +9,10 @@ A ``SubjectDelta`` holds, for the selected block tensors (selection.py), either
 plus, optionally, ``placeholder``: K vectors (K, C_text) that replace the T5 output of the placeholder token.
 All trainable tensors are fp32 (the master copies); B and the deltas start at zero, so a new delta changes nothing.
 
-The weights act through ``Infinity.patch``: for block i at scale k the patched weight is W + strength_k·Δ, made
-inside the block's call. Because the *weight tensor* is replaced, a LoRA on the fused ``mat_qkv``/``mat_kv``
-projections (read with ``F.linear(x, self.mat_qkv.weight, ...)``) takes effect, which PEFT wrappers cannot do.
+They act through ``Infinity.patch``, inside each block's call: a full delta is merged (W + strength_k·Δ, in fp32,
+rounded once); a LoRA runs unmerged, x·Aᵀ·Bᵀ·strength_k·alpha/rank in fp32 added to the layer's output, so an
+update far below the bf16 resolution of W still counts. Every linear layer of a block, the fused
+``mat_qkv``/``mat_kv`` projections included, takes these updates (transformer.linear), which PEFT wrappers cannot do.
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..transformer import Infinity
+from ..schedules import per_scale
+from ..transformer import BlockPatch, Infinity, LowRank
 from .selection import block_tensor, parse_blocks, parse_groups, select_targets
 
 MODES = ("lora", "full", "none")
+FINGERPRINT_VALUES = 24
 
 
 class SubjectDelta:
@@ -87,11 +90,13 @@ class SubjectDelta:
             t.requires_grad_(flag)
         return self
 
-    def to(self, device=None, dtype=None) -> "SubjectDelta":
-        """Move (and optionally cast) every tensor; returns self."""
-        self.tensors = {k: v.detach().to(device=device, dtype=dtype).requires_grad_(v.requires_grad)
-                        for k, v in self.tensors.items()}
-        return self
+    def to(self, device=None, dtype=None, copy: bool = False) -> "SubjectDelta":
+        """A SubjectDelta with every tensor on ``device`` (and cast to ``dtype``); this one is left as it is (others
+        may hold it). ``copy=True`` also copies tensors that need no move, so the result can be trained in place."""
+        tensors = {k: v.detach().to(device=device, dtype=dtype, copy=copy).requires_grad_(v.requires_grad)
+                   for k, v in self.tensors.items()}
+        return SubjectDelta(tensors, self.mode, self.rank, self.alpha, self.groups, self.blocks, self.token,
+                            self.class_word, self.metadata)
 
     def block_names(self) -> dict[int, list[str]]:
         """{block index: tensor names patched in that block}."""
@@ -105,15 +110,21 @@ class SubjectDelta:
         return self._by_block
 
     def weight_delta(self, block: int, name: str) -> torch.Tensor:
-        """Δ of one tensor (fp32, unscaled by strength)."""
+        """Δ of one tensor (fp32, unscaled by strength); for LoRA the product (alpha/rank)·B·A."""
         if self.mode == "full":
             return self.tensors[f"delta.{block}.{name}"]
-        a, b = self.tensors[f"lora_A.{block}.{name}"], self.tensors[f"lora_B.{block}.{name}"]
-        return (self.alpha / self.rank) * (b.float() @ a.float())
+        return self.low_rank(block, name, 1.0).merged()
+
+    def low_rank(self, block: int, name: str, strength: float) -> LowRank:
+        """The LoRA update of one matrix at ``strength``, to run unmerged beside the frozen layer."""
+        return LowRank(self.tensors[f"lora_A.{block}.{name}"], self.tensors[f"lora_B.{block}.{name}"],
+                       strength * self.alpha / self.rank)
 
 
 class SubjectPatch:
-    """``Infinity.patch`` for a list of (delta, strength): W + Σ strength_k·Δ for every patched tensor.
+    """``Infinity.patch`` for a list of (delta, strength): for every patched block, the full deltas merged into the
+    weights (W + Σ strength_k·Δ in fp32, rounded once to the stored dtype) and the LoRA updates as unmerged
+    low-rank paths (their own fp32 precision survives next to bf16 weights).
 
     strength: a number, or one number per scale (the per-scale schedule; e.g. full strength on the coarse scales,
     which carry the subject's identity, less on the fine ones). Zero strength reproduces the base exactly.
@@ -123,36 +134,69 @@ class SubjectPatch:
         self.model = model
         self.entries = entries
 
+    def check_scales(self, num_scales: int) -> None:
+        """Every per-scale strength list must have one value per scale of the resolution being sampled."""
+        for delta, strength in self.entries:
+            if not isinstance(strength, (int, float)):
+                per_scale(strength, num_scales, f"The strength schedule of subject {delta.token!r}")
+
     @staticmethod
-    def strength_at(strength, scale: int | None) -> float:
+    def strength_at(strength, scale_index: int | None) -> float:
         if isinstance(strength, (int, float)):
             return float(strength)
-        values = [float(s) for s in strength]
-        if scale is None:
-            if len(set(values)) > 1:
-                raise ValueError("A per-scale strength schedule needs scale-by-scale sampling (the KV-cached sampler); "
-                                 "a forward over several scales at once can only use one strength.")
-            return values[0]
-        if scale >= len(values):
-            raise ValueError(f"The strength schedule has {len(values)} values, but scale {scale} was reached: give "
-                             f"one value per scale of the resolution.")
-        return values[scale]
+        if scale_index is not None:
+            return float(strength[scale_index])
+        if len(set(strength)) > 1:
+            raise ValueError("A per-scale strength schedule needs scale-by-scale sampling (the KV-cached sampler); "
+                             "a forward over several scales at once can only use one strength.")
+        return float(strength[0])
 
-    def __call__(self, block: int, scale: int | None) -> dict[str, torch.Tensor] | None:
+    def __call__(self, block: int, scale_index: int | None) -> BlockPatch | None:
         target = self.model.blocks[block]
-        patched: dict[str, torch.Tensor] = {}
+        merged: dict[str, torch.Tensor] = {}
+        updates: dict[str, dict[str, list[LowRank]]] = {}
         for delta, strength in self.entries:
-            s = self.strength_at(strength, scale)
+            s = self.strength_at(strength, scale_index)
             names = delta.block_names().get(block, ())
             if s == 0.0 or not names:
                 continue
             for name in names:
-                base = patched.get(name)
-                if base is None:
-                    base = target.get_parameter(name).float()
-                patched[name] = base + s * delta.weight_delta(block, name).to(base.device)
+                if delta.mode == "lora":
+                    module, layer, _ = name.split(".")  # e.g. "ca.mat_kv.weight"
+                    updates.setdefault(module, {}).setdefault(layer, []).append(delta.low_rank(block, name, s))
+                else:
+                    base = merged.get(name)
+                    if base is None:
+                        base = target.get_parameter(name).float()
+                    merged[name] = base + s * delta.weight_delta(block, name).to(base.device)
+        if not merged and not updates:
+            return None
         # one rounding to the stored dtype (bf16 on GPU): the patched weight looks like the base weight
-        return {n: w.to(target.get_parameter(n).dtype) for n, w in patched.items()} or None
+        return BlockPatch({n: w.to(target.get_parameter(n).dtype) for n, w in merged.items()}, updates)
+
+
+class SubjectView(Infinity):
+    """A base model with subjects applied: it shares every parameter and submodule with the base, so calls that
+    would change them for everyone (to, train, requires_grad_, ...) are refused; make them on the base model."""
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeError("This is a view of a shared base model with subjects applied; moving, casting or "
+                           "switching it would change the base for everyone. Do it on the base model, then apply "
+                           "the subjects again.")
+
+    to = cuda = cpu = half = float = bfloat16 = requires_grad_ = load_state_dict = cast_blocks = apply = _refuse
+
+    def train(self, mode: bool = True):
+        if mode != self.training:
+            self._refuse()
+        return self
+
+
+def _view(model: Infinity, patch: SubjectPatch) -> SubjectView:
+    view = copy.copy(model)  # shares parameters and submodules; only the patch attribute differs
+    view.__class__ = SubjectView
+    view.patch = patch
+    return view
 
 
 def apply_subjects(model: Infinity, subjects: Iterable[tuple[SubjectDelta, float | Sequence[float]]]) -> Infinity:
@@ -164,11 +208,9 @@ def apply_subjects(model: Infinity, subjects: Iterable[tuple[SubjectDelta, float
     subjects = list(subjects)
     for delta, _ in subjects:
         check_fits(delta, model)
-    view = copy.copy(model)  # shares parameters and submodules; only the patch attribute differs
     entries = list(model.patch.entries) if isinstance(model.patch, SubjectPatch) else []
     base = model.patch.model if isinstance(model.patch, SubjectPatch) else model
-    view.patch = SubjectPatch(base, entries + subjects)
-    return view
+    return _view(model, SubjectPatch(base, entries + subjects))
 
 
 def arbooth_subject(model: Infinity, token: str = "<placeholder>") -> SubjectDelta | None:
@@ -184,15 +226,11 @@ def with_strength_schedule(model: Infinity, factors: Sequence[float]) -> Infinit
     """A view whose subjects' strengths are multiplied by ``factors`` (one per scale)."""
     if not isinstance(model.patch, SubjectPatch):
         return model
-    entries = []
-    for delta, strength in model.patch.entries:
-        per_scale = [strength] * len(factors) if isinstance(strength, (int, float)) else list(strength)
-        if len(per_scale) < len(factors):
-            raise ValueError(f"A subject's strength schedule has {len(per_scale)} values for {len(factors)} scales.")
-        entries.append((delta, [float(s) * float(f) for s, f in zip(per_scale, factors)]))
-    view = copy.copy(model)
-    view.patch = SubjectPatch(model.patch.model, entries)
-    return view
+    K = len(factors)
+    entries = [(delta, [s * f for s, f in zip(per_scale(strength, K, f"The strength of subject {delta.token!r}"),
+                                              factors)])
+               for delta, strength in model.patch.entries]
+    return _view(model, SubjectPatch(model.patch.model, entries))
 
 
 def subjects_of(model: Infinity) -> list[SubjectDelta]:
@@ -202,7 +240,7 @@ def subjects_of(model: Infinity) -> list[SubjectDelta]:
 def check_fits(delta: SubjectDelta, model: Infinity) -> None:
     """The delta must come from this base model (fingerprint, when known) and its shapes must fit."""
     known = delta.metadata.get("fingerprint")
-    if known and known != fingerprint(model):
+    if known and not same_base(known, model):
         raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "
                          f"{delta.metadata.get('architecture')}) than this one (fingerprint {fingerprint(model)}, "
                          f"{model.source or 'given in memory'}). Load the base model it was trained on.")
@@ -222,16 +260,40 @@ def check_fits(delta: SubjectDelta, model: Infinity) -> None:
             raise ValueError(f"{key} has shape {tuple(t.shape)}, expected {expected} for this model.")
 
 
-def fingerprint(model: Infinity) -> str:
-    """A short hash of the base model: its architecture and a few of its weights.
+def _fingerprint_samples(model: Infinity) -> list[torch.Tensor]:
+    blocks = model.blocks  # a view shares these with its base
+    return [model.cfg_uncond[:4], model.pos_start, model.head.bias, model.word_embed.weight[:8],
+            blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8]]
 
-    Values are rounded to bf16 first, so fp32, bf16 and converted copies of the same checkpoint agree.
+
+def fingerprint(model: Infinity) -> str:
+    """The base model's identity: '<hash of its architecture>:<24 of its weights, 3 significant digits>'.
+
+    Weights are compared with a tolerance (same_base), not hashed: fp32, bf16 and fp16 copies of one checkpoint (and
+    fp16 -> bf16 double rounding) differ in the last bits, while another checkpoint differs far more.
     """
-    base = model.patch.model if getattr(model.patch, "model", None) is not None else model
-    h = hashlib.sha256(json.dumps(asdict(base.config), sort_keys=True).encode())
-    blocks = base.blocks
-    samples = (base.cfg_uncond[:4], base.pos_start, base.head.bias, base.word_embed.weight[:8],
-               blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8])
-    for t in samples:
+    arch = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode()).hexdigest()[:12]
+    values = torch.cat([t.detach().float().flatten().cpu() for t in _fingerprint_samples(model)])
+    idx = torch.linspace(0, values.numel() - 1, FINGERPRINT_VALUES).long()
+    return arch + ":" + ",".join(f"{v:.3g}" for v in values[idx].tolist())
+
+
+def same_base(known: str, model: Infinity) -> bool:
+    """Whether a stored fingerprint names ``model`` (any of the dtypes the loaders offer)."""
+    if ":" not in known:  # format 1 (a hash of bf16-rounded weights): exact, so only fp32/bf16 copies agree
+        return known == _legacy_fingerprint(model)
+    arch, _, text = known.partition(":")
+    mine_arch, _, mine = fingerprint(model).partition(":")
+    if arch != mine_arch:
+        return False
+    a = torch.tensor([float(v) for v in text.split(",")])
+    b = torch.tensor([float(v) for v in mine.split(",")])
+    # bf16 keeps 8 significant bits (0.4 %), the 3-digit text 0.05 %; fp16 flushes values below 6e-8
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-2, atol=1e-4)
+
+
+def _legacy_fingerprint(model: Infinity) -> str:
+    h = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode())
+    for t in _fingerprint_samples(model):
         h.update(t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
     return h.hexdigest()[:16]

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from ..schedules import per_scale
 from ..training import bitwise_cross_entropy
 
 
@@ -15,7 +16,7 @@ class ScaleWeights:
 
     A scale is coarse when its token grid has at most ``coarse_tokens`` tokens (400 = up to 20×20: the first 8 scales
     at 1024² *and* at 512², whose schedules share those scales; for other aspect ratios the same area). ``per_scale``,
-    if given, is one weight per scale and overrides the step (extra values are ignored).
+    if given, is one weight per scale of the training resolution and overrides the step.
     """
     coarse: float = 1.0
     fine: float = 0.5
@@ -24,10 +25,7 @@ class ScaleWeights:
 
     def scale_weights(self, schedule: Sequence[tuple[int, int]]) -> list[float]:
         if self.per_scale is not None:
-            if len(self.per_scale) < len(schedule):
-                raise ValueError(f"{len(self.per_scale)} per-scale loss weights for a schedule of {len(schedule)} "
-                                 f"scales: give one weight per scale.")
-            return [float(w) for w in self.per_scale[:len(schedule)]]
+            return per_scale(self.per_scale, len(schedule), "The per-scale loss weights")
         return [self.coarse if h * w <= self.coarse_tokens else self.fine for h, w in schedule]
 
     def token_weights(self, schedule, device=None) -> torch.Tensor:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from .. import quantizer
+from ..checkpoint import CheckpointError, save_safetensors_atomic
 from ..sampling import sample
 from ..schedules import scale_schedule
 from ..training import bit_accuracy
@@ -33,8 +34,8 @@ from ..transformer import Infinity
 from .data import SubjectImages
 from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
 from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
-from .placeholder import DEFAULT_TOKEN, placeholder_positions, substitute
-from .subject import save_subject
+from .placeholder import DEFAULT_TOKEN, substitute
+from .subject import load_subject, save_subject
 
 # Learning rates: ARBooth's for full deltas; LoRA and the zero-initialised placeholder vectors (which pass through
 # an RMSNorm, so only their direction matters) need larger steps to move within a few hundred iterations.
@@ -91,6 +92,46 @@ class TrainConfig:
         d["lr"], d["embedding_lr"] = self.resolved_lr(), self.resolved_embedding_lr()
         return d
 
+    @classmethod
+    def resumed(cls, saved: dict, steps: int | None = None, **explicit) -> "TrainConfig":
+        """The settings of a run to resume: every setting from the subject file's ``training`` record (``saved``),
+        ``steps`` may be raised; an ``explicit`` setting (not None) that differs from the file's is refused."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known}
+        missing = sorted(known - set(values) - {"steps"})
+        if missing:
+            raise ValueError(f"The subject file does not record the training settings {missing}; it cannot be resumed "
+                             f"exactly (start a new training).")
+        values["scale_weights"] = ScaleWeights(**{**values["scale_weights"], "per_scale": _tuple(
+            values["scale_weights"].get("per_scale"))})
+        values["groups"], values["betas"] = tuple(values["groups"]), tuple(values["betas"])
+        config = cls(**{**values, "steps": steps if steps is not None else values.get("steps", 0)})
+        conflicts = [f"{k}={v!r} (the file has {getattr(config, k)!r})" for k, v in explicit.items()
+                     if v is not None and k != "steps" and _normal(v) != _normal(getattr(config, k))]
+        if conflicts:
+            raise ValueError(f"Resuming continues the subject file's training with its own settings; these differ: "
+                             f"{', '.join(conflicts)}. Leave them out, or start a new training instead of resuming.")
+        return config
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _normal(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_normal(x) for x in v)
+    if isinstance(v, ScaleWeights):
+        return asdict(v)
+    return v
+
+
+def state_path(subject_path) -> Path:
+    """Where a training's resumable state (optimizer moments, random streams) lives: beside the subject file, in
+    its own file, so the subject file users share holds only the subject."""
+    p = Path(subject_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".state.safetensors")
+
 
 @dataclass
 class Progress:
@@ -119,14 +160,15 @@ class SubjectTrainer:
         if len(images.prompts) != images.images.shape[0]:
             raise ValueError("One prompt per training image is needed.")
         self.generator = torch.Generator().manual_seed(config.seed)  # data order, flips, BSC (CPU: reproducible)
-        self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.delta = delta or SubjectDelta.create(
+        self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)  # fresh teacher samples
+        delta = delta or SubjectDelta.create(
             model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
             config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
-        check_fits(self.delta, model)
-        self.delta.metadata.update(fingerprint=fingerprint(model),
-                                   architecture=json.dumps(asdict(model.config), sort_keys=True))
-        self.delta.to(self.device, torch.float32).requires_grad_(True)
+        check_fits(delta, model)
+        # our own fp32 copy: a delta given to resume from is not trained in place under its holder
+        self.delta = delta.to(self.device, torch.float32, copy=True).requires_grad_(True)
+        self.delta.metadata = {**delta.metadata, "fingerprint": fingerprint(model),
+                               "architecture": json.dumps(asdict(model.config), sort_keys=True)}
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
 
@@ -137,10 +179,11 @@ class SubjectTrainer:
             self.flipped = [vae.encode_latent(imgs[i:i + 1].flip(-1)).cpu() for i in range(imgs.shape[0])] \
                 if config.hflip else None
         self.prompts = list(images.prompts)
-        self.text = [t.to(self.device) for t in text_encoder(self.prompts)]
         token = self.delta.token  # a resumed subject keeps its own token
-        self.positions = placeholder_positions(text_encoder, self.prompts, token) \
-            if self.delta.placeholder is not None else [[] for _ in self.prompts]
+        tokens = [token] if self.delta.placeholder is not None else []
+        text, rows = text_encoder.encode(self.prompts, tokens)  # what sampling feeds T5 too (encode_prompts)
+        self.text = [t.to(self.device) for t in text]
+        self.positions = [r.get(token, []) for r in rows]
         if self.delta.placeholder is not None and not any(self.positions):
             raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
                              f"would never be used.")
@@ -159,6 +202,7 @@ class SubjectTrainer:
                                            foreach=self.device.type == "cuda")
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._order: list[int] = []
+        self.notes = ""
 
     # ------------------------------------------------------------------ one iteration
     def _batch(self) -> list[int]:
@@ -176,7 +220,7 @@ class SubjectTrainer:
             flip = self.flipped is not None and torch.rand((), generator=self.generator).item() < 0.5
             latents.append((self.flipped if flip else self.latents)[i])
         latent = torch.cat(latents).to(self.device)
-        labels, inputs = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator)
+        inputs, labels = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator)
         inputs, labels = torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
         vectors = self.delta.placeholder
         text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx]
@@ -185,7 +229,7 @@ class SubjectTrainer:
             bit_accuracy(logits.detach(), labels)
 
     @torch.no_grad()
-    def teacher_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def teacher_samples(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n class-prompt samples of the frozen base: bits (n, L, d) uint8 and the base's logits (n, L, 2d) on them.
 
         Tokens come from the KV-cached sampler; the target distributions from the teacher-forced forward that the
@@ -194,7 +238,7 @@ class SubjectTrainer:
         c = self.config
         text = self.prior_text * n
         bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
-                      generator=self.sample_generator)  # the base (no patch)
+                      generator=generator or self.sample_generator)  # the base (no patch)
         bits = [b.clone() for b in bits]  # out of inference mode
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule), dim=1)
         return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
@@ -206,8 +250,10 @@ class SubjectTrainer:
         if self.prior_bank is None:
             # The teacher is frozen, so its samples are draws from a fixed distribution: draw a bank once (like
             # DreamBooth's class images) instead of sampling every step, which would cost more than the step itself.
+            # Its own generator: a resumed run draws the same bank without replaying any other random stream.
+            g = torch.Generator(self.device).manual_seed(self.config.seed + 2)
             chunk = max(1, self.config.batch_size)  # no more memory than a training step needs
-            parts = [self.teacher_samples(min(chunk, m - i)) for i in range(0, m, chunk)]
+            parts = [self.teacher_samples(min(chunk, m - i), g) for i in range(0, m, chunk)]
             self.prior_bank = tuple(torch.cat(p) for p in zip(*parts))
         idx = torch.randint(m, (n,), generator=self.generator).to(self.device)
         return self.prior_bank[0][idx], self.prior_bank[1][idx]
@@ -265,7 +311,68 @@ class SubjectTrainer:
         return sample(self.student, self.vae, text, self.schedule, seed=seed)
 
     def save(self, path, overwrite: bool = True, dtype: torch.dtype | None = None) -> Path:
+        """The subject file, and beside it (state_path) what an exact resume needs: optimizer moments, the random
+        streams and the data order. The state is written first: a subject file is never ahead of its state."""
+        tensors, meta = self.state()
+        save_safetensors_atomic(tensors, state_path(path), meta, overwrite=overwrite)
         return save_subject(self.delta, path, self.model, dtype=dtype, overwrite=overwrite)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        keys = self._optimized_keys()
+        tensors = {"rng.data": self.generator.get_state(), "rng.samples": self.sample_generator.get_state().cpu(),
+                   "order": torch.tensor(self._order + [-1], dtype=torch.long)}  # -1 ends it (never empty)
+        for i, key in enumerate(keys):
+            for name, value in self.optimizer.state.get(self._params()[i], {}).items():
+                tensors[f"adam.{key}.{name}"] = torch.as_tensor(value).detach()
+        return tensors, {"steps_done": str(self.step_count), "optimized": json.dumps(keys)}
+
+    def load_state(self, path) -> None:
+        """Continue from a state written by ``save`` (same subject, same step count)."""
+        from safetensors.torch import load_file
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if int(meta.get("steps_done", -1)) != self.step_count or json.loads(meta.get("optimized", "[]")) != \
+                self._optimized_keys():
+            raise CheckpointError(f"The training state '{path}' belongs to another checkpoint (step "
+                                  f"{meta.get('steps_done')} vs the subject's {self.step_count}); delete it to resume "
+                                  f"with a fresh optimizer, or resume the subject file it was written with.")
+        tensors = load_file(str(path))
+        self.generator.set_state(tensors["rng.data"])
+        self.sample_generator.set_state(tensors["rng.samples"])
+        self._order = tensors["order"].tolist()[:-1]
+        for key, p in zip(self._optimized_keys(), self._params()):
+            state = {name.rsplit(".", 1)[1]: t.to(p.device) for name, t in tensors.items()
+                     if name.startswith(f"adam.{key}.")}
+            if state:
+                self.optimizer.state[p] = state
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _optimized_keys(self) -> list[str]:
+        names = {id(t): k for k, t in self.delta.tensors.items()}
+        return [names[id(p)] for p in self._params()]
+
+    @classmethod
+    def resume(cls, path, model: Infinity, vae, text_encoder, images: SubjectImages, steps: int | None = None,
+               **explicit) -> "SubjectTrainer":
+        """Continue the training that wrote the subject file ``path``: its settings (``TrainConfig.resumed``), its
+        step count, and, when its state file is beside it, its optimizer and random streams, so the run goes on
+        exactly as if it had not stopped. ``notes`` says what was restored."""
+        delta = load_subject(path, model)
+        saved = delta.metadata.get("training", {})
+        config = TrainConfig.resumed(saved, steps, **explicit)
+        trainer = cls(model, vae, text_encoder, images, config, delta=delta, start_step=int(saved.get("steps_done", 0)))
+        state = state_path(path)
+        if state.is_file():
+            trainer.load_state(state)
+            trainer.notes = f"resumed at step {trainer.step_count} with its optimizer state"
+        else:
+            trainer.notes = (f"resumed at step {trainer.step_count}; no state file '{state.name}' beside it, so the "
+                             f"optimizer starts afresh (the run will differ from an uninterrupted one)")
+        return trainer
 
     def _record(self) -> None:
         self.delta.metadata["training"] = {**self.config.summary(), "steps_done": self.step_count,
