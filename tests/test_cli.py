@@ -44,12 +44,27 @@ def test_sample_never_overwrites_and_batches_are_numbered(toy_paths, tmp_path, c
     assert sorted(p.name for p in tmp_path.glob("many_*.png")) == ["many_00.png", "many_01.png"]
 
 
-def test_variations_keep_the_coarse_scales(toy_paths, tmp_path):
+def test_variations_keep_the_coarse_scales(toy_paths, tmp_path, monkeypatch):
+    import var_core
+    from var_core.images import load_image
+    from var_core.schedules import pixel_size, scale_schedule
+
+    real, seen = var_core.sample, {}
+
+    def spy(model, vae, text, schedule, **kw):  # the bits the CLI's sampling really drew, scale by scale
+        seen["bits"] = real(model, None, text, schedule, **kw)
+        return real(model, vae, text, schedule, **kw)
+    monkeypatch.setattr(var_core, "sample", spy)
     assert main(_sample_args(toy_paths, tmp_path / "src.png", "--seed", "1")) == 0
+    free = seen["bits"]
     assert main(_sample_args(toy_paths, tmp_path / "var.png", "--seed", "9", "--init-image", str(tmp_path / "src.png"),
-                             "--keep-scales", "7")) == 0
-    # keeping every scale reproduces the source up to one VAE round trip of an untrained VAE
-    assert (tmp_path / "var.png").exists()
+                             "--keep-scales", "4")) == 0
+    schedule = scale_schedule(1.0, "0.06M")
+    init = load_vae(toy_paths["vae"]).encode_bits(load_image(tmp_path / "src.png", pixel_size(schedule)), schedule)
+    kept, rest = seen["bits"][:4], seen["bits"][4:]
+    assert all(torch.equal(k, i) for k, i in zip(kept, init[:4]))  # the init image's coarse scales, exactly
+    assert not all(torch.equal(a, b) for a, b in zip(rest, init[4:]))  # the finer ones are sampled anew
+    assert not torch.equal(seen["bits"][-1], free[-1])
 
 
 def test_convert_transformer_and_vae_to_safetensors(tmp_path):

@@ -97,6 +97,20 @@ def test_sample_bits_top_k_and_top_p():
     assert greedy == [1, 1, 0]
 
 
+def test_top_p_below_one_half_is_greedy_as_in_the_reference():
+    # bit0: p1 = 0.6, bit1: p1 = 0.4, bit2: p1 = 0.69. The reference keeps the most likely outcomes whose mass reaches
+    # top_p: with top_p = 0.3 the more likely bit alone suffices (0.6 >= 0.3), so every draw is the more likely bit.
+    p1 = torch.tensor([0.6, 0.4, 0.69])
+    logits = torch.stack([torch.zeros(3), torch.log(p1 / (1 - p1))], -1).flatten()[None, None]
+    g = torch.Generator().manual_seed(0)
+    for top_p in (0.3, 0.0, 0.5):
+        draws = torch.stack([sample_bits(logits, 0, top_p, g) for _ in range(200)])[:, 0, 0]
+        assert draws[:, 0].eq(1).all() and draws[:, 1].eq(0).all() and draws[:, 2].eq(1).all(), top_p
+    # top_p = 0.7: an outcome is dropped when its probability is <= 0.3; 0.4 and 0.31 are not, so both stay random
+    mixed = torch.stack([sample_bits(logits, 0, 0.7, g) for _ in range(400)])[:, 0, 0].float().mean(0)
+    assert 0.5 < mixed[0] < 0.7 and 0.3 < mixed[1] < 0.5 and 0.6 < mixed[2] < 0.78
+
+
 def test_bad_inputs(tiny_model, case_text):
     with pytest.raises(ValueError, match="No text"):
         sample(tiny_model, None, [], SCHEDULE)

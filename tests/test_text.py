@@ -286,14 +286,23 @@ def test_tokenizer_larger_than_embedding_is_refused(folder, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- placeholder hook
-def test_token_positions_for_an_added_token(folder):
+def test_placeholder_tokens_are_one_token_and_never_change_the_shared_tokenizer(folder):
     enc = load_text_encoder(folder)
-    with pytest.raises(ValueError, match="not a single token"):
-        enc.token_positions("a photo of <placeholder> dog", "<placeholder>")
-    enc.tokenizer.add_special_tokens({"additional_special_tokens": ["<placeholder>"]})
-    assert enc.token_positions("a photo of <placeholder> dog", "<placeholder>") == [3]
-    assert enc.token_positions("a photo of a dog", "<placeholder>") == []
-    assert enc(["a photo of <placeholder> dog"])[0].shape == (6, 32)  # a, photo, of, <placeholder>, dog, </s>
+    vocab, size = dict(enc.tokenizer.get_vocab()), len(enc.tokenizer)
+    prompt = "a photo of <placeholder> dog"
+    assert enc.tokenize(prompt)["input_ids"].shape[1] > 6  # unknown to the tokenizer: split into pieces
+    (feats,), (rows,) = enc.encode(prompt, ["<placeholder>"])
+    assert rows == {"<placeholder>": [3]} and feats.shape == (6, 32)  # a, photo, of, <placeholder>, dog, </s>
+    ids = enc.tokenize(prompt, tokens=["<placeholder>"])["input_ids"][0]
+    assert ids[3].item() == enc.placeholder_id == size  # the first spare embedding row
+    assert enc.tokenizer.get_vocab() == vocab and len(enc.tokenizer) == size  # others' tokenizer is unchanged
+    # a prompt's features depend on its text only, not on which other placeholders are in use
+    (with_other,), (rows2,) = enc.encode(prompt, ["<placeholder>", "<cat1>"])
+    assert torch.equal(with_other, feats) and rows2 == {"<placeholder>": [3], "<cat1>": []}
+    (two,), (rows3,) = enc.encode("<cat1> and <placeholder>", ["<placeholder>", "<cat1>"])
+    assert rows3 == {"<cat1>": [0], "<placeholder>": [2]}
+    with pytest.raises(ValueError, match="one word"):
+        enc.encode(prompt, ["<two words>"])
 
 
 def test_is_a_text_encoder(encoder):

@@ -142,8 +142,8 @@ def test_scale_weights_mean_the_same_at_512_and_1024():
     assert w.scale_weights(scale_schedule(1.0, "0.25M")) == [1.0] * 8 + [0.5] * 2
     tw = w.token_weights(scale_schedule(1.0, "1M"))
     assert tw.shape == (10521,) and tw[:921].eq(1).all() and tw[921:].eq(0.5).all()
-    assert ScaleWeights(per_scale=(3.0, 2.0, 1.0)).scale_weights([(1, 1), (2, 2)]) == [3.0, 2.0]
-    with pytest.raises(ValueError, match="one weight per scale"):
+    assert ScaleWeights(per_scale=(3.0, 2.0)).scale_weights([(1, 1), (2, 2)]) == [3.0, 2.0]
+    with pytest.raises(ValueError, match="one value per scale"):
         ScaleWeights(per_scale=(1.0,)).scale_weights([(1, 1), (2, 2)])
 
 
@@ -164,8 +164,8 @@ def test_placeholder_vectors_replace_the_token_row(toy):
     a = SubjectDelta.create(toy[0], "none", placeholder_vectors=3, token="<dog1>")
     b = SubjectDelta.create(toy[0], "none", placeholder_vectors=2, token="<cat1>")
     randomize(a, 1), randomize(b, 2)
-    (out,) = encode_prompts(enc, ["a photo of <dog1> and <cat1>"], [a, b])  # adds the tokens to the tokenizer
-    plain = enc(["a photo of <dog1> and <cat1>"])[0]  # a, photo, of, <dog1>, and, <cat1>, </s>
+    (out,) = encode_prompts(enc, ["a photo of <dog1> and <cat1>"], [a, b])
+    (plain,), _ = enc.encode(["a photo of <dog1> and <cat1>"], ["<dog1>", "<cat1>"])  # a photo of <dog1> and <cat1> </s>
     assert plain.shape[0] == 7
     assert out.shape[0] == plain.shape[0] + 2 + 1
     assert torch.equal(out[3:6], a.placeholder) and torch.equal(out[7:9], b.placeholder)

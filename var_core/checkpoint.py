@@ -137,8 +137,10 @@ def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Pat
     tmp = str(path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp")
     # created like any file (0644 under the usual umask; mkstemp would make it 0600), and never an existing one
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = os.stat(tmp).st_mode & 0o777
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # some writers (safetensors) replace the file with a 0600 one
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename makes it visible
         os.replace(tmp, path)

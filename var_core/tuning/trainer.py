@@ -333,8 +333,8 @@ class SubjectTrainer:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if int(meta.get("steps_done", -1)) != self.step_count or json.loads(meta.get("optimized", "[]")) != \
-                self._optimized_keys():
+        if int(meta.get("steps_done", -1)) != self.step_count or \
+                sorted(json.loads(meta.get("optimized", "[]"))) != sorted(self._optimized_keys()):
             raise CheckpointError(f"The training state '{path}' belongs to another checkpoint (step "
                                   f"{meta.get('steps_done')} vs the subject's {self.step_count}); delete it to resume "
                                   f"with a fresh optimizer, or resume the subject file it was written with.")

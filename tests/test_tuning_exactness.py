@@ -1,0 +1,306 @@
+"""What subject tuning must get exactly right: the text it trains on, small LoRA updates next to bf16 weights,
+the base model's identity in every dtype, resuming, shared objects left untouched, and every training option."""
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from var_core import load_text_encoder, load_transformer, sample, scale_schedule
+from var_core.checkpoint import CheckpointError, save_safetensors_atomic
+from var_core.toy import random_transformer
+from var_core.tuning import (SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, folder_captions,
+                             image_files, load_subject, prepare_images, save_subject, substitute)
+from var_core.tuning.delta import SubjectPatch
+from var_core.tuning.trainer import state_path
+
+SCHEDULE = scale_schedule(1.0, "0.06M")
+
+
+def pictures(n=2, size=256):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        img = torch.full((3, size, size), 0.6 - i)
+        y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        img[:, y:y + size // 3, x:x + size // 3] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+        out.append(img)
+    return out
+
+
+def make_trainer(toy, encoder=None, **kw):
+    model, vae, enc = toy
+    cfg = TrainConfig(class_word="dog", pn="0.06M", **{"rank": 2, "prior_samples": 4, **kw})
+    data = prepare_images(pictures(), (256, 256), cfg.token, cfg.class_word)
+    return SubjectTrainer(model, vae, encoder or enc, data, cfg)
+
+
+def digest(delta: SubjectDelta) -> str:
+    h = hashlib.sha256()
+    for k in sorted(delta.tensors):
+        h.update(k.encode() + delta.tensors[k].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- 1. the same text
+def test_training_feeds_the_transformer_the_text_sampling_feeds_it(toy, toy_paths):
+    fresh = load_text_encoder(toy_paths["text_encoder"])  # a new process's first training: nothing added before
+    tr = make_trainer(toy, fresh, steps=1)
+    with torch.no_grad():
+        tr.delta.placeholder.normal_()
+    trained_on = substitute(tr.text[0], {p: tr.delta.placeholder for p in tr.positions[0]})
+    sampled_with = encode_prompts(fresh, tr.prompts, [tr.delta])[0]  # same batch: T5's arithmetic is the same
+    assert tr.positions[0] == [3]  # "a photo of <placeholder> dog": one token
+    assert torch.equal(trained_on, sampled_with)
+    alone = encode_prompts(fresh, tr.prompts[:1], [tr.delta])[0]  # another batch size: only float rounding differs
+    torch.testing.assert_close(alone, trained_on, rtol=1e-5, atol=1e-5)
+
+
+TRAIN_SCRIPT = """
+import hashlib, sys, torch
+from var_core import load_text_encoder, load_transformer, load_vae
+from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
+sys.path.insert(0, {tests!r})
+from test_tuning_exactness import digest, pictures
+paths = {paths!r}
+model, vae = load_transformer(paths["transformer"]), load_vae(paths["vae"])
+enc = load_text_encoder(paths["text_encoder"])
+cfg = TrainConfig(class_word="dog", pn="0.06M", rank=2, prior_samples=4, steps=2)
+tr = SubjectTrainer(model, vae, enc, prepare_images(pictures(), (256, 256), cfg.token, "dog"), cfg)
+tr.run()
+print(digest(tr.delta))
+"""
+
+
+def test_identical_tunings_give_identical_subjects_in_one_process_and_in_two(toy, toy_paths):
+    a, b = make_trainer(toy, steps=2), make_trainer(toy, steps=2)
+    a.run(), b.run()
+    assert digest(a.delta) == digest(b.delta)
+    script = TRAIN_SCRIPT.format(tests=os.path.dirname(__file__), paths={k: str(v) for k, v in toy_paths.items()})
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert runs[0].stdout.split()[-1] == runs[1].stdout.split()[-1] == digest(a.delta)
+
+
+# ------------------------------------------------------------------------------------------- 4. LoRA precision
+def test_a_small_lora_survives_bf16_weights_and_strength_scales_it():
+    model = random_transformer()
+    bf16 = copy.deepcopy(model).cast_blocks(torch.bfloat16)
+    delta = SubjectDelta.create(model, "lora", groups=("ffn",), rank=4, placeholder_vectors=0,
+                                generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # one Adam step's size: far below half a bf16 ulp of the weights (~2e-3 here)
+        delta.tensors["lora_B.1.ffn.fc2.weight"].copy_(torch.randn(128, 4, generator=torch.Generator().manual_seed(1))
+                                                       * 1e-4)
+    x = torch.randn(2, 5, 512, generator=torch.Generator().manual_seed(2))
+    fc2 = bf16.blocks[1].ffn.fc2
+    lora_b = delta.tensors["lora_B.1.ffn.fc2.weight"]
+    reference = x @ delta.tensors["lora_A.1.ffn.fc2.weight"].T @ lora_b.T  # fp32 (alpha/rank = 1)
+    for strength in (1.0, 0.5):
+        patch = SubjectPatch(bf16, [(delta, strength)])(1, 0)
+        assert not patch.weights and patch.updates["ffn"]["fc2"]  # unmerged: the bf16 weight is not rebuilt
+        from var_core.transformer import linear
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            base = linear(x, fc2.weight, fc2.bias)
+            patched = linear(x, fc2.weight, fc2.bias, patch.updates["ffn"]["fc2"])
+        change = patched.float() - base.float()
+        assert change.abs().max() > 0
+        torch.testing.assert_close(change, strength * reference, rtol=1e-3, atol=2e-7)  # fp32 rounding of the sum
+        merged = (fc2.weight.float() + strength * (lora_b @ delta.tensors["lora_A.1.ffn.fc2.weight"])).bfloat16()
+        assert (merged != fc2.weight).float().mean() < 0.1  # merging in bf16 rounded away nearly all of the update
+    # and through the whole model: the bf16 model's logits move with the tiny LoRA
+    text = [torch.randn(5, 32, generator=torch.Generator().manual_seed(3))]
+    bits = sample(bf16, None, text, SCHEDULE, seed=0)
+    with torch.no_grad():
+        plain = bf16.teacher_forced_logits(text, bits, SCHEDULE)
+        tuned = apply_subjects(bf16, [(delta, 1.0)]).teacher_forced_logits(text, bits, SCHEDULE)
+    assert (tuned - plain).abs().max() > 0
+
+
+# ------------------------------------------------------------------------------------------- 5. fingerprint
+def test_the_base_is_recognised_in_every_dtype_and_another_base_is_not(tmp_path):
+    model = random_transformer()
+    path = tmp_path / "model.safetensors"
+    save_safetensors_atomic(model.state_dict(), path)
+    delta = SubjectDelta.create(model, "lora", rank=2)
+    subject = save_subject(delta, tmp_path / "s.safetensors", model)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        load_subject(subject, load_transformer(path, dtype=dtype))
+    halved = load_transformer(path, dtype=torch.float16).cast_blocks(torch.bfloat16)  # fp16 -> bf16 double rounding
+    load_subject(subject, halved)
+    fp16_trained = save_subject(delta, tmp_path / "h.safetensors", load_transformer(path, dtype=torch.float16))
+    load_subject(fp16_trained, model)
+    with pytest.raises(CheckpointError, match="another base model"):
+        load_subject(subject, random_transformer(seed=1))
+    tweaked = copy.deepcopy(model)
+    with torch.no_grad():
+        tweaked.blocks[0].ffn.fc1.weight.mul_(1.05)  # a fine-tuned base is another base
+    with pytest.raises(CheckpointError, match="another base model"):
+        load_subject(subject, tweaked)
+
+
+# ------------------------------------------------------------------------------------------- 6. resume
+@pytest.mark.parametrize("kw", [{}, {"mode": "full", "separate_steps": True, "prior_samples": 0, "hflip": True}])
+def test_two_steps_then_resume_two_equals_four_steps(toy, tmp_path, kw):
+    straight = make_trainer(toy, steps=4, **kw)
+    straight.run()
+    path = tmp_path / "half.safetensors"
+    first = make_trainer(toy, steps=2, **kw)
+    first.run(checkpoint_path=path)
+    assert state_path(path).is_file()
+    model, vae, enc = toy
+    data = prepare_images(pictures(), (256, 256), "<placeholder>", "dog")
+    resumed = SubjectTrainer.resume(path, model, vae, enc, data, steps=4)
+    assert resumed.step_count == 2 and "optimizer state" in resumed.notes
+    resumed.run(checkpoint_path=tmp_path / "full.safetensors")
+    assert digest(resumed.delta) == digest(straight.delta)
+    assert load_subject(tmp_path / "full.safetensors").metadata["training"]["steps_done"] == 4
+
+
+def test_resume_takes_the_files_settings_and_refuses_conflicting_ones(toy, tmp_path):
+    path = tmp_path / "s.safetensors"
+    make_trainer(toy, steps=1, rank=3, lr=2e-4, token="<sks>").run(checkpoint_path=path)
+    saved = load_subject(path).metadata["training"]
+    config = TrainConfig.resumed(saved, steps=5)
+    assert (config.rank, config.lr, config.token, config.mode, config.steps) == (3, 2e-4, "<sks>", "lora", 5)
+    assert TrainConfig.resumed(saved, rank=3).rank == 3  # agreeing is fine
+    with pytest.raises(ValueError, match=r"rank=8 \(the file has 3\)"):
+        TrainConfig.resumed(saved, rank=8)
+    os.remove(state_path(path))
+    model, vae, enc = toy
+    data = prepare_images(pictures(), (256, 256), "<sks>", "dog")
+    assert "optimizer starts afresh" in SubjectTrainer.resume(path, model, vae, enc, data).notes
+
+
+def test_the_cli_resume_refuses_a_conflicting_option(toy_paths, tmp_path, capsys):
+    from var_core.__main__ import main
+    from var_core.images import save_png, to_pil
+    folder = tmp_path / "photos"
+    for i, img in enumerate(pictures()):
+        save_png(to_pil(img[None])[0], folder / f"{i}.png")
+    base = ["train", "--model", str(toy_paths["transformer"]), "--vae", str(toy_paths["vae"]), "--text-encoder",
+            str(toy_paths["text_encoder"]), "--images", str(folder), "--pn", "0.06M"]
+    out = tmp_path / "s.safetensors"
+    assert main(base + ["--class", "dog", "--out", str(out), "--steps", "1", "--rank", "2"]) == 0
+    assert main(base + ["--resume", str(out), "--out", str(out), "--steps", "2", "--rank", "4"]) != 0
+    assert "rank=4 (the file has 2)" in capsys.readouterr().err
+    assert main(base + ["--resume", str(out), "--out", str(out), "--steps", "2"]) == 0
+    assert load_subject(out).rank == 2 and load_subject(out).metadata["training"]["steps_done"] == 2
+
+
+# ------------------------------------------------------------------------------------------- 7. nothing shared changes
+def test_applying_and_training_leave_what_others_hold_untouched(toy):
+    model, _, _ = toy
+    subject = SubjectDelta.create(model, "lora", rank=2)
+    before = {k: v.clone() for k, v in subject.tensors.items()}
+    moved = subject.to(torch.device("cpu"), torch.bfloat16)
+    assert moved is not subject and all(v.dtype == torch.float32 for v in subject.tensors.values())
+    tr = make_trainer(toy, steps=1)
+    resumed = SubjectTrainer(*toy, tr.images if hasattr(tr, "images") else
+                             prepare_images(pictures(), (256, 256), "<placeholder>", "dog"),
+                             TrainConfig(class_word="dog", pn="0.06M", rank=2, steps=1, prior_weight=0), delta=subject)
+    resumed.run()
+    assert all(torch.equal(subject.tensors[k], before[k]) for k in before)  # trained a copy
+    view = apply_subjects(model, [(subject, 1.0)])
+    for call in (lambda: view.to(torch.float64), lambda: view.train(), lambda: view.requires_grad_(True),
+                 lambda: view.cast_blocks(torch.bfloat16)):
+        with pytest.raises(RuntimeError, match="view of a shared base model"):
+            call()
+    assert not model.training and model.compute_dtype == torch.float32
+    assert view.eval() is view
+
+
+def test_written_files_have_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_safetensors_atomic({"x": torch.zeros(2)}, tmp_path / "a.safetensors")
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # no temporary file left
+
+
+# ------------------------------------------------------------------------------------------- 10. every option
+def test_the_default_configuration_lowers_the_subjects_loss(toy):
+    tr = make_trainer(toy, steps=40, lr=3e-3)  # LoRA, prior distillation on, bitwise self-correction flips on
+    assert tr.config.mode == "lora" and tr.config.prior_weight > 0 and tr.config.flip_prob > 0
+    with torch.no_grad():
+        before = sum(tr.instance_loss([i])[0].item() for i in range(2))
+    history = []
+    tr.run(callback=lambda p: history.append(p.parts))
+    assert all("distill" in h for h in history)
+    tr.config.flip_prob = 0.0  # measure without random flips
+    tr.generator.manual_seed(0)
+    with torch.no_grad():
+        after = sum(tr.instance_loss([i])[0].item() for i in range(2))
+    assert after < 0.9 * before, (before, after)
+
+
+def test_separate_steps_take_two_optimizer_steps(toy):
+    one, two = make_trainer(toy, steps=1), make_trainer(toy, steps=1, separate_steps=True)
+    calls = {"n": 0}
+    original = two.optimizer.step
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return original(*a, **k)
+    two.optimizer.step = counting
+    one.run(), two.run()
+    assert calls["n"] == 2 and digest(one.delta) != digest(two.delta)
+
+
+def test_token_level_kl_is_arboths_64_way_softmax(toy):
+    from var_core.tuning.losses import distillation_loss
+    g = torch.Generator().manual_seed(0)
+    t, s = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    pt, ps = t.softmax(-1), s.softmax(-1)  # one distribution over a token's whole 2d-vector
+    expected = (pt * (pt.log() - ps.log())).sum(-1).mean()
+    torch.testing.assert_close(distillation_loss(s, t, per_bit=False), expected)
+    a, b = make_trainer(toy, steps=1), make_trainer(toy, steps=1, prior_per_bit=False)
+    a.run(), b.run()
+    assert digest(a.delta) != digest(b.delta)
+
+
+def test_hflip_trains_on_mirrored_latents(toy):
+    tr = make_trainer(toy, steps=1, hflip=True)
+    assert tr.flipped is not None and not torch.equal(tr.flipped[0], tr.latents[0])
+    plain = make_trainer(toy, steps=1)
+    tr.run(), plain.run()
+    assert digest(tr.delta) != digest(plain.delta)
+
+
+def test_grad_clip_bounds_the_update(toy):
+    free, clipped = make_trainer(toy, steps=1, mode="full", lr=1.0, weight_decay=0.0), \
+        make_trainer(toy, steps=1, mode="full", lr=1.0, weight_decay=0.0, grad_clip=1e-6)
+    norms = {}
+    for name, tr in (("free", free), ("clipped", clipped)):
+        original = tr.optimizer.step
+
+        def record(*a, _tr=tr, _name=name, _orig=original, **k):
+            norms[_name] = torch.cat([p.grad.flatten() for p in _tr.delta.parameters() if p.grad is not None]).norm()
+            return _orig(*a, **k)
+        tr.optimizer.step = record
+        tr.run()
+    assert norms["clipped"] <= 1e-6 * 1.01 < norms["free"]
+
+
+def test_warmup_ramps_the_learning_rate(toy):
+    tr = make_trainer(toy, steps=4, warmup_steps=4, lr=1e-3)
+    lrs = []
+    tr.run(callback=lambda p: lrs.append(p.parts["lr"]))
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+
+
+def test_folder_captions_become_the_training_prompts(tmp_path):
+    from var_core.images import save_png, to_pil
+    for i, img in enumerate(pictures()):
+        save_png(to_pil(img[None])[0], tmp_path / f"{i}.png")
+    (tmp_path / "0.txt").write_text("a <placeholder> dog on the beach\n")
+    files = image_files(tmp_path)
+    captions = folder_captions(files)
+    data = prepare_images(files, (64, 64), "<placeholder>", "dog", captions)
+    assert data.prompts == ["a <placeholder> dog on the beach", "a photo of <placeholder> dog"]
