@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
+from var_core.checkpoint import DTYPES  # noqa: E402
 from var_core.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import num_tokens, scale_schedule  # noqa: E402
@@ -28,7 +29,6 @@ SIZES = {
              BitVAEConfig(d=16, base_ch=32)),
     "2b": (InfinityConfig(), BitVAEConfig(d=32, base_ch=128)),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(size: str, device, dtype, vae_dtype):

@@ -19,7 +19,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.bench_sample import DTYPES, SIZES, build  # noqa: E402
+from benchmarks.bench_sample import SIZES, build  # noqa: E402
+from var_core.checkpoint import DTYPES  # noqa: E402
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
 from var_core.schedules import pixel_size, scale_schedule  # noqa: E402
 from var_core.text import load_text_encoder  # noqa: E402

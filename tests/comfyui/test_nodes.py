@@ -97,7 +97,7 @@ def test_train_apply_save_load(nodes, loaded, pack):
     assert all(torch.equal(loaded_subject.tensors[k], v.detach()) for k, v in subject.tensors.items())
 
 
-def test_training_errors_and_cancel(nodes, loaded, pack):
+def test_training_errors_and_cancel(nodes, loaded, pack, caplog):
     model, vae, enc = loaded
     import comfy.model_management as mm
     args = dict(model=model, vae=vae, text_encoder=enc, class_word="cat", token="<placeholder>", steps=50,
@@ -113,8 +113,34 @@ def test_training_errors_and_cancel(nodes, loaded, pack):
         nodes["VARBooth_TrainSubject"].execute(images=torch.rand(1, 64, 64, 3), **args)
     assert not mm.processing_interrupted()
     from var_core.tuning import load_subject
-    kept = load_subject(pack.base / "output/varbooth_checkpoints/cat_seed5.safetensors")
+    first = pack.base / "output/varbooth_checkpoints/cat_seed5_00001.safetensors"
+    kept = load_subject(first)
     assert kept.metadata["training"]["steps_done"] == 0 and not model.gradient_checkpointing
+    assert str(first) in caplog.text  # the node says where the checkpoint is
+    before = first.read_bytes()
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):  # the same class and seed again: a new file
+        nodes["VARBooth_TrainSubject"].execute(images=torch.rand(1, 64, 64, 3), **args)
+    assert first.read_bytes() == before and first.with_name("cat_seed5_00002.safetensors").is_file()
+
+
+def test_training_resumes_a_listed_checkpoint_and_says_what_it_did(nodes, loaded, pack):
+    model, vae, enc = loaded
+    args = dict(model=model, vae=vae, text_encoder=enc, class_word="owl", token="<owl>", steps=2,
+                learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
+                scale_weighting="uniform", prior_weight=0.5, resolution="256² (0.06M, tests)", seed=3,
+                preview_every=0)
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    out = nodes["VARBooth_TrainSubject"].execute(images=images, **args)
+    text = "".join(out.ui["text"]) if isinstance(out.ui, dict) else str(out.ui.as_dict())
+    assert "2/2 steps" in text and "owl_seed3_00001.safetensors" in text and "distill" in text
+    # resume with other widget values: the checkpoint's own settings win, only steps is taken from the node
+    args.update(steps=3, rank=8, token="<other>")
+    again = nodes["VARBooth_TrainSubject"].execute(images=images, resume_from="owl_seed3_00001.safetensors", **args)
+    text = "".join(again.ui["text"]) if isinstance(again.ui, dict) else str(again.ui.as_dict())
+    assert "3/3 steps" in text and "resumed at step 2 with its optimizer state" in text
+    subject = again.result[0]
+    assert subject.rank == 2 and subject.token == "<owl>"
 
 
 def test_a_failed_import_is_logged_and_breaks_nothing(pack, monkeypatch, caplog):

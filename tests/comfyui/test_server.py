@@ -117,7 +117,7 @@ def test_training_shows_progress_and_cancel_keeps_the_checkpoint(comfy):
     assert outcome == "execution_interrupted" and seen[:3] == [1, 2, 3]
     assert time.time() - interrupted_at < 30
     from var_core.tuning import load_subject
-    saved = load_subject(comfy.base / "output/varbooth_checkpoints/cancelled_seed7.safetensors")
+    saved = load_subject(comfy.base / "output/varbooth_checkpoints/cancelled_seed7_00001.safetensors")
     assert saved.metadata["training"]["steps_done"] >= 3
     assert comfy.get("/object_info/VARBooth_Sampler")  # still serving
 
