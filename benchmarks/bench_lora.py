@@ -50,13 +50,16 @@ class MergedLoRA(SubjectPatch):
 
 
 def timed(fn, device, repeats):
-    fn()  # warm-up
-    sync(device)
-    t = time.perf_counter()
+    """Median seconds of ``repeats`` calls after one warm-up (the median resists a busy machine)."""
+    fn()
+    times = []
     for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
         fn()
-    sync(device)
-    return (time.perf_counter() - t) / repeats
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def run(args):
