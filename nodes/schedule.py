@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from var_core.sampling import step_schedule
-from var_core.schedules import scale_schedule
+from var_core.schedules import per_scale, scale_schedule
 
 from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
 
@@ -26,9 +26,7 @@ def resolve(schedule: dict | None, key: str, default, num_scales: int):
     value = schedule[key]
     if isinstance(value, tuple):
         return step_schedule(*value, schedule["switch"], num_scales)
-    if len(value) < num_scales:
-        raise ValueError(f"The {key} list has {len(value)} values but this resolution has {num_scales} scales.")
-    return value[:num_scales]
+    return per_scale(value, num_scales, f"The {key} list")
 
 
 class ScaleSchedule(io.ComfyNode):

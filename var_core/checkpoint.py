@@ -38,10 +38,12 @@ def dtype_named(name: str) -> torch.dtype:
 
 
 def describe_source(source, capital: bool = False) -> str:
-    """How error messages name where weights came from: the file, or a state dict given in memory."""
+    """How error messages name where weights came from: the file, a state dict given in memory, or (None) a model
+    made in memory."""
     if isinstance(source, (str, os.PathLike)):
         return f"'{source}'"
-    return "The given state dict" if capital else "the given state dict"
+    text = "the given state dict" if source is not None else "(given in memory)"
+    return text[0].upper() + text[1:] if capital else text
 
 
 def read_file(path: str | os.PathLike) -> Mapping:
@@ -79,7 +81,8 @@ def _can_mmap(path: Path) -> bool:
 def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a model") -> StateDict:
     """Return the flat tensor dict inside ``obj``: ``obj`` itself, or ``obj[k1][k2]...`` for the first matching path."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: it holds a {type(obj).__name__}, "
+        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: it holds a "
+                              f"{type(obj).__name__}, "
                               "not a state dict.")
     for path in wrappers:
         inner = obj
@@ -161,11 +164,8 @@ def check_compatible(model, vae) -> None:
     """Refuse a VAE whose bits per token differ from what the transformer was trained on (names both files)."""
     if vae.d != model.config.bits:
         raise CheckpointError(
-            f"The VAE {_name(vae)} has {vae.d} bits per token but the transformer {_name(model)} expects "
+            f"The VAE {describe_source(vae.source)} has {vae.d} bits per token but the transformer "
+            f"{describe_source(model.source)} expects "
             f"{model.config.bits}. Use the VAE released with this transformer (Infinity-2B: infinity_vae_d32reg.pth, "
             f"d=32).")
 
-
-def _name(module) -> str:
-    source = getattr(module, "source", None)
-    return f"'{source}'" if source else "(given in memory)"
