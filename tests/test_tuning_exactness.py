@@ -34,8 +34,8 @@ def pictures(n=2, size=256):
 
 def make_trainer(toy, encoder=None, **kw):
     model, vae, enc = toy
-    cfg = TrainConfig(class_word="dog", pn="0.06M", **{"rank": 2, "prior_samples": 4, **kw})
-    data = prepare_images(pictures(), (256, 256), cfg.token, cfg.class_word)
+    cfg = TrainConfig(**{"class_word": "dog", "pn": "0.06M", "rank": 2, "prior_samples": 4, **kw})
+    data = prepare_images(pictures(), (256, 256), cfg.token, cfg.class_word or "x")
     return SubjectTrainer(model, vae, encoder or enc, data, cfg)
 
 
@@ -304,3 +304,19 @@ def test_folder_captions_become_the_training_prompts(tmp_path):
     captions = folder_captions(files)
     data = prepare_images(files, (64, 64), "<placeholder>", "dog", captions)
     assert data.prompts == ["a <placeholder> dog on the beach", "a photo of <placeholder> dog"]
+
+
+def test_unusable_settings_are_refused_with_actionable_messages(toy):
+    for kw, message in (({"class_word": "  "}, "class word is empty"), ({"lr": float("nan")}, "cannot train"),
+                        ({"lr": 5.0}, "cannot train"), ({"embedding_lr": -1.0}, "cannot train"),
+                        ({"rank": 100000}, "at most 128")):
+        with pytest.raises(ValueError, match=message):
+            make_trainer(toy, **{"steps": 1, **kw})
+
+
+def test_placeholder_vectors_only_train_with_distillation_switched_on(toy):
+    tr = make_trainer(toy, mode="none", steps=2, prior_weight=0.5)
+    history = []
+    tr.run(callback=lambda p: history.append(p.parts))
+    assert not tr.distills and "distill" not in history[-1]  # nothing it could change: no teacher is run
+    assert tr.delta.placeholder.abs().sum() > 0

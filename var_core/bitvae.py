@@ -351,10 +351,12 @@ def load_vae(path_or_state_dict, device=None, dtype=None) -> BitVAE:
     try:
         cfg = BitVAEConfig.from_state_dict(sd)
     except KeyError as e:
-        raise CheckpointError(f"{describe_source(path_or_state_dict, capital=True)} is not a BitVAE checkpoint: it has no '{e.args[0]}' "
+        src = describe_source(path_or_state_dict, capital=True)
+        raise CheckpointError(f"{src} is not a BitVAE checkpoint: it has no '{e.args[0]}' "
                               "tensor. (Is it a transformer or a text encoder file?)") from None
     except ValueError as e:
-        raise CheckpointError(f"{describe_source(path_or_state_dict, capital=True)} is not a usable BitVAE checkpoint: {e}.") from None
+        src = describe_source(path_or_state_dict, capital=True)
+        raise CheckpointError(f"{src} is not a usable BitVAE checkpoint: {e}.") from None
     with torch.device("meta"):
         model = BitVAE(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}

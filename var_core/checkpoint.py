@@ -82,8 +82,7 @@ def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a mo
     """Return the flat tensor dict inside ``obj``: ``obj`` itself, or ``obj[k1][k2]...`` for the first matching path."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: it holds a "
-                              f"{type(obj).__name__}, "
-                              "not a state dict.")
+                              f"{type(obj).__name__}, not a state dict.")
     for path in wrappers:
         inner = obj
         for key in path:
@@ -94,8 +93,8 @@ def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a mo
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         keys = ", ".join(list(map(str, obj.keys()))[:8])
-        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: no tensors where expected "
-                              f"(top-level keys: {keys}).")
+        raise CheckpointError(f"{describe_source(source, capital=True)} is not {what} checkpoint: no tensors where "
+                              f"expected (top-level keys: {keys}).")
     return tensors
 
 
@@ -127,7 +126,8 @@ def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Ten
         parts.append(f"unexpected keys: {show(unexpected)}")
     if wrong:
         parts.append(f"mis-shaped tensors: {show(wrong)}")
-    raise CheckpointError(f"{describe_source(source, capital=True)} is not a valid {what} checkpoint: " + " | ".join(parts))
+    raise CheckpointError(f"{describe_source(source, capital=True)} is not a valid {what} checkpoint: "
+                          + " | ".join(parts))
 
 
 def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Path:

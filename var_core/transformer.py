@@ -249,7 +249,8 @@ class SelfAttention(nn.Module):
         B, L, C = x.shape
         u = updates or {}
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = linear(x, self.mat_qkv.weight, bias, u.get("mat_qkv")).to(compute_dtype(x)).view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = linear(x, self.mat_qkv.weight, bias, u.get("mat_qkv")).to(compute_dtype(x))
+        qkv = qkv.view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, H, L, hd)
         gain = self.scale_mul_1H11.float().clamp_max(math.log(100.0)).exp()  # cosine attention's learned sharpness
         q = apply_rope(F.normalize(q.float(), dim=-1) * gain, *rope).to(v.dtype)
@@ -551,7 +552,8 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
         cfg = InfinityConfig.from_state_dict(sd)
     except KeyError as e:
         raise CheckpointError(
-            f"{describe_source(path_or_state_dict, capital=True)} is not an Infinity transformer checkpoint: it has no '{e.args[0]}' "
+            f"{describe_source(path_or_state_dict, capital=True)} is not an Infinity transformer checkpoint: it has "
+            f"no '{e.args[0]}' "
             f"tensor. (Is it a VAE or a text encoder file?)") from None
     cfg = replace(cfg, lvl_embed_per_chunk=special_token is not None)
     with torch.device("meta"):

@@ -66,6 +66,9 @@ class SubjectDelta:
                 tensors[f"delta.{i}.{name}"] = torch.zeros(w.shape, device=device)
             elif w.dim() == 2:
                 out_f, in_f = w.shape
+                if rank > min(out_f, in_f):
+                    raise ValueError(f"LoRA rank {rank} is above the width of {name} in block {i} ({out_f}x{in_f}): "
+                                     f"a rank of at most {min(out_f, in_f)} can be learned; 4-64 is usual.")
                 a = torch.empty(rank, in_f).uniform_(-1, 1, generator=generator) / math.sqrt(in_f)  # kaiming-like
                 tensors[f"lora_A.{i}.{name}"] = a.to(device)
                 tensors[f"lora_B.{i}.{name}"] = torch.zeros(out_f, rank, device=device)

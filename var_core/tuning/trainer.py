@@ -18,6 +18,7 @@ T5 runs once, before training.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -80,6 +81,19 @@ class TrainConfig:
     prior_samples: int = 64  # teacher samples drawn once and reused (0: fresh ones every step, as ARBooth)
     separate_steps: bool = False  # True: ARBooth's two optimizer steps per iteration
     seed: int = 0
+
+    def check(self) -> None:
+        """Refuse settings that cannot train, with a message a user can act on."""
+        if not self.class_word.strip():
+            raise ValueError("The class word is empty: give the subject's class, e.g. dog, backpack or teapot (it "
+                             "makes the default prompt and the prior distillation prompt).")
+        for name, lr in (("learning rate", self.resolved_lr() if self.mode != "none" else None),
+                         ("placeholder learning rate", self.resolved_embedding_lr())):
+            if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
+                raise ValueError(f"The {name} {lr!r} cannot train: use a positive number up to 1 (LoRA: about "
+                                 f"1e-4 to 1e-3; full deltas: about 2e-5).")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1.")
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
@@ -154,6 +168,7 @@ class SubjectTrainer:
                  delta: SubjectDelta | None = None, start_step: int = 0):
         if model.patch is not None:
             raise ValueError("Train on the base model, not on a model with subjects applied.")
+        config.check()
         self.model, self.vae, self.config = model, vae, config
         self.device = model.device
         self.schedule = scale_schedule(config.aspect, config.pn)
@@ -188,7 +203,9 @@ class SubjectTrainer:
             raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
                              f"would never be used.")
         prior = config.prior_prompt.format(class_word=config.class_word)
-        self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if config.prior_weight > 0 else None
+        # Placeholder vectors alone never change the class prompt's output: nothing to distil, so no teacher.
+        self.distills = config.prior_weight > 0 and self.delta.mode != "none"
+        self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if self.distills else None
         self.prior_bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
         model.gradient_checkpointing = config.gradient_checkpointing
@@ -292,7 +309,7 @@ class SubjectTrainer:
         ce, acc = self.instance_loss(idx)
         parts = {"ce": ce.item(), "bit_acc": acc.item(), "lr": self.optimizer.param_groups[0]["lr"]}
         self._backward(ce)
-        if c.prior_weight > 0:
+        if self.distills:
             if c.separate_steps:
                 self._update()
             kl = self.prior_loss(len(idx))
