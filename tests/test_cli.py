@@ -96,13 +96,21 @@ def test_mismatched_vae_is_refused_naming_both_files(toy_paths, tmp_path, capsys
     assert not (tmp_path / "o.png").exists()
 
 
-def test_demo_runs_as_a_module(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(tmp_path / "demo.png"),
-                           "--models", str(tmp_path / "m"), "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def test_demo_runs_as_a_module_and_never_overwrites(tmp_path):
+    out = tmp_path / "demo.png"
+    proc = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--models",
+                           str(tmp_path / "m"), "--steps", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert Image.open(tmp_path / "demo.png").size == (256, 256)
+    assert Image.open(out).size == (256, 256)
     assert load_subject(tmp_path / "m" / "subject.safetensors").metadata["training"]["steps_done"] == 3
+    again = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--models",
+                            str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr and "training" not in again.stderr
+
+
+def test_without_model_files_sample_says_what_to_give(tmp_path, capsys):
+    assert main(["sample", "--model", "x.pth", "--prompt", "a", "--out", str(tmp_path / "f.png")]) == 2
+    assert "together" in capsys.readouterr().err
 
 
 def test_train_then_sample_with_the_subject(toy_paths, tmp_path, capsys):

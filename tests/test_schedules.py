@@ -42,3 +42,9 @@ def test_unknown_preset_is_refused(bad):
 def test_unknown_aspect_is_refused(bad):
     with pytest.raises(ValueError):
         scale_schedule(bad, "1M")
+
+
+def test_the_toy_preset_is_the_first_five_scales():
+    assert scale_schedule(1.0, "128") == scale_schedule(1.0, "0.015M") == [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)]
+    assert scale_schedule("3:4", "0.015M") == scale_schedule("3:4", "1M")[:5]
+

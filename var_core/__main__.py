@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,15 +40,16 @@ def cmd_sample(args) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
-    schedule = vc.scale_schedule(args.aspect, args.pn)
+    model_path, vae_path, encoder_path, embedded = model_files(args, "sample")
+    schedule = vc.scale_schedule(args.aspect, args.pn or ("0.015M" if embedded else "1M"))
     prompts = [p for p in args.prompt for _ in range(args.batch)]
     paths = _output_paths(args.out, len(prompts))
     clash = [str(p) for p in paths if p.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"Output exists: {', '.join(clash)}; choose another --out or pass --overwrite.")
 
-    model = vc.load_transformer(args.model, device=device, dtype=dtype)
-    vae = vc.load_vae(args.vae, device=device)
+    model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
     from var_core.tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
     subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
@@ -58,7 +58,7 @@ def cmd_sample(args) -> int:
         subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
     if subjects:
         model = apply_subjects(model, subjects)
-    encoder = vc.load_text_encoder(args.text_encoder, device=device)
+    encoder = vc.load_text_encoder(encoder_path, device=device)
     text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors
     negative = encode_prompts(encoder, [args.negative] * len(prompts), model) if args.negative is not None else None
     encoder.to("cpu")  # T5 is only needed once; give its memory back to the sampler
@@ -128,8 +128,11 @@ def cmd_train(args) -> int:
         raise SystemExit("train: --class is required (the subject's class word, e.g. dog)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = training_settings(args)
-    model = vc.load_transformer(args.model, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
-    vae = vc.load_vae(args.vae, device=device)
+    model_path, vae_path, encoder_path, embedded = model_files(args, "train")
+    if embedded and not args.resume:
+        settings.setdefault("pn", "0.015M")
+    model = vc.load_transformer(model_path, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
     if args.resume:
         saved = load_subject(args.resume, model).metadata.get("training", {})
@@ -140,7 +143,7 @@ def cmd_train(args) -> int:
     captions = folder_captions(files) if args.captions else None
     images = prepare_images(files, vc.pixel_size(vc.scale_schedule(config.aspect, config.pn)), config.token,
                             config.class_word, captions, require_token=config.placeholder_vectors > 0)
-    encoder = vc.load_text_encoder(args.text_encoder, device=device)
+    encoder = vc.load_text_encoder(encoder_path, device=device)
     if args.resume:
         trainer = SubjectTrainer.resume(args.resume, model, vae, encoder, images, config.steps)
         print(trainer.notes, file=sys.stderr)
@@ -202,7 +205,10 @@ def cmd_demo(args) -> int:
     from var_core.images import save_png, to_pil
     from var_core.toy import make_random_models, subject_pictures
 
-    folder = Path(args.models or tempfile.mkdtemp(prefix="var_core_demo_"))
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # before any work
+        raise FileExistsError(f"'{out}' already exists; choose another --out or pass --overwrite.")
+    folder = Path(args.models or default_cache() / "demo")
     paths = make_random_models(folder)
     photos = folder / "subject_photos"
     photos.mkdir(exist_ok=True)
@@ -222,14 +228,39 @@ def cmd_demo(args) -> int:
                  "--seed", str(args.seed)] + (["--overwrite"] if args.overwrite else []))
 
 
+def default_cache() -> Path:
+    """One reusable folder for working files: $XDG_CACHE_HOME/varbooth (~/.cache/varbooth)."""
+    import os
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "varbooth"
+
+
+def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
+    """--model/--vae/--text-encoder, or all three from the embedded toy bundle when none is given."""
+    given = [args.model, args.vae, args.text_encoder]
+    if all(given):
+        return (*given, False)
+    if any(given):
+        raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder together, or none of them for the "
+                         f"embedded toy model.")
+    from var_core.toy.embedded import BUNDLE, available, bundle_paths
+    if not available():
+        raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder (this checkout has no embedded toy "
+                         f"model in {BUNDLE}; build one with: python -m var_core.toy pretrain --out {BUNDLE})")
+    paths = bundle_paths()
+    print("using the embedded toy model (var_core/toy/bundle, 128²); pass --model, --vae and --text-encoder for "
+          "another", file=sys.stderr)
+    return str(paths["transformer"]), str(paths["vae"]), str(paths["text_encoder"]), True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m var_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="generate images from text")
-    s.add_argument("--model", required=True, help="Infinity transformer (.pth or .safetensors)")
-    s.add_argument("--vae", required=True, help="BitVAE (.pth or .safetensors)")
-    s.add_argument("--text-encoder", required=True, help="flan-t5-xl folder (or encoder .safetensors file)")
+    s.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
+                   "embedded toy model, with its --vae and --text-encoder)")
+    s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
+    s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
     s.add_argument("--negative", default=None, help="negative prompt (default: the model's learned null text)")
     s.add_argument("--out", required=True, help="output PNG (numbered when several images)")
@@ -240,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=0)
     s.add_argument("--top-p", type=float, default=0.97)
     s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")
-    s.add_argument("--pn", default="1M", help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024)")
+    s.add_argument("--pn", default=None, help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024); "
+                   "default 1M, or 0.015M (128²) for the embedded toy model")
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")
@@ -251,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
-    t.add_argument("--model", required=True, help="Infinity transformer (.pth or .safetensors)")
-    t.add_argument("--vae", required=True, help="BitVAE (.pth or .safetensors)")
-    t.add_argument("--text-encoder", required=True, help="flan-t5-xl folder (or encoder .safetensors file)")
+    t.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
+                   "embedded toy model, with its --vae and --text-encoder)")
+    t.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
+    t.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     t.add_argument("--images", required=True, help="folder of 1-N photos of the subject (any size/mode)")
     t.add_argument("--class", dest="class_word", default=None,
                    help="the subject's class word, e.g. dog (required unless --resume)")
@@ -275,8 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 = off)")
-    t.add_argument("--no-checkpointing", action="store_true", default=None, help="keep activations (faster, more memory)")
-    t.add_argument("--pn", default=None, help="training resolution preset (0.25M = 512², 1M = 1024²)")
+    t.add_argument("--no-checkpointing", action="store_true", default=None,
+                   help="keep activations (faster, more memory)")
+    t.add_argument("--pn", default=None, help="training resolution preset (0.25M = 512², 1M = 1024²; default "
+                   "0.25M, or 0.015M = 128² for the embedded toy model)")
     t.add_argument("--aspect", default=None)
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
     t.add_argument("--flip-prob", type=float, default=None, help="bitwise self-correction strength (0 = off)")
@@ -288,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prior-prompt", default=None)
     t.add_argument("--prior-kl", choices=["bit", "token"], default=None,
                    help="token = ARBooth's softmax over a token's whole logit vector")
-    t.add_argument("--separate-steps", action="store_true", default=None, help="ARBooth's two optimizer steps per iteration")
+    t.add_argument("--separate-steps", action="store_true", default=None,
+                   help="ARBooth's two optimizer steps per iteration")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=100)
     t.add_argument("--resume", default=None, help="subject file to continue from, with its own settings (only "
@@ -312,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=30, help="tuning steps")
     d.add_argument("--out", default="demo.png")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--models", default=None, help="folder for the tiny models (default: a temporary folder)")
+    d.add_argument("--models", default=None, help="folder for the tiny models and working files (default: "
+                   "~/.cache/varbooth/demo, reused)")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
     return parser

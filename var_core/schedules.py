@@ -30,7 +30,9 @@ _TALL_1M: dict[str, list[tuple[int, int]]] = {
 
 # Resolution presets (pn): how many leading scales of the 1M schedule they use.
 PRESETS: dict[str, int] = {"0.06M": 7, "0.25M": 10, "0.60M": 12, "1M": 13}
-PRESET_ALIASES = {"256": "0.06M", "512": "0.25M", "768": "0.60M", "1024": "1M"}
+# Not one of Infinity's: 128² (5 scales), the toy world's resolution (var_core/toy).
+TOY_PRESETS: dict[str, int] = {"0.015M": 5}
+PRESET_ALIASES = {"128": "0.015M", "256": "0.06M", "512": "0.25M", "768": "0.60M", "1024": "1M"}
 
 
 def _wide_key(tall_key: str) -> str:
@@ -53,7 +55,7 @@ TEMPLATE_VALUES: list[float] = [float(k) for k in TEMPLATE_KEYS]
 def _preset(pn: str) -> str:
     pn = str(pn)
     pn = PRESET_ALIASES.get(pn, pn)
-    if pn not in PRESETS:
+    if pn not in PRESETS and pn not in TOY_PRESETS:
         raise ValueError(f"Unknown resolution preset {pn!r}; choose one of {list(PRESETS)} "
                          f"(or {list(PRESET_ALIASES)} as pixel sizes).")
     return pn
@@ -89,7 +91,8 @@ def template_key(h_div_w) -> str:
 
 def scale_schedule(h_div_w=1.0, pn: str = "1M") -> list[tuple[int, int]]:
     """The (h, w) token grid of every scale for the template nearest to ``h_div_w`` at preset ``pn``."""
-    return list(TEMPLATES_1M[template_key(h_div_w)][:PRESETS[_preset(pn)]])
+    pn = _preset(pn)
+    return list(TEMPLATES_1M[template_key(h_div_w)][:PRESETS.get(pn) or TOY_PRESETS[pn]])
 
 
 def rope_grid(schedule) -> tuple[int, int]:

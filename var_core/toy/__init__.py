@@ -1,7 +1,8 @@
-"""Tiny random models the project makes by itself: for the quick-start demo, tests and benchmarks.
+"""The toy side of the project: tiny random models made on the spot (here; fast tests and benchmarks), the toy world
+(world.py), and the embedded default model trained on it (embedded.py, bundle/, pretrain.py, demo.py).
 
-They have the real architectures (scaled down) and the released checkpoint layouts, so every loader, the sampler and
-the CLI run end-to-end with no download. The weights are random: images are structured noise.
+The random models have the real architectures (scaled down) and the released checkpoint layouts, so every loader,
+the sampler and the CLI run end-to-end in milliseconds; their images are structured noise.
 """
 from __future__ import annotations
 

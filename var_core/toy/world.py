@@ -455,13 +455,13 @@ def object_mask(image: Image.Image, background: str | Image.Image, threshold: fl
     free = diff <= threshold
     edge = np.zeros_like(free)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
-    filled = ~_reach(edge & free, free)  # background is what the frame's edge reaches without crossing an object
+    filled = ~reach(edge & free, free)  # background is what the frame's edge reaches without crossing an object
     k = 2 * max(1, round(image.width / 96)) + 1
     core = np.asarray(Image.fromarray(filled).filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k)))
-    return _reach(core, filled)  # opening by reconstruction: drops specks, keeps thin parts attached to objects
+    return reach(core, filled)  # opening by reconstruction: drops specks, keeps thin parts attached to objects
 
 
-def _reach(seeds: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def reach(seeds: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Pixels of `allowed` connected (8-neighbours) to a seed through `allowed`: a flood fill from many seeds."""
     grown = seeds & allowed
     while True:

@@ -1,0 +1,170 @@
+"""Does the toy model draw what its prompt asks for? Rates of the requested background and the requested class.
+
+    python benchmarks/prompt_following.py                                # the embedded bundle, 36 classes x 8 x 3
+    python benchmarks/prompt_following.py --bundle /tmp/smoke --classes 4 --seeds 1 --grid /tmp/pf.png
+
+For every class of the toy world, every background of ``--backgrounds`` (plain colours and scenes) and ``--seeds``
+samples each, the prompt "a photo of a {class} {phrase}" (phrase: the background's first caption phrase, "on the
+beach", "on a red background") is sampled from the bundle (CFG 4, tau 0.5, top-p 0.97: the library's defaults). Each
+picture is read back with the world's own measures (var_core/toy/metrics.py):
+
+* requested background: world.detect_background finds the asked-for background;
+* requested class: metrics.class_of, the class of the nearest of the 240 member references by the glyph descriptor.
+
+The same measures on clean world pictures of the same (class, background) grid (a training member of the class,
+rendered by the world itself) give their ceiling: what a model that drew perfect world pictures would score.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import var_core as vc  # noqa: E402
+from var_core.images import to_pil  # noqa: E402
+from var_core.toy import metrics, world  # noqa: E402
+from var_core.toy.embedded import BUNDLE, PN, bundle_paths  # noqa: E402
+
+DEFAULT_BACKGROUNDS = ("red", "blue", "white", "black", "beach", "snow", "grass", "night")
+
+
+def article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def prompt(cls: str, background: str) -> str:
+    return f"a photo of {article(cls)} {world.PHRASES[background][0]}"
+
+
+def load(folder):
+    paths = bundle_paths(folder)
+    return (vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"]),
+            vc.load_text_encoder(paths["text_encoder"]))
+
+
+def generate(model, vae, text_encoder, jobs, batch: int, cfg: float, tau: float, seed: int) -> list[Image.Image]:
+    """One picture per job (class, background, k), in order; batch i is drawn with seed (seed, i)."""
+    schedule = vc.scale_schedule(1.0, PN)
+    features = text_encoder([prompt(c, b) for c, b, _ in jobs])
+    out = []
+    for i in range(0, len(jobs), batch):
+        g = torch.Generator(model.device).manual_seed(seed * 100_003 + i)
+        out += to_pil(vc.sample(model, vae, features[i:i + batch], schedule, cfg=cfg, tau=tau, generator=g))
+        print(f"  sampled {len(out)}/{len(jobs)}", file=sys.stderr, flush=True)
+    return out
+
+
+def rates(pictures, jobs) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(class, background) -> (pictures, on the requested background, showing the requested class)."""
+    cells: dict[tuple[str, str], list[int]] = {}
+    for image, (cls, background, _) in zip(pictures, jobs):
+        n, bg_ok, cls_ok = cells.setdefault((cls, background), [0, 0, 0])
+        detected = world.detect_background(image)
+        cells[cls, background] = [n + 1, bg_ok + (detected == background),
+                                  cls_ok + (metrics.class_of(image, detected) == cls)]
+    return {k: tuple(v) for k, v in cells.items()}
+
+
+def table(generated, clean, classes, backgrounds) -> list[str]:
+    def total(cells, keys, i):
+        n = sum(cells[k][0] for k in keys)
+        return sum(cells[k][i] for k in keys) / max(1, n)
+
+    lines = ["| background | requested background | requested class | class on clean world pictures |",
+             "|---|---:|---:|---:|"]
+    for b in backgrounds:
+        keys = [(c, b) for c in classes]
+        lines.append(f"| {b} | {total(generated, keys, 1):.1%} | {total(generated, keys, 2):.1%} | "
+                     f"{total(clean, keys, 2):.1%} |")
+    keys = [(c, b) for c in classes for b in backgrounds]
+    lines.append(f"| **all** | **{total(generated, keys, 1):.1%}** | **{total(generated, keys, 2):.1%}** | "
+                 f"**{total(clean, keys, 2):.1%}** |")
+    return lines
+
+
+def class_line(generated, classes, backgrounds) -> str:
+    """Requested-class rate per class, best first."""
+    per = {c: sum(generated[c, b][2] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
+           for c in classes}
+    return "per class: " + ", ".join(f"{c} {r:.0%}" for c, r in sorted(per.items(), key=lambda kv: -kv[1]))
+
+
+def save_grid(pictures, jobs, backgrounds, path, rows: int = 12) -> None:
+    """The first picture of each (class, background) for the first ``rows`` classes: classes down, backgrounds
+    across."""
+    first = {}
+    for image, (cls, b, k) in zip(pictures, jobs):
+        first.setdefault((cls, b), image)
+    classes = list(dict.fromkeys(c for c, _, _ in jobs))[:rows]
+    size = pictures[0].width
+    grid = Image.new("RGB", (size * len(backgrounds), size * len(classes)), (255, 255, 255))
+    for i, c in enumerate(classes):
+        for j, b in enumerate(backgrounds):
+            grid.paste(first[c, b], (j * size, i * size))
+    grid.save(path)
+    print(f"grid: {path} (rows: {', '.join(classes)}; columns: {', '.join(backgrounds)})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default=str(BUNDLE), help="folder with infinity.safetensors, bitvae.safetensors, "
+                                                              "t5/ (default: the embedded bundle)")
+    parser.add_argument("--backgrounds", default=",".join(DEFAULT_BACKGROUNDS),
+                        help="comma-separated, or 'all' (default: %(default)s)")
+    parser.add_argument("--classes", type=int, default=0, help="only the first N classes (default: all 36)")
+    parser.add_argument("--seeds", type=int, default=3, help="samples per (class, background)")
+    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--cfg", type=float, default=4.0)
+    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", help="write a PNG grid of samples here")
+    parser.add_argument("--write", help="write the table (markdown, with the command, machine and date) here")
+    args = parser.parse_args(argv)
+
+    backgrounds = world.BACKGROUNDS if args.backgrounds == "all" else tuple(args.backgrounds.split(","))
+    unknown = [b for b in backgrounds if b not in world.BACKGROUNDS]
+    if unknown:
+        parser.error(f"unknown backgrounds {unknown}; the world has {', '.join(world.BACKGROUNDS)}")
+    classes = tuple(world.CLASSES)[:args.classes or None]
+    jobs = [(c, b, k) for k in range(args.seeds) for c in classes for b in backgrounds]
+    print(f"{len(classes)} classes x {len(backgrounds)} backgrounds x {args.seeds} seeds = {len(jobs)} pictures; "
+          f"bundle {args.bundle}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    t0 = time.perf_counter()
+    model, vae, text_encoder = load(args.bundle)
+    pictures = generate(model, vae, text_encoder, jobs, args.batch, args.cfg, args.tau, args.seed)
+    t_sample = time.perf_counter() - t0
+    generated = rates(pictures, jobs)
+    clean_pictures = metrics.clean_pictures(classes, backgrounds, per_cell=args.seeds, seed=args.seed)
+    clean_jobs = [(c, b, k) for c in classes for b in backgrounds for k in range(args.seeds)]  # clean_pictures' order
+    clean = rates([p.image for p in clean_pictures], clean_jobs)
+    t_total = time.perf_counter() - t0
+
+    lines = table(generated, clean, classes, backgrounds)
+    print("\n".join(lines))
+    print(class_line(generated, classes, backgrounds))
+    print(f"{t_sample:.0f} s to load and sample, {t_total:.0f} s in all")
+    if args.grid:
+        save_grid(pictures, jobs, backgrounds, args.grid)
+    if args.write:
+        given = argv if argv is not None else sys.argv[1:]
+        command = shlex.join(["python", "benchmarks/prompt_following.py", *given])
+        head = [f"`{command}` — {os.cpu_count()}-core CPU, torch {torch.__version__}, "
+                f"{datetime.date.today().isoformat()}, {t_total / 60:.1f} min. Prompts \"a photo of a {{class}} "
+                f"{{phrase}}\" for {len(classes)} classes x {len(backgrounds)} backgrounds x {args.seeds} seeds "
+                f"(CFG {args.cfg:g}, tau {args.tau:g}); measures of var_core/toy/metrics.py.", ""]
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write("\n".join(head + lines + ["", class_line(generated, classes, backgrounds), ""]))
+        print(f"wrote {args.write}")
+
+
+if __name__ == "__main__":
+    main()

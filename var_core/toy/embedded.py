@@ -1,0 +1,45 @@
+"""The embedded default model: a small Infinity, BitVAE and T5 encoder trained on the toy world (pretrain.py),
+shipped in ``var_core/toy/bundle`` and read by the ordinary loaders, plus photos of a few held-out subjects.
+
+    paths = bundle_paths()     # {"transformer", "vae", "text_encoder"}: give them to load_transformer & co.
+    example_subjects()         # {"guide_dog": [photo paths], ...}: the photos the demo and the templates use
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUNDLE = Path(__file__).with_name("bundle")
+PN = "0.015M"  # the bundle's resolution: 128², 5 scales
+
+
+def available(folder=BUNDLE) -> bool:
+    """Whether the bundle's three model parts are there."""
+    folder = Path(folder)
+    return all(p.exists() for p in (folder / "infinity.safetensors", folder / "bitvae.safetensors", folder / "t5"))
+
+
+def bundle_paths(folder=BUNDLE) -> dict[str, Path]:
+    folder = Path(folder)
+    paths = {"transformer": folder / "infinity.safetensors", "vae": folder / "bitvae.safetensors",
+             "text_encoder": folder / "t5"}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"The embedded toy model is incomplete (missing {', '.join(missing)}). It ships with "
+                                f"the repository; rebuild it with: python -m var_core.toy pretrain --out {folder}")
+    return paths
+
+
+def manifest(folder=BUNDLE) -> dict:
+    return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+
+
+def example_subjects(folder=BUNDLE) -> dict[str, dict]:
+    """{name: {"class_word", "member", "photos": [paths], "subject": path or None}} of the bundled subjects (held-out
+    glyphs): their photos, and where one was trained on the bundle (for the templates), its subject file."""
+    out = {}
+    for d in sorted((Path(folder) / "subjects").glob("*/")):
+        info = json.loads((d / "subject.json").read_text(encoding="utf-8"))
+        trained = d / "subject.safetensors"
+        out[d.name] = {**info, "photos": sorted(d.glob("*.png")), "subject": trained if trained.is_file() else None}
+    return out
