@@ -1,7 +1,9 @@
 """The Infinity sampler node: text -> image, with per-scale control and image variations."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+import re
+
+from comfy_api.latest import io, ui
 
 import var_core
 from var_core.images import fit_tensor
@@ -74,6 +76,9 @@ class Sampler(io.ComfyNode):
             neg = [neg_text[i if len(neg_text) > 1 else 0] for i in range(len(positive["prompts"]))
                    for _ in range(batch_size)]
         forced = None
+        if init_image is not None and keep_scales > K:
+            raise ValueError(f"keep_scales is {keep_scales}, but this resolution has only {K} scales: keep at most "
+                             f"{K} (all of them reproduces the image).")
         if init_image is not None and keep_scales > 0:
             pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
             bits = vae.encode_bits(pixels, scales)[:keep_scales]
@@ -86,7 +91,20 @@ class Sampler(io.ComfyNode):
         images = var_core.sample(model, vae, text, scales, cfg=resolve(schedule, "cfg", cfg, K),
                                  tau=resolve(schedule, "tau", tau, K), top_k=top_k, top_p=top_p, seed=seed,
                                  negative=neg, forced_bits=forced, progress=progress)
-        return io.NodeOutput(to_image(images))
+        notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px"] + \
+            token_warnings(positive["prompts"], model)
+        return io.NodeOutput(to_image(images), ui=ui.PreviewText("\n".join(notes)))
+
+
+def token_warnings(prompts: list[str], model) -> list[str]:
+    """A <token> in a prompt that no applied subject provides, and an applied subject whose token no prompt names."""
+    tokens = {s.token for s in subjects_of(model) if s.placeholder is not None}
+    written = {t for p in prompts for t in re.findall(r"<[^<>\s]+>", p)}
+    out = [f"warning: {t} is in the prompt but no applied subject has that token (it is read as plain text)"
+           for t in sorted(written - tokens)]
+    out += [f"warning: the applied subject {t} is not named in any prompt (write {t} where it goes)"
+            for t in sorted(tokens - written)]
+    return out
 
 
 NODES = [Sampler]

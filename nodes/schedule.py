@@ -9,14 +9,25 @@ from var_core.schedules import per_scale, scale_schedule
 from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
 
 
-def parse_list(text: str, name: str) -> list[float] | None:
+# the same ranges as the scalar widgets
+RANGES = {"cfg": (0.0, 30.0), "tau": (0.01, 5.0), "strength": (0.0, 2.0)}
+
+
+def parse_list(text: str, name: str, key: str | None = None) -> list[float] | None:
     text = text.strip()
     if not text:
         return None
     try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{name}: write numbers separated by commas, e.g. 1,1,1,0.5 (got {text!r}).") from None
+    if key is not None:
+        lo, hi = RANGES[key]
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            raise ValueError(f"{name}: every value must be between {lo:g} and {hi:g}, as on the {key} widgets; got "
+                             f"{', '.join(f'{v:g}' for v in bad)}.")
+    return values
 
 
 def resolve(schedule: dict | None, key: str, default, num_scales: int):
@@ -68,7 +79,7 @@ class ScaleSchedule(io.ComfyNode):
         schedule = {"switch": switch}
         for key, coarse, fine, text in (("cfg", cfg_coarse, cfg_fine, cfg_list), ("tau", tau_coarse, tau_fine, tau_list),
                                         ("strength", strength_coarse, strength_fine, strength_list)):
-            schedule[key] = parse_list(text or "", f"{key}_list") or (coarse, fine)
+            schedule[key] = parse_list(text or "", f"{key}_list", key) or (coarse, fine)
         scales = scale_schedule(aspect(aspect_ratio), preset(resolution))
         K = len(scales)
         lines = [f"{K} scales at {preset(resolution)}: " + " ".join(f"{h}x{w}" for h, w in scales)]

@@ -62,7 +62,10 @@ class TrainSubject(io.ComfyNode):
                                tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
                 io.Combo.Input("resolution", options=list(RESOLUTIONS), default="512² (0.25M, fast)",
                                tooltip="Training resolution; 512² is about 5x faster than 1024²."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same inputs and seed, same subject."),
+                # not named "seed": the frontend gives every "seed" a randomize-after-generate control, and a new
+                # random seed on every Run would retrain the subject each time
+                io.Int.Input("training_seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Same inputs and seed, same subject (fixed: re-running does not retrain)."),
                 io.Int.Input("preview_every", default=100, min=0, max=100000,
                              tooltip="Show a sample of the subject on the node every N steps (0 = never)."),
                 io.Combo.Input("resume_from", options=["none"] + comfy_env.list_checkpoints(), default="none",
@@ -78,7 +81,7 @@ class TrainSubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
-                placeholder_vectors, scale_weighting, prior_weight, resolution, seed, preview_every,
+                placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
                 resume_from="none", captions=""):
         lines = [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
         resume = None if resume_from in (None, "", "none") else \
@@ -89,7 +92,7 @@ class TrainSubject(io.ComfyNode):
             config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
                                  groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors,
                                  steps=steps, lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
-                                 prior_weight=prior_weight, pn=RESOLUTIONS[resolution], seed=seed)
+                                 prior_weight=prior_weight, seed=training_seed, pn=RESOLUTIONS[resolution])
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
         path = checkpoint_path(config.class_word, config.seed)
         with torch.inference_mode(False):
@@ -104,14 +107,12 @@ class TrainSubject(io.ComfyNode):
                 comfy_env.free_memory()
             bar = comfy_env.progress_bar(config.steps)
             history: dict[str, list[float]] = {"total": [], "CE": []}
-            if config.prior_weight > 0:
-                history["distill"] = []
 
             def report(p):
                 history["total"].append(p.parts["loss"])
                 history["CE"].append(p.parts["ce"])
-                if "distill" in history:
-                    history["distill"].append(p.parts["distill"])
+                if "distill" in p.parts:
+                    history.setdefault("distill", []).append(p.parts["distill"])
                 preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
                 bar.update_absolute(p.step, p.total, preview)
             t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def test_train_apply_save_load(nodes, loaded, pack):
                          class_word="dog", token="<placeholder>", steps=3, learning_rate=1e-2, method="LoRA",
                          layers="ca+ffn (ARBooth)", rank=2, placeholder_vectors=2,
                          scale_weighting="ARBooth: coarse 1.0, fine 0.5", prior_weight=0.5,
-                         resolution="256² (0.06M, tests)", seed=0, preview_every=0)
+                         resolution="256² (0.06M, tests)", training_seed=0, preview_every=0)
     assert subject.metadata["training"]["steps_done"] == 3 and curve.shape[-1] == 3 and curve.dim() == 4
     assert model.patch is None and not model.gradient_checkpointing
     (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog")
@@ -102,7 +102,7 @@ def test_training_errors_and_cancel(nodes, loaded, pack, caplog):
     import comfy.model_management as mm
     args = dict(model=model, vae=vae, text_encoder=enc, class_word="cat", token="<placeholder>", steps=50,
                 learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
-                scale_weighting="uniform", prior_weight=0.0, resolution="256² (0.06M, tests)", seed=5,
+                scale_weighting="uniform", prior_weight=0.0, resolution="256² (0.06M, tests)", training_seed=5,
                 preview_every=0)
     with pytest.raises(ValueError, match="No training images"):
         nodes["VARBooth_TrainSubject"].execute(images=torch.zeros(0, 64, 64, 3), **args)
@@ -128,7 +128,7 @@ def test_training_resumes_a_listed_checkpoint_and_says_what_it_did(nodes, loaded
     model, vae, enc = loaded
     args = dict(model=model, vae=vae, text_encoder=enc, class_word="owl", token="<owl>", steps=2,
                 learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
-                scale_weighting="uniform", prior_weight=0.5, resolution="256² (0.06M, tests)", seed=3,
+                scale_weighting="uniform", prior_weight=0.5, resolution="256² (0.06M, tests)", training_seed=3,
                 preview_every=0)
     images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     out = nodes["VARBooth_TrainSubject"].execute(images=images, **args)
@@ -158,3 +158,32 @@ def test_a_failed_import_is_logged_and_breaks_nothing(pack, monkeypatch, caplog)
     extension = asyncio.run(module.comfy_entrypoint())
     assert asyncio.run(extension.get_node_list()) == []
     assert "[VARBooth] the node pack could not be loaded" in caplog.text and "requirements.txt" in caplog.text
+
+
+def test_the_sampler_says_what_it_did_and_warns_about_tokens(nodes, loaded, pack):
+    model, vae, enc = loaded
+    from var_core.tuning import SubjectDelta
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <dog9> dog")
+    out = nodes["VARBooth_Sampler"].execute(model=model, vae=vae, positive=cond, seed=1,
+                                            aspect_ratio="1.0 (h/w) 1024×1024", resolution="0.06M (256²)", cfg=4.0,
+                                            tau=0.5, top_k=0, top_p=0.97, batch_size=1)
+    text = "".join(out.ui["text"]) if isinstance(out.ui, dict) else str(out.ui.as_dict())
+    assert "7 scales, 256x256 px" in text and "<dog9> is in the prompt but no applied subject" in text
+    subject = SubjectDelta.create(model, "lora", rank=2, token="<cat7>", class_word="cat")
+    (tuned,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
+    out = nodes["VARBooth_Sampler"].execute(model=tuned, vae=vae, positive=cond, seed=1,
+                                            aspect_ratio="1.0 (h/w) 1024×1024", resolution="0.06M (256²)", cfg=4.0,
+                                            tau=0.5, top_k=0, top_p=0.97, batch_size=1)
+    text = "".join(out.ui["text"]) if isinstance(out.ui, dict) else str(out.ui.as_dict())
+    assert "the applied subject <cat7> is not named in any prompt" in text
+    with pytest.raises(ValueError, match="keep at most 7"):
+        sample(nodes, model, vae, cond, init_image=torch.rand(1, 64, 64, 3), keep_scales=9)
+
+
+def test_schedule_lists_obey_the_widget_ranges(nodes):
+    args = dict(resolution="0.06M (256²)", aspect_ratio="1.0 (h/w) 1024×1024", switch=4, cfg_coarse=4.0,
+                cfg_fine=4.0, tau_coarse=0.5, tau_fine=0.5, strength_coarse=1.0, strength_fine=1.0)
+    with pytest.raises(ValueError, match="between 0 and 30"):
+        nodes["VARBooth_ScaleSchedule"].execute(cfg_list="4,4,-50,4,4,4,4", **args)
+    with pytest.raises(ValueError, match="has 3 values but this resolution has 7"):  # made for another resolution
+        nodes["VARBooth_ScaleSchedule"].execute(tau_list="0.5,0.5,0.5", **args)

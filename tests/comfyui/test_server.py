@@ -11,7 +11,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from workflows import WORKFLOWS, api_twins, to_ui
+from workflows import NOTES, WORKFLOWS, api_twins, to_ui
 
 NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEncoder", "VARBooth_LoadAll",
             "VARBooth_TextEncode", "VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject",
@@ -51,6 +51,8 @@ def test_every_node_is_listed_with_tooltips(object_info):
         assert len(info["output_tooltips"]) == len(info["output"]) and all(info["output_tooltips"]), node_id
     sampler = object_info["VARBooth_Sampler"]["input"]
     assert sampler["required"]["seed"][1]["control_after_generate"] is True
+    train = object_info["VARBooth_TrainSubject"]["input"]["required"]
+    assert "seed" not in train and "control_after_generate" not in train["training_seed"][1]  # never re-randomised
     assert len(sampler["required"]["aspect_ratio"][1]["options"]) == 15
     assert "toy_t5/" in object_info["VARBooth_LoadTextEncoder"]["input"]["required"]["text_encoder_name"][1]["options"]
 
@@ -62,7 +64,9 @@ def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object
     assert sorted(comfy.get("/api/workflow_templates")["comfyui-varbooth"]) == sorted(twins)
     for name, api in twins.items():
         ui_file = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
-        assert ui_file == to_ui(api, object_info), f"{name}.json is stale: python tests/comfyui/workflows.py"
+        assert ui_file == to_ui(api, object_info, NOTES[name]), f"{name}.json is stale: python tests/comfyui/workflows.py"
+        note = next(n for n in ui_file["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert "Infinity-2B" in note and len(note.splitlines()) == 2
 
 
 @pytest.mark.parametrize("name", ["text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
@@ -96,7 +100,7 @@ def comfy_view(comfy, img: dict) -> bytes:
 def test_training_shows_progress_and_cancel_keeps_the_checkpoint(comfy):
     api = tiny(api_twins()["train_subject"])
     train = next(k for k, n in api.items() if n["class_type"] == "VARBooth_TrainSubject")
-    api[train]["inputs"].update(steps=100000, class_word="cancelled", seed=7, prior_weight=0.0)
+    api[train]["inputs"].update(steps=100000, class_word="cancelled", training_seed=7, prior_weight=0.0)
     client = str(uuid.uuid4())
     ws = comfy.websocket(client)
     prompt_id = comfy.queue(api, client)

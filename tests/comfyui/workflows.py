@@ -43,7 +43,22 @@ def depths(api: dict) -> dict[str, int]:
     return memo
 
 
-def to_ui(api: dict, object_info: dict) -> dict:
+# The Note each template shows: what it does, and what to change (two lines).
+NOTES = {
+    "text_to_image": "Text to image: Infinity-2B at 1024², CFG 4, 13 scales.\nPut infinity_2b_reg.pth in "
+                     "models/infinity, infinity_vae_d32reg.pth in models/vae, flan-t5-xl/ in models/text_encoders.",
+    "train_subject": "Teaches Infinity-2B a subject from your photos (LoRA, 500 steps at 512²), saves it, draws it.\n"
+                     "Load your own photos (dog1-3.png here) and set class_word; write <placeholder> in the prompt.",
+    "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
+                                  "\nFor Infinity-2B load a subject trained on it from models/var_subjects.",
+    "two_subjects": "Two subjects in one picture, each with its own token (<dog1>, <cat1>).\nFor Infinity-2B load "
+                    "two subjects trained on it with different tokens.",
+    "image_variations": "Keeps the first scales (layout, colours) of an image and samples the rest anew.\nFor "
+                        "Infinity-2B load your own image; keep_scales 4-8 at 1024².",
+}
+
+
+def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
     nodes, links = [], []
     level = depths(api)
     rows: dict[int, int] = {}
@@ -82,7 +97,11 @@ def to_ui(api: dict, object_info: dict) -> dict:
                       "mode": 0, "inputs": inputs, "outputs": outs,
                       "title": node.get("_meta", {}).get("title", info.get("display_name", node["class_type"])),
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
-    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+    if note:
+        nodes.append({"id": max(int(n) for n in api) + 1, "type": "Note", "pos": [60, 60 + 380 * max(rows.values())],
+                      "size": [380, 140], "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
+                      "title": "About this template", "properties": {}, "widgets_values": [note]})
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
@@ -94,7 +113,8 @@ def main(url: str) -> None:
     object_info = json.loads(urllib.request.urlopen(url.rstrip("/") + "/object_info").read())
     for name, api in api_twins().items():
         path = WORKFLOWS / f"{name}.json"
-        path.write_text(json.dumps(to_ui(api, object_info), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(to_ui(api, object_info, NOTES.get(name, "")), indent=1, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
         print("wrote", path)
 
 
