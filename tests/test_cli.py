@@ -108,6 +108,12 @@ def test_demo_runs_as_a_module_and_never_overwrites(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr and "training" not in again.stderr
 
 
+def test_an_aspect_outside_the_templates_says_which_template_was_used(toy_paths, tmp_path, capsys):
+    assert main(_sample_args(toy_paths, tmp_path / "a.png", "--aspect", "1.9")) == 0
+    assert "aspect 1.9 -> template 2.0 (h/w): 176x352 pixels" in capsys.readouterr().err
+    assert Image.open(tmp_path / "a.png").size == (176, 352)
+
+
 def test_without_model_files_sample_says_what_to_give(tmp_path, capsys):
     assert main(["sample", "--model", "x.pth", "--prompt", "a", "--out", str(tmp_path / "f.png")]) == 2
     assert "together" in capsys.readouterr().err

@@ -36,12 +36,17 @@ def _output_paths(out: str, count: int) -> list[Path]:
 
 def cmd_sample(args) -> int:
     import var_core as vc
+    from var_core.schedules import template_key
     from var_core.images import load_image, save_png, to_pil
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
     model_path, vae_path, encoder_path, embedded = model_files(args, "sample")
     schedule = vc.scale_schedule(args.aspect, args.pn or ("0.015M" if embedded else "1M"))
+    template = template_key(args.aspect)
+    if template != str(args.aspect).strip():  # say which of the 15 templates an arbitrary ratio became
+        h, w = vc.pixel_size(schedule)
+        print(f"aspect {args.aspect} -> template {template} (h/w): {w}x{h} pixels", file=sys.stderr)
     prompts = [p for p in args.prompt for _ in range(args.batch)]
     paths = _output_paths(args.out, len(prompts))
     clash = [str(p) for p in paths if p.exists()]
