@@ -1,10 +1,10 @@
 """Thin ComfyUI adapters over var_core (V3 schema API): loaders, text, sampling, schedule, training, subjects."""
 from comfy_api.latest import ComfyExtension, io
 
-from . import comfy_env, loaders, sampling, schedule, subjects, text, training
+from . import comfy_env, loaders, proxy, sampling, schedule, subjects, text, training
 
 comfy_env.register_folders()
-NODES = [*loaders.NODES, *text.NODES, *sampling.NODES, *schedule.NODES, *training.NODES, *subjects.NODES]
+NODES = [*loaders.NODES, *text.NODES, *sampling.NODES, *schedule.NODES, *training.NODES, *subjects.NODES, *proxy.NODES]
 
 
 class VARBoothExtension(ComfyExtension):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_env
-from .types import CATEGORY, Conditioning, TextEncoder
+from .types import CATEGORY, Conditioning, Prompts, TextEncoder
 
 
 def encode(text_encoder, prompts: list[str], subjects=()) -> list:
@@ -27,13 +27,17 @@ class TextEncode(io.ComfyNode):
                         "Write a subject's placeholder token (e.g. <placeholder>) where the subject goes.",
             inputs=[TextEncoder.Input("text_encoder", tooltip="The T5 encoder from a loader."),
                     io.String.Input("text", multiline=True, default="a photo of a dog",
-                                    tooltip="The prompt; one prompt per line gives a batch of prompts.")],
+                                    tooltip="The prompt; one prompt per line gives a batch of prompts."),
+                    Prompts.Input("prompt_list", optional=True,
+                                  tooltip="Optional: a list of prompts (e.g. Proxy-Tuning Prompts) used instead "
+                                          "of the text.")],
             outputs=[Conditioning.Output(display_name="conditioning",
                                          tooltip="Encoded prompts for the Infinity sampler.")])
 
     @classmethod
-    def execute(cls, text_encoder, text):
-        prompts = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    def execute(cls, text_encoder, text, prompt_list=None):
+        prompts = list(prompt_list) if prompt_list else \
+            [line.strip() for line in text.splitlines() if line.strip()] or [""]
         return io.NodeOutput({"prompts": prompts, "text": encode(text_encoder, prompts), "encoder": text_encoder})
 
 

@@ -13,7 +13,7 @@ from var_core.images import from_pil, loss_curve, to_pil
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
 
 from . import comfy_env
-from .types import CATEGORY, Model, Subject, TextEncoder, Vae, from_image, to_image
+from .types import CATEGORY, Model, Prompts, Subject, TextEncoder, Vae, from_image, to_image
 
 LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ffn"), "ca": ("ca",), "ffn": ("ffn",),
           "sa": ("sa",)}
@@ -72,6 +72,9 @@ class TrainSubject(io.ComfyNode):
                                optional=True,
                                tooltip="Continue a checkpoint from output/varbooth_checkpoints with its own settings "
                                        "(only 'steps' is taken from this node), exactly where it stopped."),
+                Prompts.Input("caption_list", optional=True,
+                              tooltip="Optional: one caption per image as a list (Proxy-Tuning Prompts' captions); "
+                                      "overrides the captions text."),
                 io.String.Input("captions", multiline=True, default="", optional=True,
                                 tooltip="Optional: one prompt per image, one per line, each with the token "
                                         "(e.g. for generated proxy images). Empty: 'a photo of <token> <class>'."),
@@ -82,8 +85,9 @@ class TrainSubject(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
                 placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
-                resume_from="none", captions=""):
-        lines = [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
+                resume_from="none", caption_list=None, captions=""):
+        lines = list(caption_list) if caption_list else \
+            [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
         resume = None if resume_from in (None, "", "none") else \
             os.path.join(comfy_env.checkpoints_directory(), resume_from)
         if resume is not None:

@@ -11,6 +11,7 @@ Vae = io.Custom("VAR_VAE")  # var_core BitVAE
 TextEncoder = io.Custom("VAR_TEXT_ENCODER")  # var_core TextEncoder (T5)
 Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": [(len_i, C) tensors]}
 Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta
+Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Proxy-Tuning)
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
 
 CATEGORY = "VARBooth"

@@ -15,7 +15,7 @@ from workflows import NOTES, WORKFLOWS, api_twins, to_ui
 
 NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEncoder", "VARBooth_LoadAll",
             "VARBooth_TextEncode", "VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject",
-            "VARBooth_SaveSubject", "VARBooth_LoadSubject", "VARBooth_ApplySubject"}
+            "VARBooth_SaveSubject", "VARBooth_LoadSubject", "VARBooth_ApplySubject", "VARBooth_ProxyPrompts"}
 TOY = {"model_name": "toy_infinity.safetensors", "vae_name": "toy_bitvae.safetensors", "text_encoder_name": "toy_t5/"}
 
 
@@ -60,7 +60,7 @@ def test_every_node_is_listed_with_tooltips(object_info):
 def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object_info):
     twins = api_twins()
     assert set(twins) == {"text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
-                          "image_variations"}
+                          "image_variations", "proxy_tuning"}
     assert sorted(comfy.get("/api/workflow_templates")["comfyui-varbooth"]) == sorted(twins)
     for name, api in twins.items():
         ui_file = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
@@ -70,7 +70,7 @@ def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object
 
 
 @pytest.mark.parametrize("name", ["text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
-                                  "image_variations"])
+                                  "image_variations", "proxy_tuning"])
 def test_example_workflow_runs(comfy, name):
     entry = comfy.wait(comfy.queue(tiny(api_twins()[name])))
     assert entry["status"]["status_str"] == "success", entry["status"]
@@ -82,6 +82,10 @@ def test_example_workflow_runs(comfy, name):
         pic = Image.open(io.BytesIO(data))
         assert pic.size == (256, 256) and pic.mode == "RGB"
         assert len(pic.getcolors(1 << 20)) > 10  # a real picture, not a constant
+    if name == "proxy_tuning":  # the subject was trained on the supervisor's images, with the proxy captions
+        from var_core.tuning import load_subject
+        (saved,) = (comfy.base / "models/var_subjects").glob("proxy_dog_0000*.safetensors")
+        assert load_subject(saved).token == "<proxy_dog>" and len(images) == 4
     if name == "train_subject":
         saved = list((comfy.base / "models/var_subjects").glob("my_dog_0000*.safetensors"))
         assert len(saved) == 2  # the shipped one and the new one: nothing overwritten

@@ -53,6 +53,9 @@ NOTES = {
                                   "\nFor Infinity-2B load a subject trained on it from models/var_subjects.",
     "two_subjects": "Two subjects in one picture, each with its own token (<dog1>, <cat1>).\nFor Infinity-2B load "
                     "two subjects trained on it with different tokens.",
+    "proxy_tuning": "Proxy-Tuning: a model that knows the subject draws it in N contexts; Infinity is tuned on them.\n"
+                    "For Infinity-2B: replace the supervisor (Load Subject + Sampler) by SDXL/Flux with your "
+                    "DreamBooth LoRA and its trigger words.",
     "image_variations": "Keeps the first scales (layout, colours) of an image and samples the rest anew.\nFor "
                         "Infinity-2B load your own image; keep_scales 4-8 at 1024².",
 }
