@@ -4,7 +4,6 @@ measured by benchmarks/prompt_following.py, not here.)"""
 import json
 
 import pytest
-import torch
 
 import var_core as vc
 from var_core.toy.__main__ import main

@@ -2,7 +2,6 @@
 the base model's identity in every dtype, resuming, shared objects left untouched, and every training option."""
 import copy
 import hashlib
-import json
 import os
 import subprocess
 import sys

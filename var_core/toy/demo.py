@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 from PIL import Image, ImageDraw
 
 CONTEXTS = ("on the beach", "in the snow", "at night", "on a red background")
