@@ -78,14 +78,13 @@ def _lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def _pictures(seed: int, n: int, size: int):
-    from .world import world_samples
+def _pictures(seed: int, n: int, size: int, start: int = 0):
+    """World pictures start..start+n-1 of stream ``seed`` (training members only) as (images (n, 3, H, W), captions)."""
+    import numpy as np
+    from .world import sample_scene
     from ..images import from_pil
-    images, captions = [], []
-    for p in world_samples(seed, n, size):
-        images.append(from_pil(p.image)[0])
-        captions.append(p.caption)
-    return torch.stack(images), captions
+    pictures = [sample_scene(np.random.default_rng([seed, i]), size) for i in range(start, start + n)]
+    return torch.stack([from_pil(p.image)[0] for p in pictures]), [p.caption for p in pictures]
 
 
 class _Checkpoint:
@@ -144,7 +143,8 @@ def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
     bar = _bar(cfg.vae_steps, "BitVAE", step)
     vae.train()
     while step < cfg.vae_steps:
-        images, _ = _pictures(cfg.seed * 7919 + 1_000_003 + step, cfg.vae_batch, cfg.size)  # fresh pictures each step
+        # fresh pictures every step, from a stream of their own (the transformer's dataset is stream cfg.seed)
+        images, _ = _pictures(cfg.seed + 1, cfg.vae_batch, cfg.size, start=step * cfg.vae_batch)
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
         loss, parts = vae_loss(vae, images, schedule)
@@ -176,7 +176,7 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
         latents, captions = [], []
         bar = _bar(cfg.images, "encoding pictures")
         for start in range(0, cfg.images, 64):
-            images, caps = _chunk(cfg.seed, start, min(64, cfg.images - start), cfg.size)
+            images, caps = _pictures(cfg.seed, min(64, cfg.images - start), cfg.size, start)
             latents.append(vae.encode_latent(images))
             captions += caps
             bar.update(len(caps))
@@ -188,21 +188,6 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
     feats = text_encoder(unique)
     index = {c: i for i, c in enumerate(unique)}
     return t["latents"], [feats[index[c]] for c in captions], captions
-
-
-def _chunk(seed: int, start: int, n: int, size: int):
-    from .world import sample_scene
-    from ..images import from_pil
-    images, captions = [], []
-    for i in range(start, start + n):
-        p = sample_scene(_picture_seed(seed, i), size)
-        images.append(from_pil(p.image)[0])
-        captions.append(p.caption)
-    return torch.stack(images), captions
-
-
-def _picture_seed(seed: int, i: int) -> int:
-    return seed * 1_000_003 + i
 
 
 # ---------------------------------------------------------------------------------------------------------- transformer
