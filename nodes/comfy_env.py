@@ -13,6 +13,8 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
+from var_core.toy import embedded
+
 WEIGHT_EXTENSIONS = {".pth", ".pt", ".safetensors", ".bin", ".sft"}
 TRANSFORMERS = "infinity"  # models/infinity: Infinity transformers
 SUBJECTS = "var_subjects"  # models/var_subjects: subject files
@@ -26,6 +28,41 @@ def register_folders() -> None:
             folder_paths.add_model_folder_path(name, path)
         else:
             folder_paths.folder_names_and_paths[name] = ([path], set(WEIGHT_EXTENSIONS))
+
+
+EMBEDDED = "embedded toy model (128², no download)"  # the loaders' choice that reads var_core/toy/bundle
+EMBEDDED_SUBJECT = "embedded: "  # + a bundled example subject's name (Load Subject)
+
+
+def model_choices(folder: str) -> list[str]:
+    """A loader's options: the embedded toy model first (when it ships), then the files in models/<folder>."""
+    return ([EMBEDDED] if embedded.available() else []) + (list_text_encoders() if folder == "text_encoders"
+                                                           else list_files(folder))
+
+
+def model_path(folder: str, name: str) -> str:
+    """The file (or T5 folder) a loader choice names."""
+    if name == EMBEDDED:
+        part = {TRANSFORMERS: "transformer", "vae": "vae", "text_encoders": "text_encoder"}[folder]
+        return str(embedded.bundle_paths()[part])
+    return text_encoder_path(name) if folder == "text_encoders" else full_path(folder, name)
+
+
+def subject_choices() -> list[str]:
+    """Load Subject's options: the bundled example subjects trained on the embedded model, then models/var_subjects."""
+    bundled = [EMBEDDED_SUBJECT + n for n, s in embedded.example_subjects().items() if s["subject"]] \
+        if embedded.available() else []
+    return bundled + list_files(SUBJECTS)
+
+
+def subject_path(name: str) -> str:
+    if name.startswith(EMBEDDED_SUBJECT):
+        key = name[len(EMBEDDED_SUBJECT):]
+        subject = embedded.example_subjects().get(key, {}).get("subject")
+        if subject is None:
+            raise FileNotFoundError(f"The embedded model has no trained example subject {key!r}.")
+        return str(subject)
+    return full_path(SUBJECTS, name)
 
 
 def list_files(folder: str) -> list[str]:

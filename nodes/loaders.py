@@ -1,4 +1,5 @@
-"""Loaders: the Infinity transformer (models/infinity), the BitVAE (models/vae), the T5 encoder (models/text_encoders)."""
+"""Loaders: the Infinity transformer (models/infinity), the BitVAE (models/vae), the T5 encoder (models/text_encoders);
+the first choice of each is the embedded toy model shipped in var_core/toy/bundle (no files needed)."""
 from __future__ import annotations
 
 import torch
@@ -16,13 +17,13 @@ DTYPES = {"auto": None, **checkpoint.DTYPES}
 def _load_transformer(name: str, dtype: str):
     comfy_env.free_memory(5 << 30)
     with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs normal tensors
-        return var_core.load_transformer(comfy_env.full_path(comfy_env.TRANSFORMERS, name), comfy_env.device(),
+        return var_core.load_transformer(comfy_env.model_path(comfy_env.TRANSFORMERS, name), comfy_env.device(),
                                          DTYPES[dtype])
 
 
 def _load_vae(name: str, model=None):
     with torch.inference_mode(False):
-        vae = var_core.load_vae(comfy_env.full_path("vae", name), comfy_env.device())
+        vae = var_core.load_vae(comfy_env.model_path("vae", name), comfy_env.device())
     if model is not None:
         var_core.check_compatible(model, vae)
     return vae
@@ -31,7 +32,7 @@ def _load_vae(name: str, model=None):
 def _load_text_encoder(name: str):
     # T5 waits on the offload device (CPU) and visits the GPU only to encode.
     with torch.inference_mode(False):
-        return var_core.load_text_encoder(comfy_env.text_encoder_path(name), comfy_env.offload_device(),
+        return var_core.load_text_encoder(comfy_env.model_path("text_encoders", name), comfy_env.offload_device(),
                                           "fp16" if comfy_env.device().type == "cuda" else "fp32")
 
 
@@ -41,8 +42,9 @@ class LoadTransformer(io.ComfyNode):
         return io.Schema(
             node_id="VARBooth_LoadTransformer", display_name="Load Infinity Transformer", category=f"{CATEGORY}/loaders",
             description="Loads an Infinity transformer (e.g. infinity_2b_reg.pth) from models/infinity.",
-            inputs=[io.Combo.Input("model_name", options=comfy_env.list_files(comfy_env.TRANSFORMERS),
-                                   tooltip="File in models/infinity (.pth as released, or .safetensors)."),
+            inputs=[io.Combo.Input("model_name", options=comfy_env.model_choices(comfy_env.TRANSFORMERS),
+                                   tooltip="The embedded toy model (no download), or a file in models/infinity (.pth as "
+                                           "released, or .safetensors)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                    tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer.")])
@@ -58,8 +60,9 @@ class LoadVAE(io.ComfyNode):
         return io.Schema(
             node_id="VARBooth_LoadVAE", display_name="Load BitVAE", category=f"{CATEGORY}/loaders",
             description="Loads Infinity's BitVAE tokenizer (e.g. infinity_vae_d32reg.pth) from models/vae.",
-            inputs=[io.Combo.Input("vae_name", options=comfy_env.list_files("vae"),
-                                   tooltip="File in models/vae; its bits per token must match the transformer.")],
+            inputs=[io.Combo.Input("vae_name", options=comfy_env.model_choices("vae"),
+                                   tooltip="The embedded toy model's BitVAE, or a file in models/vae; its bits per "
+                                           "token must match the transformer.")],
             outputs=[Vae.Output(display_name="vae", tooltip="The BitVAE (encoder, decoder, bitwise quantizer).")])
 
     @classmethod
@@ -74,8 +77,9 @@ class LoadTextEncoder(io.ComfyNode):
             node_id="VARBooth_LoadTextEncoder", display_name="Load T5 Text Encoder", category=f"{CATEGORY}/loaders",
             description="Loads flan-t5-xl (a folder, or an encoder .safetensors with its tokenizer beside it) from "
                         "models/text_encoders.",
-            inputs=[io.Combo.Input("text_encoder_name", options=comfy_env.list_text_encoders(),
-                                   tooltip="A folder (name/) like flan-t5-xl/, or a single encoder file.")],
+            inputs=[io.Combo.Input("text_encoder_name", options=comfy_env.model_choices("text_encoders"),
+                                   tooltip="The embedded toy model's T5, a folder (name/) like flan-t5-xl/, or a "
+                                           "single encoder file.")],
             outputs=[TextEncoder.Output(display_name="text_encoder", tooltip="The frozen T5 encoder.")])
 
     @classmethod
@@ -89,11 +93,12 @@ class LoadAll(io.ComfyNode):
         return io.Schema(
             node_id="VARBooth_LoadAll", display_name="Load Infinity (all three)", category=f"{CATEGORY}/loaders",
             description="Loads the transformer, the BitVAE and the T5 encoder, and checks that they fit together.",
-            inputs=[io.Combo.Input("model_name", options=comfy_env.list_files(comfy_env.TRANSFORMERS),
-                                   tooltip="File in models/infinity."),
-                    io.Combo.Input("vae_name", options=comfy_env.list_files("vae"), tooltip="File in models/vae."),
-                    io.Combo.Input("text_encoder_name", options=comfy_env.list_text_encoders(),
-                                   tooltip="Folder or file in models/text_encoders."),
+            inputs=[io.Combo.Input("model_name", options=comfy_env.model_choices(comfy_env.TRANSFORMERS),
+                                   tooltip="The embedded toy model, or a file in models/infinity."),
+                    io.Combo.Input("vae_name", options=comfy_env.model_choices("vae"), tooltip="The embedded toy model's, or a file in models/vae."),
+                    io.Combo.Input("text_encoder_name", options=comfy_env.model_choices("text_encoders"),
+                                   tooltip="The embedded toy model's, or a folder or file in "
+                                           "models/text_encoders."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                    tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer."),

@@ -5,10 +5,14 @@ import os
 
 from comfy_api.latest import io, ui
 
+import torch
+
+from var_core.images import load_image
+from var_core.toy import embedded
 from var_core.tuning import apply_subjects, load_subject, save_subject
 
 from . import comfy_env
-from .types import CATEGORY, Model, Subject
+from .types import CATEGORY, Model, Subject, to_image
 
 
 class SaveSubject(io.ComfyNode):
@@ -35,14 +39,15 @@ class LoadSubject(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VARBooth_LoadSubject", display_name="Load Subject", category=f"{CATEGORY}/subjects",
-            description="Loads a subject file from models/var_subjects.",
-            inputs=[io.Combo.Input("subject_name", options=comfy_env.list_files(comfy_env.SUBJECTS),
-                                   tooltip="File in models/var_subjects.")],
+            description="Loads a subject file from models/var_subjects (or an example subject of the embedded model).",
+            inputs=[io.Combo.Input("subject_name", options=comfy_env.subject_choices(),
+                                   tooltip="File in models/var_subjects; 'embedded: ...' are example subjects "
+                                           "trained on the embedded toy model.")],
             outputs=[Subject.Output(display_name="subject", tooltip="The subject (apply it to a model).")])
 
     @classmethod
     def execute(cls, subject_name):
-        return io.NodeOutput(load_subject(comfy_env.full_path(comfy_env.SUBJECTS, subject_name)))
+        return io.NodeOutput(load_subject(comfy_env.subject_path(subject_name)))
 
 
 class ApplySubject(io.ComfyNode):
@@ -64,4 +69,31 @@ class ApplySubject(io.ComfyNode):
         return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
 
 
-NODES = [SaveSubject, LoadSubject, ApplySubject]
+class ExampleSubject(io.ComfyNode):
+    """Photos of a subject the embedded model never saw, shipped with the pack: the training templates run with nothing
+    in input/."""
+
+    @classmethod
+    def define_schema(cls):
+        names = list(embedded.example_subjects()) if embedded.available() else []
+        return io.Schema(
+            node_id="VARBooth_ExampleSubject", display_name="Example Subject Photos", category=f"{CATEGORY}/subjects",
+            description="Rendered photos of a subject held out from the embedded toy model's training, with its "
+                        "class word: something to train on before you bring your own photos.",
+            inputs=[io.Combo.Input("subject", options=names, default=names[0] if names else None,
+                                   tooltip="A bundled example subject (a glyph the embedded model never saw).")],
+            outputs=[io.Image.Output(display_name="images", tooltip="Its photos as a batch (128²)."),
+                     io.String.Output(display_name="class_word", tooltip="Its class, e.g. dog.")])
+
+    @classmethod
+    def execute(cls, subject):
+        subjects = embedded.example_subjects()
+        if subject not in subjects:
+            raise ValueError(f"No bundled example subject {subject!r}; there are: {', '.join(subjects)}.")
+        info = subjects[subject]
+        photos = torch.cat([load_image(p) for p in info["photos"]])
+        return io.NodeOutput(to_image(photos), info["class_word"],
+                             ui=ui.PreviewText(f"{subject}: {len(info['photos'])} photos of a {info['class_word']}"))
+
+
+NODES = [SaveSubject, LoadSubject, ApplySubject, ExampleSubject]

@@ -19,7 +19,8 @@ LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ff
           "sa": ("sa",)}
 METHODS = {"LoRA": "lora", "full deltas (ARBooth)": "full", "placeholder vectors only": "none"}
 WEIGHTING = {"ARBooth: coarse 1.0, fine 0.5": ScaleWeights(), "uniform": ScaleWeights(1.0, 1.0)}
-RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06M, tests)": "0.06M"}
+RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06M, tests)": "0.06M",
+               "128² (0.015M, embedded toy model)": "0.015M"}
 
 
 def checkpoint_path(class_word: str, seed: int) -> str:

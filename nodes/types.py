@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from var_core.schedules import PRESETS, TEMPLATE_KEYS, pixel_size, scale_schedule
+from var_core.schedules import PRESETS, TEMPLATE_KEYS, TOY_PRESETS, pixel_size, scale_schedule
 
 Model = io.Custom("VAR_MODEL")  # var_core Infinity (or a view of it with subjects applied)
 Vae = io.Custom("VAR_VAE")  # var_core BitVAE
@@ -15,7 +15,7 @@ Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Prox
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
 
 CATEGORY = "VARBooth"
-RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in PRESETS]
+RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in (*TOY_PRESETS, *PRESETS)]  # toy: embedded model
 ASPECTS = [f"{k} (h/w) {'×'.join(map(str, pixel_size(scale_schedule(k, '1M'))[::-1]))}" for k in TEMPLATE_KEYS]
 DEFAULT_RESOLUTION = RESOLUTIONS[-1]
 DEFAULT_ASPECT = ASPECTS[0]

@@ -1,4 +1,4 @@
-"""The command line, end to end on tiny random models the project makes itself."""
+"""The command line, end to end on tiny random models the project makes itself (and the demo on the embedded model)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -96,16 +96,17 @@ def test_mismatched_vae_is_refused_naming_both_files(toy_paths, tmp_path, capsys
     assert not (tmp_path / "o.png").exists()
 
 
-def test_demo_runs_as_a_module_and_never_overwrites(tmp_path):
-    out = tmp_path / "demo.png"
-    proc = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--models",
-                           str(tmp_path / "m"), "--steps", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_demo_runs_as_a_module_on_the_embedded_model_and_never_overwrites(tmp_path):
+    out, work = tmp_path / "demo.png", tmp_path / "w"
+    proc = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--work", str(work),
+                           "--steps", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert Image.open(out).size == (256, 256)
-    assert load_subject(tmp_path / "m" / "subject.safetensors").metadata["training"]["steps_done"] == 3
-    again = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--models",
-                            str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "already exists" in again.stderr and "training" not in again.stderr
+    assert Image.open(out).size == (8 * 128, 3 * (128 + 18)) and f"wrote {out}" in proc.stdout
+    assert "tuning" in proc.stderr and "sampling" in proc.stderr  # progress bars
+    assert load_subject(work / "demo_subject.safetensors").metadata["training"]["steps_done"] == 3
+    again = subprocess.run([sys.executable, "-m", "var_core", "demo", "--out", str(out), "--work", str(work)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr and "tuning" not in again.stderr
 
 
 def test_an_aspect_outside_the_templates_says_which_template_was_used(toy_paths, tmp_path, capsys):

@@ -50,10 +50,10 @@ def test_pretraining_resumes_from_its_checkpoints(bundle):
     assert state["step"] == 3 and len(state["history"]["ce"]) == 3  # continued, not restarted
 
 
-def test_the_toy_demo_runs_on_a_bundle(bundle, tmp_path):
-    out = tmp_path / "demo.png"
-    assert main(["demo", "--bundle", str(bundle), "--steps", "2", "--out", str(out)]) == 0
+def test_the_demo_runs_on_a_bundle(bundle, tmp_path):
+    from var_core.__main__ import main as cli
+    out, work = tmp_path / "demo.png", ["--bundle", str(bundle), "--work", str(tmp_path / "w"), "--steps", "2"]
+    assert cli(["demo", *work, "--out", str(out)]) == 0
     from PIL import Image
     assert Image.open(out).size == (8 * 128, 3 * (128 + 18))
-    with pytest.raises(FileExistsError):
-        main(["demo", "--bundle", str(bundle), "--steps", "2", "--out", str(out)])
+    assert cli(["demo", *work, "--out", str(out)]) == 2  # refused: the grid exists

@@ -206,31 +206,24 @@ def cmd_convert(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job end to end on tiny random models: tune a subject on a few pictures, then generate it."""
-    from var_core.images import save_png, to_pil
-    from var_core.toy import make_random_models, subject_pictures
+    """The main job on the embedded toy model: teach it a held-out subject from 4 photos, draw it in new contexts."""
+    from tqdm import tqdm
+    from var_core.toy.demo import DemoConfig, run_demo
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:  # before any work
-        raise FileExistsError(f"'{out}' already exists; choose another --out or pass --overwrite.")
-    folder = Path(args.models or default_cache() / "demo")
-    paths = make_random_models(folder)
-    photos = folder / "subject_photos"
-    photos.mkdir(exist_ok=True)
-    for i, picture in enumerate(to_pil(subject_pictures(3, 256))):
-        if not (photos / f"{i}.png").exists():
-            save_png(picture, photos / f"{i}.png")
-    print(f"tiny random models and 3 subject pictures in {folder} (untrained models: images are structured noise)")
-    common = ["--model", str(paths["transformer"]), "--vae", str(paths["vae"]), "--text-encoder",
-              str(paths["text_encoder"]), "--pn", "0.06M", "--device", "cpu"]
-    subject = folder / "subject.safetensors"
-    train = ["train", *common, "--images", str(photos), "--class", "dog", "--out", str(subject), "--steps",
-             str(args.steps), "--lr", "2e-3", "--overwrite"]
-    code = main(train)
-    if code:
-        return code
-    return main(["sample", *common, "--subject", str(subject), "--prompt", args.prompt, "--out", args.out,
-                 "--seed", str(args.seed)] + (["--overwrite"] if args.overwrite else []))
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="step", file=sys.stderr))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    work = Path(args.work or default_cache() / "demo")
+    work.mkdir(parents=True, exist_ok=True)
+    out = run_demo(args.out, DemoConfig(subject=args.subject, steps=args.steps, seed=args.seed), args.bundle,
+                   work=work, overwrite=args.overwrite, progress=progress)
+    print(f"wrote {out}: the 4 photos, the subject in 4 new contexts, and the plain class prompt before | after")
+    return 0
 
 
 def default_cache() -> Path:
@@ -348,13 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_convert)
 
-    d = sub.add_parser("demo", help="tune a subject and generate it, on tiny random models made on the spot")
-    d.add_argument("--prompt", default="a photo of <placeholder> dog on the beach")
-    d.add_argument("--steps", type=int, default=30, help="tuning steps")
+    d = sub.add_parser("demo", help="teach the embedded toy model a held-out subject from 4 photos and draw it in "
+                       "new contexts (one grid PNG; no download)")
+    d.add_argument("--subject", default="guide_dog", help="a bundled example subject (var_core/toy/bundle/subjects)")
+    d.add_argument("--steps", type=int, default=150, help="tuning steps")
     d.add_argument("--out", default="demo.png")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--models", default=None, help="folder for the tiny models and working files (default: "
-                   "~/.cache/varbooth/demo, reused)")
+    d.add_argument("--bundle", default=None, help="another bundle folder (default: the embedded one)")
+    d.add_argument("--work", default=None, help="folder for the working files (default: ~/.cache/varbooth/demo, "
+                   "reused)")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
     return parser

@@ -45,19 +45,19 @@ def depths(api: dict) -> dict[str, int]:
 
 # The Note each template shows: what it does, and what to change (two lines).
 NOTES = {
-    "text_to_image": "Text to image: Infinity-2B at 1024², CFG 4, 13 scales.\nPut infinity_2b_reg.pth in "
-                     "models/infinity, infinity_vae_d32reg.pth in models/vae, flan-t5-xl/ in models/text_encoders.",
-    "train_subject": "Teaches Infinity-2B a subject from your photos (LoRA, 500 steps at 512²), saves it, draws it.\n"
-                     "Load your own photos (dog1-3.png here) and set class_word; write <placeholder> in the prompt.",
+    "text_to_image": "Text to image with the embedded toy model (128², 5 scales, CFG 4): no download needed.\n"
+                     "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/; resolution 1M.",
+    "train_subject": "Teaches the model a subject from 4 photos (LoRA, 150 steps), saves it and draws it in the snow.\n"
+                     "For Infinity-2B: load it, your photos (Load Image + Batch), class_word, 500 steps at 512², 1M.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
-                                  "\nFor Infinity-2B load a subject trained on it from models/var_subjects.",
-    "two_subjects": "Two subjects in one picture, each with its own token (<dog1>, <cat1>).\nFor Infinity-2B load "
-                    "two subjects trained on it with different tokens.",
+                                  "\nFor Infinity-2B: load it and a subject trained on it; resolution 1M, switch 8.",
+    "two_subjects": "Two subjects in one picture, each with its own token (<guide_dog>, <teacup>).\nFor "
+                    "Infinity-2B: load it and two subjects trained on it with different tokens; resolution 1M.",
     "proxy_tuning": "Proxy-Tuning: a model that knows the subject draws it in N contexts; Infinity is tuned on them.\n"
                     "For Infinity-2B: replace the supervisor (Load Subject + Sampler) by SDXL/Flux with your "
                     "DreamBooth LoRA and its trigger words.",
-    "image_variations": "Keeps the first scales (layout, colours) of an image and samples the rest anew.\nFor "
-                        "Infinity-2B load your own image; keep_scales 4-8 at 1024².",
+    "image_variations": "Draws a picture, then keeps its first 2 scales (layout, colours) and samples the rest anew."
+                        "\nFor Infinity-2B: load it and your own image (Load Image); keep_scales 4-8 at 1M.",
 }
 
 

@@ -1,0 +1,73 @@
+"""The embedded toy model as shipped (var_core/toy/bundle): small, documented, read by the public loaders, follows
+prompts, and learns a held-out subject without forgetting its class."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import var_core as vc
+from var_core.images import to_pil
+from var_core.toy import embedded, metrics, world
+from var_core.tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, load_subject, prepare_images
+
+SCHEDULE = vc.scale_schedule(1.0, embedded.PN)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """The shipped model, loaded once for this module (read-only: tuning trains its own delta, never the base)."""
+    paths = embedded.bundle_paths()
+    return (vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"]),
+            vc.load_text_encoder(paths["text_encoder"]))
+
+
+def draw(model, vae, encoder, prompt: str, seeds: int, seed: int = 0):
+    text = encode_prompts(encoder, [prompt] * seeds, model)
+    return to_pil(vc.sample(model, vae, text, SCHEDULE, seed=seed))
+
+
+def test_the_bundle_is_small_documented_and_free_of_the_font_package():
+    files = [p for p in embedded.BUNDLE.rglob("*") if p.is_file() and "work" not in p.relative_to(embedded.BUNDLE).parts]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    info = embedded.manifest()
+    assert info["world_version"] == world.WORLD_VERSION and info["command"].startswith("python -m var_core.toy pretrain")
+    assert "CC BY-SA 4.0" in (embedded.BUNDLE / "LICENSE.md").read_text()
+    subjects = embedded.example_subjects()
+    assert all(world.find_member(s["member"]).held_out and len(s["photos"]) == 4 for s in subjects.values())
+    assert {n for n, s in subjects.items() if s["subject"]} == {"guide_dog", "teacup"}
+
+
+def test_the_loaders_read_it_and_the_subjects_fit_it(bundle):
+    model, vae, encoder = bundle
+    vc.check_compatible(model, vae)
+    assert model.config.text_channels == encoder.width
+    for info in embedded.example_subjects().values():
+        if info["subject"]:
+            assert load_subject(info["subject"], model).class_word == info["class_word"]
+
+
+def test_samples_show_the_requested_background(bundle):
+    shown = [metrics.requested_background(im, bg)
+             for bg in ("red", "blue", "beach", "snow", "night", "grass")
+             for im in draw(*bundle, f"a photo of a cat {world.PHRASES[bg][0]}", seeds=2, seed=1)]
+    assert sum(shown) >= 0.75 * len(shown), shown
+
+
+def test_a_short_tuning_learns_a_held_out_subject_and_keeps_the_class(bundle):
+    model, vae, encoder = bundle
+    info = embedded.example_subjects()["guide_dog"]
+    member = world.find_member(info["member"])
+    config = TrainConfig(class_word="dog", pn=embedded.PN, steps=60, lr=1e-3, embedding_lr=1e-2, seed=0)
+    data = prepare_images(info["photos"], vc.pixel_size(SCHEDULE), config.token, "dog")
+    trainer = SubjectTrainer(model, vae, encoder, data, config)
+    trainer.run()
+    tuned = apply_subjects(model, [(trainer.delta, 1.0)])
+
+    def fidelity(m, prompt):
+        return sum(metrics.member_similarity(im, member) for im in draw(m, vae, encoder, prompt, 4, seed=3)) / 4
+
+    before = fidelity(model, "a photo of a dog on the grass")
+    after = fidelity(tuned, f"a photo of {config.token} dog on the grass")
+    assert after > before + 0.1, (before, after)
+    plain = draw(tuned, vae, encoder, "a photo of a dog on the grass", 4, seed=3)
+    assert sum(metrics.class_of(im) == "dog" for im in plain) >= 2
