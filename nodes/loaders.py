@@ -43,8 +43,8 @@ class LoadTransformer(io.ComfyNode):
             node_id="VARBooth_LoadTransformer", display_name="Load Infinity Transformer", category=f"{CATEGORY}/loaders",
             description="Loads an Infinity transformer (e.g. infinity_2b_reg.pth) from models/infinity.",
             inputs=[io.Combo.Input("model_name", options=comfy_env.model_choices(comfy_env.TRANSFORMERS),
-                                   tooltip="The embedded toy model (no download), or a file in models/infinity (.pth as "
-                                           "released, or .safetensors)."),
+                                   tooltip="The embedded toy model (no download), or a file in models/infinity "
+                                           "(.pth as released, or .safetensors)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                    tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer.")])
@@ -95,7 +95,8 @@ class LoadAll(io.ComfyNode):
             description="Loads the transformer, the BitVAE and the T5 encoder, and checks that they fit together.",
             inputs=[io.Combo.Input("model_name", options=comfy_env.model_choices(comfy_env.TRANSFORMERS),
                                    tooltip="The embedded toy model, or a file in models/infinity."),
-                    io.Combo.Input("vae_name", options=comfy_env.model_choices("vae"), tooltip="The embedded toy model's, or a file in models/vae."),
+                    io.Combo.Input("vae_name", options=comfy_env.model_choices("vae"),
+                                   tooltip="The embedded toy model's, or a file in models/vae."),
                     io.Combo.Input("text_encoder_name", options=comfy_env.model_choices("text_encoders"),
                                    tooltip="The embedded toy model's, or a folder or file in "
                                            "models/text_encoders."),

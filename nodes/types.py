@@ -15,7 +15,8 @@ Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Prox
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
 
 CATEGORY = "VARBooth"
-RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in (*TOY_PRESETS, *PRESETS)]  # toy: embedded model
+# the toy preset first (the embedded model's 128²), then Infinity's
+RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in (*TOY_PRESETS, *PRESETS)]
 ASPECTS = [f"{k} (h/w) {'×'.join(map(str, pixel_size(scale_schedule(k, '1M'))[::-1]))}" for k in TEMPLATE_KEYS]
 DEFAULT_RESOLUTION = RESOLUTIONS[-1]
 DEFAULT_ASPECT = ASPECTS[0]

@@ -39,14 +39,11 @@ def _require_comfyui():
 
 # ------------------------------------------------------------------------------------------------ model files
 def make_base(base: Path) -> Path:
-    """A ComfyUI base directory: tiny models in the folders users put the real ones in, photos, two subjects."""
-    import torch
-    from var_core import load_transformer
-    from var_core.images import save_png, to_pil
-    from var_core.toy import make_random_models, random_vae, subject_pictures
+    """A ComfyUI base directory: tiny models in the folders users put the real ones in (for the loader and refusal
+    tests) and an empty input/ (the templates run on the embedded model and its example subjects)."""
+    from var_core.toy import make_random_models, random_vae
     from var_core.bitvae import BitVAEConfig
     from var_core.checkpoint import save_safetensors_atomic
-    from var_core.tuning import SubjectDelta, save_subject
 
     for d in ("custom_nodes", "user", "input", "output", "models/infinity", "models/vae", "models/text_encoders",
               "models/var_subjects"):
@@ -56,15 +53,6 @@ def make_base(base: Path) -> Path:
     shutil.copy(toy["vae"], base / "models/vae/toy_bitvae.safetensors")
     shutil.copytree(toy["text_encoder"], base / "models/text_encoders/toy_t5")
     save_safetensors_atomic(random_vae(BitVAEConfig(d=8, base_ch=32)).state_dict(), base / "models/vae/vae_d8.safetensors")
-    for i, picture in enumerate(to_pil(subject_pictures(3, 256)), 1):
-        save_png(picture, base / "input" / f"dog{i}.png")
-    model = load_transformer(toy["transformer"])
-    g = torch.Generator().manual_seed(0)
-    for name, token in (("my_dog_00001", "<placeholder>"), ("dog1_00001", "<dog1>"), ("cat1_00001", "<cat1>")):
-        delta = SubjectDelta.create(model, "lora", rank=2, token=token, class_word=name[:3])
-        for t in delta.tensors.values():
-            t.copy_(torch.randn(t.shape, generator=g) * 0.05)
-        save_subject(delta, base / "models/var_subjects" / f"{name}.safetensors", model)
     os.symlink(ROOT, base / "custom_nodes" / PACK)
     return base
 

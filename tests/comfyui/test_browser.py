@@ -1,6 +1,8 @@
 """The templates as a user meets them: the real ComfyUI frontend in headless Chromium (Debian's chromium, driven by
-Playwright) loads each template, builds the prompt with its own code (app.graphToPrompt), and queues it; and every
-VARBooth node added from the node library keeps its default widget values through a save/load round trip."""
+Playwright) loads each template, builds the prompt with its own code (app.graphToPrompt), runs it on the embedded
+model with nothing in input/, and the saved images show what the prompts ask for; re-running after a prompt change
+does not retrain; and every VARBooth node added from the node library keeps its default widget values through a
+save/load round trip."""
 from __future__ import annotations
 
 import copy
@@ -10,8 +12,10 @@ import shutil
 
 import pytest
 
-from test_server import tiny
-from workflows import WORKFLOWS, api_twins
+from PIL import Image
+
+from var_core.toy import world
+from workflows import CONTENT, WORKFLOWS, api_twins, saved_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,38 +65,53 @@ def missing_nodes(page) -> list[str]:
                          ".filter(t => !(t in window.LiteGraph.registered_node_types))")
 
 
+def build(page) -> dict:
+    return page.evaluate("async () => (await window.app.graphToPrompt()).output")
+
+
+def shows(images, backgrounds) -> float:
+    """The share of images whose background (from pixels) is the one their prompt asked for."""
+    return sum(world.detect_background(im) == bg for im, bg in zip(images, backgrounds * len(images))) / len(images)
+
+
 @pytest.mark.parametrize("name", sorted(api_twins()))
-def test_the_frontend_builds_each_template_into_its_api_twin(page, name, screenshots):
+def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy, name, screenshots):
     load_template(page, name)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screenshots / f"{name}.png"))
     assert missing_nodes(page) == []
-    built = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    built = build(page)
     expected = copy.deepcopy(api_twins()[name])
-    for node in expected.values():
-        node.pop("_meta", None)
-    for node in built.values():
+    for node in (*expected.values(), *built.values()):
         node.pop("_meta", None)
     for nid in expected:  # every widget value lands on its input (no shifted slot, no phantom widget)
         assert built.get(nid) == expected[nid], json.dumps([nid, built.get(nid), expected[nid]])
     assert set(built) == set(expected)
 
+    images = saved_images(comfy.url, built)  # raises on a validation or execution error
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshots / f"{name}.png"))
+    backgrounds = CONTENT[name]
+    assert len(images) >= max(4, len(backgrounds)) and all(im.size == (128, 128) for im in images)
+    assert shows(images, backgrounds) >= 0.5, [world.detect_background(im) for im in images]
+    with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # the thumbnail was made from such output
+        tiles = [thumb.convert("RGB").crop((x, y, x + 128, y + 128)) for y in (0, 128) for x in (0, 128)]
+    assert shows(tiles, backgrounds[-4:]) >= 0.5
 
-def test_a_template_queued_from_the_browser_runs(page, comfy):
-    load_template(page, "text_to_image")
-    toy = tiny(api_twins()["text_to_image"])
-    page.evaluate("""(toy) => {
-        for (const node of window.app.graph._nodes) {
-            const want = toy[String(node.id)];
-            if (!want) continue;
-            for (const w of node.widgets || []) if (w.name in want.inputs && !Array.isArray(want.inputs[w.name]))
-                w.value = want.inputs[w.name];
-        }
-    }""", toy)
-    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
-    entry = comfy.wait(comfy.queue(prompt))
+
+def test_rerunning_after_a_prompt_change_reuses_the_trained_subject(page, comfy):
+    load_template(page, "train_subject")
+    first = build(page)
+    comfy.wait(comfy.queue(first))
+    page.evaluate("""() => {
+        const prompt = window.app.graph._nodes.find(n => n.type === "VARBooth_TextEncode");
+        prompt.widgets.find(w => w.name === "text").value = "a photo of <placeholder> dog at night";
+    }""")
+    again = build(page)
+    assert again["7"] == first["7"] and again["11"] != first["11"]  # only the prompt changed
+    entry = comfy.wait(comfy.queue(again))
     assert entry["status"]["status_str"] == "success", entry["status"]
-    assert any(out.get("images") for out in entry["outputs"].values())
+    cached = next(m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached")
+    assert "7" in cached and "12" not in cached  # Train Subject reused; the sampler ran for the new prompt
 
 
 def test_nodes_added_from_the_library_keep_their_defaults_through_save_and_load(page, comfy):

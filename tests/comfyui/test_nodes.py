@@ -187,3 +187,20 @@ def test_schedule_lists_obey_the_widget_ranges(nodes):
         nodes["VARBooth_ScaleSchedule"].execute(cfg_list="4,4,-50,4,4,4,4", **args)
     with pytest.raises(ValueError, match="has 3 values but this resolution has 7"):  # made for another resolution
         nodes["VARBooth_ScaleSchedule"].execute(tau_list="0.5,0.5,0.5", **args)
+
+
+def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
+    from var_core.toy import world
+    embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]
+    model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
+                          text_encoder_name=embedded, dtype="auto")
+    assert model.config.bits == vae.d == 32 and enc.width == model.config.text_channels
+    out = nodes["VARBooth_ExampleSubject"].execute(subject="teacup")
+    photos, word = out.args if hasattr(out, "args") else out.result
+    assert word == "cup" and photos.shape == (4, 128, 128, 3) and 0 <= photos.min() and photos.max() <= 1
+    assert out.ui.as_dict()["text"][0] == "teacup: 4 photos of a cup"
+    (subject,) = run(nodes["VARBooth_LoadSubject"], subject_name="embedded: teacup")
+    assert subject.token == "<teacup>"
+    with pytest.raises(ValueError, match="guide_dog"):
+        nodes["VARBooth_ExampleSubject"].execute(subject="unicorn")
+    assert world.find_member("teacup").held_out

@@ -3,7 +3,9 @@ the editor and the template browser open (example_workflows/*.json).
 
 The API twins are the source; regenerate the UI files after editing one, with a ComfyUI running this pack:
 
-    python tests/comfyui/workflows.py http://127.0.0.1:8188
+    python tests/comfyui/workflows.py http://127.0.0.1:8188 [--thumbnails]
+
+--thumbnails also runs each template and writes its thumbnail (<name>.jpg) from the images it saved.
 
 Widget values are positional in the UI format: they follow each node's input order from /object_info, with the
 extra "control after generate" value after seeds.
@@ -48,7 +50,7 @@ NOTES = {
     "text_to_image": "Text to image with the embedded toy model (128², 5 scales, CFG 4): no download needed.\n"
                      "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/; resolution 1M.",
     "train_subject": "Teaches the model a subject from 4 photos (LoRA, 150 steps), saves it and draws it in the snow.\n"
-                     "For Infinity-2B: load it, your photos (Load Image + Batch), class_word, 500 steps at 512², 1M.",
+                     "For Infinity-2B: load it and your photos (Load Image + Batch); 500 steps, lr 0, 512², 1M.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
                                   "\nFor Infinity-2B: load it and a subject trained on it; resolution 1M, switch 8.",
     "two_subjects": "Two subjects in one picture, each with its own token (<guide_dog>, <teacup>).\nFor "
@@ -59,6 +61,21 @@ NOTES = {
     "image_variations": "Draws a picture, then keeps its first 2 scales (layout, colours) and samples the rest anew."
                         "\nFor Infinity-2B: load it and your own image (Load Image); keep_scales 4-8 at 1M.",
 }
+
+# What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
+# four contexts, then the tuned subject in the water), checked from pixels by var_core.toy.world.detect_background.
+CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_scale_strength": ["night"],
+           "two_subjects": ["grass"], "image_variations": ["grass"],
+           "proxy_tuning": ["beach", "snow", "grass", "night", "water", "water", "water", "water"]}
+
+
+def thumbnail(images: list) -> "Image.Image":
+    """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
+    from PIL import Image
+    sheet = Image.new("RGB", (256, 256), "white")
+    for i, im in enumerate(images[-4:]):
+        sheet.paste(im.convert("RGB").resize((128, 128)), (128 * (i % 2), 128 * (i // 2)))
+    return sheet
 
 
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
@@ -112,14 +129,42 @@ def api_twins() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((WORKFLOWS / "api").glob("*.json"))}
 
 
-def main(url: str) -> None:
+def saved_images(url: str, api: dict, timeout: float = 900) -> list:
+    """Queue an API workflow on a running ComfyUI, wait for it, and return its saved (type output) images as PIL."""
+    import io
+    import time
+    import urllib.parse
+    from PIL import Image
+    url = url.rstrip("/")
+    request = urllib.request.Request(url + "/prompt", json.dumps({"prompt": api}).encode(),
+                                     {"Content-Type": "application/json"})
+    prompt_id = json.loads(urllib.request.urlopen(request).read())["prompt_id"]
+    deadline = time.time() + timeout
+    while prompt_id not in (history := json.loads(urllib.request.urlopen(f"{url}/history/{prompt_id}").read())):
+        if time.time() > deadline:
+            raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+        time.sleep(1)
+    entry = history[prompt_id]
+    if entry["status"]["status_str"] != "success":
+        raise RuntimeError(f"the workflow failed: {entry['status']}")
+    images = [img for nid in sorted(entry["outputs"], key=int) for img in entry["outputs"][nid].get("images", [])
+              if img["type"] == "output"]
+    return [Image.open(io.BytesIO(urllib.request.urlopen(f"{url}/view?" + urllib.parse.urlencode(
+        {k: img[k] for k in ("filename", "subfolder", "type")})).read())).convert("RGB") for img in images]
+
+
+def main(url: str, thumbnails: bool = False) -> None:
     object_info = json.loads(urllib.request.urlopen(url.rstrip("/") + "/object_info").read())
     for name, api in api_twins().items():
         path = WORKFLOWS / f"{name}.json"
         path.write_text(json.dumps(to_ui(api, object_info, NOTES.get(name, "")), indent=1, ensure_ascii=False) + "\n",
                         encoding="utf-8")
         print("wrote", path)
+        if thumbnails:  # ComfyUI's template browser shows <name>.jpg beside <name>.json
+            thumbnail(saved_images(url, api)).save(WORKFLOWS / f"{name}.jpg", quality=90)
+            print("wrote", WORKFLOWS / f"{name}.jpg")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188")
+    args = [a for a in sys.argv[1:] if a != "--thumbnails"]
+    main(args[0] if args else "http://127.0.0.1:8188", thumbnails="--thumbnails" in sys.argv)

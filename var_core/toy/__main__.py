@@ -30,7 +30,7 @@ def _parser(default):
     if isinstance(default, tuple):
         return lambda text: tuple(int(v) for v in text.split(","))
     if isinstance(default, bool):
-        return lambda text: {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}[text.lower()]
+        return lambda text: text.lower() in ("yes", "true", "1")
     return type(default)
 
 

@@ -38,7 +38,7 @@ class PretrainConfig:
     size: int = 128
     seed: int = 0
     # BitVAE
-    vae_steps: int = 2000
+    vae_steps: int = 2500
     vae_batch: int = 8
     vae_lr: float = 5e-4  # 2e-3 never learns the background colours (measured)
     vae_base_ch: int = 24  # levels 72, 72, 96, 96, 96 wide: 3 channels per GroupNorm group everywhere
@@ -47,7 +47,7 @@ class PretrainConfig:
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
     steps: int = 3000
-    batch: int = 32
+    batch: int = 16
     lr: float = 1e-3
     warmup: int = 100
     depth: int = 6
