@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import shutil
+import uuid
 
 import pytest
 
@@ -87,6 +88,9 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
         assert built.get(nid) == expected[nid], json.dumps([nid, built.get(nid), expected[nid]])
     assert set(built) == set(expected)
 
+    for node in built.values():  # saved anew even where an earlier test ran the same graph (cached nodes report nothing)
+        if node["class_type"] == "SaveImage":
+            node["inputs"]["filename_prefix"] += f"_{uuid.uuid4().hex[:8]}"
     images = saved_images(comfy.url, built)  # raises on a validation or execution error
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / f"{name}.png"))

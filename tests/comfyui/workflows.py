@@ -63,10 +63,10 @@ NOTES = {
 }
 
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
-# four contexts, then the tuned subject in the water), checked from pixels by var_core.toy.world.detect_background.
+# four contexts, then the tuned subject in the desert), checked from pixels by var_core.toy.world.detect_background.
 CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_scale_strength": ["night"],
            "two_subjects": ["grass"], "image_variations": ["grass"],
-           "proxy_tuning": ["beach", "snow", "grass", "night", "water", "water", "water", "water"]}
+           "proxy_tuning": ["beach", "snow", "grass", "night", "desert", "desert", "desert", "desert"]}
 
 
 def thumbnail(images: list) -> "Image.Image":
