@@ -54,7 +54,7 @@ def test_samples_show_the_requested_background(bundle):
     assert sum(shown) >= 0.75 * len(shown), shown
 
 
-def test_a_short_tuning_learns_a_held_out_subject_and_keeps_the_class(bundle):
+def test_a_short_tuning_learns_a_held_out_subject_and_leaves_the_class_prompt_alone(bundle):
     model, vae, encoder = bundle
     info = embedded.example_subjects()["guide_dog"]
     member = world.find_member(info["member"])
@@ -64,11 +64,13 @@ def test_a_short_tuning_learns_a_held_out_subject_and_keeps_the_class(bundle):
     trainer.run()
     tuned = apply_subjects(model, [(trainer.delta, 1.0)])
 
-    def fidelity(m, prompt):
-        return sum(metrics.member_similarity(im, member) for im in draw(m, vae, encoder, prompt, 4, seed=3)) / 4
+    def agreement(m, prompts):  # glyph agreement with the subject, over 4 samples of each prompt
+        scores = [metrics.member_similarity(im, member) for p in prompts for im in draw(m, vae, encoder, p, 4, seed=3)]
+        return sum(scores) / len(scores)
 
-    before = fidelity(model, "a photo of a dog on the grass")
-    after = fidelity(tuned, f"a photo of {config.token} dog on the grass")
-    assert after > before + 0.1, (before, after)
-    plain = draw(tuned, vae, encoder, "a photo of a dog on the grass", 4, seed=3)
-    assert sum(metrics.class_of(im) == "dog" for im in plain) >= 2
+    contexts = ("on a white background", "in the snow")  # neither is in the photos
+    before = agreement(model, [f"a photo of a dog {c}" for c in contexts])
+    after = agreement(tuned, [f"a photo of {config.token} dog {c}" for c in contexts])
+    assert after > before + 0.1, (before, after)  # measured 0.28 -> 0.47
+    plain = ["a photo of a dog on a white background"]  # with prior distillation it still draws the base's dog
+    assert agreement(tuned, plain) < agreement(model, plain) + 0.05

@@ -1,6 +1,6 @@
 """Pretraining of the toy bundle from scratch: a small BitVAE and a small Infinity on the toy world (world.py).
 
-    python -m var_core.toy pretrain --out var_core/toy/bundle     # about an hour on 2 CPU cores
+    python -m var_core.toy pretrain --out var_core/toy/bundle     # about 70 minutes on 2 CPU cores
 
 Stages, each checkpointed in ``<out>/work`` so an interrupted run resumes where it stopped:
 1. the BitVAE learns to reconstruct world pictures through the multi-scale bitwise quantizer (straight-through);
