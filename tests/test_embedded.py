@@ -1,9 +1,6 @@
 """The embedded toy model as shipped (var_core/toy/bundle): small, documented, read by the public loaders, follows
-prompts, and learns a held-out subject without forgetting its class."""
-from pathlib import Path
-
+prompts, and learns a held-out subject while the plain class prompt does not drift towards it."""
 import pytest
-import torch
 
 import var_core as vc
 from var_core.images import to_pil

@@ -69,7 +69,7 @@ CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_s
            "proxy_tuning": ["beach", "snow", "grass", "night", "desert", "desert", "desert", "desert"]}
 
 
-def thumbnail(images: list) -> "Image.Image":
+def thumbnail(images: list):
     """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
     from PIL import Image
     sheet = Image.new("RGB", (256, 256), "white")
