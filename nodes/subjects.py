@@ -1,11 +1,11 @@
-"""Subject files in models/var_subjects: save (never overwriting), load, and apply to a model (chainable)."""
+"""Subject files in models/var_subjects: save (never overwriting), load, apply to a model (chainable); example
+subject photos shipped with the embedded model."""
 from __future__ import annotations
 
 import os
 
-from comfy_api.latest import io, ui
-
 import torch
+from comfy_api.latest import io, ui
 
 from var_core.images import load_image
 from var_core.toy import embedded
