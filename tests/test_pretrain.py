@@ -32,6 +32,7 @@ def test_the_bundle_is_read_by_the_public_loaders(bundle):
     info = manifest(bundle)
     assert info["command"].startswith("python -m var_core.toy pretrain") and info["world_version"]
     assert len(info["loss_curve"]["infinity_ce"]) == 2 and info["settings"]["steps"] == 2
+    assert info["device"] == "cpu" and set(info["training_minutes"]) == {"bitvae", "infinity"}
     subjects = example_subjects(bundle)
     assert all(find_member(s["member"]) in HELD_OUT and len(s["photos"]) == 4 for s in subjects.values())
     trained = {name: s["subject"] for name, s in subjects.items() if s["subject"]}
@@ -42,12 +43,14 @@ def test_the_bundle_is_read_by_the_public_loaders(bundle):
 
 def test_pretraining_resumes_from_its_checkpoints(bundle):
     state = json.loads((bundle / "work" / "infinity_state.json").read_text())
-    assert state["step"] == 2
+    assert state["step"] == 2 and state["seconds"] > 0
+    before = state["seconds"]
     args = list(TINY)
     args[args.index("--steps") + 1] = "3"
     assert main(["pretrain", "--out", str(bundle), *args]) == 0
     state = json.loads((bundle / "work" / "infinity_state.json").read_text())
     assert state["step"] == 3 and len(state["history"]["ce"]) == 3  # continued, not restarted
+    assert state["seconds"] > before  # training time adds up over the runs that built the checkpoint
 
 
 def test_the_demo_runs_on_a_bundle(bundle, tmp_path):

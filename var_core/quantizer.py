@@ -99,8 +99,8 @@ def teacher_forcing(latent: torch.Tensor, schedule, flip_prob: float = 0.0, gene
         bits = quantize(resize_area(residual, hw))
         labels.append(bits)
         if steps > 0:
-            p = torch.randint(0, steps + 1, (), generator=generator).item() * 0.01
             device = generator.device if generator is not None else bits.device
+            p = torch.randint(0, steps + 1, (), generator=generator, device=device).item() * 0.01
             flip = (torch.rand(bits.shape, generator=generator, device=device) < p).to(bits.device)
             bits = bits ^ flip.to(torch.uint8)
         sums.add(bits)

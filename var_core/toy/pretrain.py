@@ -1,6 +1,7 @@
 """Pretraining of the toy bundle from scratch: a small BitVAE and a small Infinity on the toy world (world.py).
 
     python -m var_core.toy pretrain --out var_core/toy/bundle     # about 70 minutes on 2 CPU cores
+    python -m var_core.toy pretrain --out /tmp/b --device cuda --vae-steps 20000 --steps 20000   # a GPU, longer
 
 Stages, each checkpointed in ``<out>/work`` so an interrupted run resumes where it stopped:
 1. the BitVAE learns to reconstruct world pictures through the multi-scale bitwise quantizer (straight-through);
@@ -58,7 +59,8 @@ class PretrainConfig:
     flip_prob: float = 0.1
     subject_steps: int = 150  # tuning steps of the example subjects shipped for the templates
     checkpoint_every: int = 250
-    bf16: bool = True  # autocast on the CPU: 2.5x faster where it has AVX512-BF16/AMX; master weights stay fp32
+    bf16: bool = True  # autocast: 2.5x faster on a CPU with AVX512-BF16/AMX, and on GPUs; master weights stay fp32
+    device: str = "auto"  # "auto": cuda when there is one, else cpu
 
     def vae_config(self) -> BitVAEConfig:
         return BitVAEConfig(d=self.bits, base_ch=self.vae_base_ch, ch_mult=self.vae_ch_mult, num_res_blocks=1)
@@ -67,6 +69,12 @@ class PretrainConfig:
         return InfinityConfig(depth=self.depth, embed_dim=self.width, num_heads=self.heads, block_chunks=2,
                               ffn_hidden=4 * self.width, bits=self.bits, text_channels=self.text_width,
                               text_maxlen=32, text_pool_heads=2)
+
+
+def _device(cfg: PretrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
 
 
 def _bar(total, desc, initial=0):
@@ -90,14 +98,15 @@ def _pictures(seed: int, n: int, size: int, start: int = 0):
 
 
 class _Checkpoint:
-    """One stage's resumable state (model, optimizer, step, losses) in a safetensors file plus a JSON sidecar."""
+    """One stage's resumable state (model, optimizer, step, losses, seconds spent in all runs) in a safetensors file
+    plus a JSON sidecar."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self, model, optimizer) -> tuple[int, dict]:
+    def load(self, model, optimizer) -> tuple[int, dict, float]:
         if not self.path.is_file():
-            return 0, {}
+            return 0, {}, 0.0
         from safetensors.torch import load_file
         tensors = load_file(str(self.path))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -106,36 +115,36 @@ class _Checkpoint:
         for i, p_state in meta["optimizer"].items():
             state["state"][int(i)] = {**p_state, **{n: tensors[f"opt.{i}.{n}"] for n in ("exp_avg", "exp_avg_sq")},
                                       "step": torch.tensor(float(p_state["step"]))}
-        optimizer.load_state_dict(state)
-        return meta["step"], meta["history"]
+        optimizer.load_state_dict(state)  # moves the moments to the parameters' device
+        return meta["step"], meta["history"], meta.get("seconds", 0.0)
 
-    def save(self, model, optimizer, step: int, history: dict) -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    def save(self, model, optimizer, step: int, history: dict, seconds: float) -> None:
+        tensors = {f"model.{k}": v.cpu() for k, v in model.state_dict().items()}
         opt = {}
         for i, s in optimizer.state_dict()["state"].items():
-            tensors[f"opt.{i}.exp_avg"], tensors[f"opt.{i}.exp_avg_sq"] = s["exp_avg"], s["exp_avg_sq"]
+            tensors[f"opt.{i}.exp_avg"], tensors[f"opt.{i}.exp_avg_sq"] = s["exp_avg"].cpu(), s["exp_avg_sq"].cpu()
             opt[str(i)] = {"step": float(s["step"])}
         save_safetensors_atomic(tensors, self.path, overwrite=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"step": step, "history": history, "optimizer": opt}))
+        tmp.write_text(json.dumps({"step": step, "history": history, "optimizer": opt, "seconds": round(seconds, 3)}))
         tmp.replace(self.path.with_suffix(".json"))
 
 
 # ---------------------------------------------------------------------------------------------------------- BitVAE
-def _autocast(on: bool):
-    return torch.autocast("cpu", torch.bfloat16, enabled=on)
+def _autocast(on: bool, device: torch.device = torch.device("cpu")):
+    return torch.autocast(device.type, torch.bfloat16, enabled=on)
 
 
 def vae_loss(vae: BitVAE, images: torch.Tensor, schedule, bf16: bool = False) -> tuple[torch.Tensor, dict]:
     """Reconstruction through the multi-scale bitwise quantizer (straight-through) plus commitment, and the colours
     of 8x8 cells once more: the flat backgrounds are what the prompts ask for."""
-    with _autocast(bf16):
+    with _autocast(bf16, images.device):
         latent = vae.encoder(images)
     latent = latent.float()
     with torch.no_grad():
         codes = quantizer.summed_codes(quantizer.latent_to_bits(latent, schedule), schedule)
     z = latent + (codes - latent).detach()
-    with _autocast(bf16):
+    with _autocast(bf16, images.device):
         recon = vae.decoder(z)
     recon = recon.float()
     l1, l2 = (recon - images).abs().mean(), F.mse_loss(recon, images)
@@ -146,10 +155,12 @@ def vae_loss(vae: BitVAE, images: torch.Tensor, schedule, bf16: bool = False) ->
 
 def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
     torch.manual_seed(cfg.seed)
-    vae = BitVAE(cfg.vae_config())
+    device = _device(cfg)
+    vae = BitVAE(cfg.vae_config()).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
     ckpt = _Checkpoint(work / "vae_state.safetensors")
-    step, history = ckpt.load(vae, opt)
+    step, history, seconds = ckpt.load(vae, opt)
+    t0 = time.perf_counter() - seconds
     history = history or {"l1": [], "commit": []}
     schedule = scale_schedule(1.0, PN)
     bar = _bar(cfg.vae_steps, "BitVAE", step)
@@ -157,6 +168,7 @@ def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
     while step < cfg.vae_steps:
         # fresh pictures every step, from a stream of their own (the transformer's dataset is stream cfg.seed)
         images, _ = _pictures(cfg.seed + 1, cfg.vae_batch, cfg.size, start=step * cfg.vae_batch)
+        images = images.to(device)
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
         loss, parts = vae_loss(vae, images, schedule, cfg.bf16)
@@ -170,7 +182,7 @@ def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
         bar.update(1)
         bar.set_postfix(l1=f"{parts['l1']:.3f}", commit=f"{parts['commit']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            ckpt.save(vae, opt, step, history)
+            ckpt.save(vae, opt, step, history, time.perf_counter() - t0)
     bar.close()
     (work / "vae_history.json").write_text(json.dumps(history))
     return vae.eval().requires_grad_(False)
@@ -189,8 +201,8 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
         bar = _bar(cfg.images, "encoding pictures")
         for start in range(0, cfg.images, 64):
             images, caps = _pictures(cfg.seed, min(64, cfg.images - start), cfg.size, start)
-            with _autocast(cfg.bf16):
-                latents.append(vae.encode_latent(images))
+            with _autocast(cfg.bf16, vae.device):
+                latents.append(vae.encode_latent(images).cpu())
             captions += caps
             bar.update(len(caps))
         bar.close()
@@ -206,7 +218,8 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
 # ---------------------------------------------------------------------------------------------------------- transformer
 def train_transformer(cfg: PretrainConfig, latents, text, work: Path) -> Infinity:
     torch.manual_seed(cfg.seed)
-    model = Infinity(cfg.transformer_config())
+    device = _device(cfg)
+    model = Infinity(cfg.transformer_config()).to(device)
     with torch.no_grad():
         model.cfg_uncond.normal_(0, 1)  # the learned null text starts as noise, not zeros
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "cfg_uncond" not in n]
@@ -214,22 +227,24 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path) -> Infinit
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.97))
     ckpt = _Checkpoint(work / "infinity_state.safetensors")
-    step, history = ckpt.load(model, opt)
+    step, history, seconds = ckpt.load(model, opt)
+    t0 = time.perf_counter() - seconds
     history = history or {"ce": [], "bit_acc": []}
     schedule = scale_schedule(1.0, PN)
-    g = torch.Generator().manual_seed(cfg.seed + step)  # a resumed run continues with other draws, not the same ones
+    g = torch.Generator(device).manual_seed(cfg.seed + step)  # a resumed run draws anew, not the same again
+    latents, text = latents.to(device), [t.to(device) for t in text]
     bar = _bar(cfg.steps, "Infinity", step)
     model.train()
     n = latents.shape[0]
     while step < cfg.steps:
-        idx = torch.randint(n, (cfg.batch,), generator=g)
+        idx = torch.randint(n, (cfg.batch,), generator=g, device=device)
         inputs, labels = quantizer.teacher_forcing(latents[idx], schedule, cfg.flip_prob, g)
         inputs, labels = torch.cat(inputs, 1), quantizer.flatten_bits(labels)
-        drop = torch.rand(cfg.batch, generator=g) < cfg.cond_drop
+        drop = torch.rand(cfg.batch, generator=g, device=device) < cfg.cond_drop
         batch_text = [model.cfg_uncond[:text[i].shape[0]] if d else text[i] for i, d in zip(idx.tolist(), drop)]
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        with _autocast(cfg.bf16):
+        with _autocast(cfg.bf16, device):
             logits = model(batch_text, inputs, schedule)
         logits = logits.float()
         loss = bitwise_cross_entropy(logits, labels)
@@ -244,7 +259,7 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path) -> Infinit
         bar.update(1)
         bar.set_postfix(ce=f"{loss.item():.4f}", acc=f"{acc:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            ckpt.save(model, opt, step, history)
+            ckpt.save(model, opt, step, history, time.perf_counter() - t0)
     bar.close()
     return model.eval().requires_grad_(False)
 
@@ -284,7 +299,7 @@ settings and losses) from pictures of the toy world (`var_core/toy/world.py`), w
 TRAINED_EXAMPLES = ("guide_dog", "teacup")  # subject files shipped for the templates (each with its own token)
 
 
-def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None) -> None:
+def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None, device=None) -> None:
     """Tune the bundle on some example subjects' photos (the demo's settings) and store their subject files, bf16."""
     from ..text import load_text_encoder
     from ..transformer import load_transformer
@@ -295,8 +310,8 @@ def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None
 
     out = Path(out)
     paths, subjects, demo = bundle_paths(out), example_subjects(out), DemoConfig()
-    model, vae = load_transformer(paths["transformer"]), load_vae(paths["vae"])
-    encoder = load_text_encoder(paths["text_encoder"])
+    model, vae = load_transformer(paths["transformer"], device), load_vae(paths["vae"], device)
+    encoder = load_text_encoder(paths["text_encoder"], device)
     for name in names:
         info, target = subjects[name], out / "subjects" / name / "subject.safetensors"
         if target.is_file():
@@ -326,23 +341,28 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
         make_world_t5(t5_dir, vocabulary(), d_model=cfg.text_width, seed=cfg.seed)
     text_encoder = load_text_encoder(t5_dir)
     vae = train_vae(cfg, work)
-    save_safetensors_atomic({k: v.to(torch.bfloat16) for k, v in vae.state_dict().items()},
+    save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in vae.state_dict().items()},
                             out / "bitvae.safetensors", overwrite=True)
     from ..bitvae import load_vae
-    vae = load_vae(out / "bitvae.safetensors")  # what users will get: the bf16-stored weights
+    vae = load_vae(out / "bitvae.safetensors", device=_device(cfg))  # what users get: the bf16-stored weights
     latents, text, _ = encode_dataset(cfg, vae, text_encoder, work)
     model = train_transformer(cfg, latents, text, work)
-    save_safetensors_atomic({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()},
+    save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
                             out / "infinity.safetensors", overwrite=True)
     vae_hist = json.loads((work / "vae_history.json").read_text())
-    inf_hist = json.loads((work / "infinity_state.json").read_text())["history"]
+    inf_state = json.loads((work / "infinity_state.json").read_text())
+    inf_hist = inf_state["history"]
+    vae_seconds = json.loads((work / "vae_state.json").read_text()).get("seconds", 0.0)
     save_png(loss_curve({"BitVAE L1": _smooth(vae_hist["l1"])}), out / "work" / "vae_loss.png", overwrite=True)
     save_png(loss_curve({"Infinity CE": _smooth(inf_hist["ce"])}), out / "work" / "infinity_loss.png", overwrite=True)
     manifest = {
         "name": "varbooth-toy", "world_version": WORLD_VERSION, "openmoji_version": OPENMOJI_VERSION,
         "resolution": f"{cfg.size}x{cfg.size} (pn {PN}, 5 scales)", "settings": asdict(cfg),
         "command": command or "python -m var_core.toy pretrain --out var_core/toy/bundle",
-        "torch": torch.__version__, "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "torch": torch.__version__, "device": str(_device(cfg)),
+        "minutes": round((time.perf_counter() - t0) / 60, 1),  # this invocation's (a resumed run: its part only)
+        "training_minutes": {"bitvae": round(vae_seconds / 60, 1),  # over every run that built the checkpoints
+                             "infinity": round(inf_state.get("seconds", 0.0) / 60, 1)},
         "final": {"vae_l1": _tail_mean(vae_hist["l1"]), "infinity_ce": _tail_mean(inf_hist["ce"]),
                   "infinity_bit_acc": _tail_mean(inf_hist["bit_acc"])},
         "loss_curve": {"vae_l1": _every(vae_hist["l1"]), "infinity_ce": _every(inf_hist["ce"])},
@@ -350,7 +370,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     }
     write_example_subjects(out, cfg.size)
     (out / "LICENSE.md").write_text(LICENCE, encoding="utf-8")
-    train_example_subjects(out, steps=cfg.subject_steps)
+    train_example_subjects(out, steps=cfg.subject_steps, device=_device(cfg))
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "manifest.json")
