@@ -9,10 +9,15 @@ beach", "on a red background") is sampled from the bundle (CFG 4, tau 0.5, top-p
 picture is read back with the world's own measures (var_core/toy/metrics.py):
 
 * requested background: world.detect_background finds the asked-for background;
-* requested class: metrics.class_of, the class of the nearest of the 240 member references by the glyph descriptor.
+* requested class: metrics.class_of, the class of the nearest of the 240 member references by the glyph descriptor;
+* requested class, matched: the same against tokenizer-matched references (the references after the bundle's BitVAE
+  encoded and decoded them, metrics.tokenizer_roundtrip): whether the transformer drew the class as well as its
+  tokenizer can show one.
 
 The same measures on clean world pictures of the same (class, background) grid (a training member of the class,
-rendered by the world itself) give their ceiling: what a model that drew perfect world pictures would score.
+rendered by the world itself) give their ceiling: what a model that drew perfect world pictures would score; the
+clean pictures after the BitVAE's round trip, read against matched references, give the ceiling of a perfect
+transformer behind this tokenizer.
 """
 from __future__ import annotations
 
@@ -61,39 +66,42 @@ def generate(model, vae, text_encoder, jobs, batch: int, cfg: float, tau: float,
     return out
 
 
-def rates(pictures, jobs) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(class, background) -> (pictures, on the requested background, showing the requested class)."""
+def rates(pictures, jobs, roundtrip) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """(class, background) -> (pictures, on the requested background, showing the requested class, showing it by
+    the references matched to ``roundtrip``)."""
     cells: dict[tuple[str, str], list[int]] = {}
     for image, (cls, background, _) in zip(pictures, jobs):
-        n, bg_ok, cls_ok = cells.setdefault((cls, background), [0, 0, 0])
+        n, bg_ok, cls_ok, matched_ok = cells.setdefault((cls, background), [0, 0, 0, 0])
         detected = world.detect_background(image)
         cells[cls, background] = [n + 1, bg_ok + (detected == background),
-                                  cls_ok + (metrics.class_of(image, detected) == cls)]
+                                  cls_ok + (metrics.class_of(image, detected) == cls),
+                                  matched_ok + (metrics.class_of(image, detected, roundtrip) == cls)]
     return {k: tuple(v) for k, v in cells.items()}
 
 
-def table(generated, clean, classes, backgrounds) -> list[str]:
+def table(generated, clean, clean_roundtrip, classes, backgrounds) -> list[str]:
     def total(cells, keys, i):
         n = sum(cells[k][0] for k in keys)
         return sum(cells[k][i] for k in keys) / max(1, n)
 
-    lines = ["| background | requested background | requested class | class on clean world pictures |",
-             "|---|---:|---:|---:|"]
-    for b in backgrounds:
-        keys = [(c, b) for c in classes]
-        lines.append(f"| {b} | {total(generated, keys, 1):.1%} | {total(generated, keys, 2):.1%} | "
-                     f"{total(clean, keys, 2):.1%} |")
-    keys = [(c, b) for c in classes for b in backgrounds]
-    lines.append(f"| **all** | **{total(generated, keys, 1):.1%}** | **{total(generated, keys, 2):.1%}** | "
-                 f"**{total(clean, keys, 2):.1%}** |")
+    def row(name, keys, bold=""):
+        cols = [total(generated, keys, 1), total(generated, keys, 2), total(generated, keys, 3),
+                total(clean, keys, 2), total(clean_roundtrip, keys, 3)]
+        return f"| {bold}{name}{bold} | " + " | ".join(f"{bold}{v:.1%}{bold}" for v in cols) + " |"
+
+    lines = ["| background | requested background | requested class | requested class, matched | "
+             "class on clean world pictures | class on clean pictures through the BitVAE, matched |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [row(b, [(c, b) for c in classes]) for b in backgrounds]
+    lines.append(row("all", [(c, b) for c in classes for b in backgrounds], "**"))
     return lines
 
 
 def class_line(generated, classes, backgrounds) -> str:
-    """Requested-class rate per class, best first."""
-    per = {c: sum(generated[c, b][2] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
+    """Requested-class rate per class (matched references), best first."""
+    per = {c: sum(generated[c, b][3] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
            for c in classes}
-    return "per class: " + ", ".join(f"{c} {r:.0%}" for c, r in sorted(per.items(), key=lambda kv: -kv[1]))
+    return "per class (matched references): " + ", ".join(f"{c} {r:.0%}" for c, r in sorted(per.items(), key=lambda kv: -kv[1]))
 
 
 def save_grid(pictures, jobs, backgrounds, path, rows: int = 12) -> None:
@@ -141,13 +149,16 @@ def main(argv=None):
     model, vae, text_encoder = load(args.bundle)
     pictures = generate(model, vae, text_encoder, jobs, args.batch, args.cfg, args.tau, args.seed)
     t_sample = time.perf_counter() - t0
-    generated = rates(pictures, jobs)
-    clean_pictures = metrics.clean_pictures(classes, backgrounds, per_cell=args.seeds, seed=args.seed)
+    roundtrip = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, PN))
+    generated = rates(pictures, jobs, roundtrip)
+    clean_pictures = [p.image for p in metrics.clean_pictures(classes, backgrounds, per_cell=args.seeds,
+                                                               seed=args.seed)]
     clean_jobs = [(c, b, k) for c in classes for b in backgrounds for k in range(args.seeds)]  # clean_pictures' order
-    clean = rates([p.image for p in clean_pictures], clean_jobs)
+    clean = rates(clean_pictures, clean_jobs, roundtrip)
+    clean_roundtrip = rates(roundtrip(clean_pictures), clean_jobs, roundtrip)
     t_total = time.perf_counter() - t0
 
-    lines = table(generated, clean, classes, backgrounds)
+    lines = table(generated, clean, clean_roundtrip, classes, backgrounds)
     print("\n".join(lines))
     print(class_line(generated, classes, backgrounds))
     print(f"{t_sample:.0f} s to load and sample, {t_total:.0f} s in all")

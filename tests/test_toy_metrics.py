@@ -67,3 +67,34 @@ def test_nothing_to_read():
     empty = world.render_background("blue", 128, 4)
     assert metrics.class_of(empty) is None and metrics.nearest_member(empty) is None
     assert metrics.member_similarity(empty, "poodle") == 0.0
+
+
+def test_tokenizer_matched_references():
+    """With a round trip (here a blur standing in for a tokenizer), the references go through it too: a blurred
+    glyph is read against blurred references, and nothing changes for the plain references."""
+    from PIL import ImageFilter
+
+    def blur(pictures):
+        return [p.filter(ImageFilter.GaussianBlur(3)) for p in pictures]
+
+    refs, matched = metrics.references("red"), metrics.references("red", blur)
+    assert matched is metrics.references("red", blur)  # cached per round trip
+    assert not np.allclose(refs.colours, matched.colours[:len(refs.colours)])
+    for m in ("poodle", "taxi", "owl"):
+        blurred = blur([metrics.reference_picture(m, "red")])[0]
+        assert metrics.nearest_member(blurred, "red", blur) == world.find_member(m)
+    pictures = metrics.clean_pictures(classes=["dog", "car", "flower"], backgrounds=["red", "white"], seed=3)
+    assert metrics.ceiling(pictures, blur)["class"] >= 0.8
+
+
+def test_tokenizer_roundtrip_keeps_pictures_and_order():
+    import torch
+    import var_core as vc
+    from var_core.bitvae import BitVAE, BitVAEConfig
+
+    torch.manual_seed(0)
+    vae = BitVAE(BitVAEConfig(d=8, base_ch=24, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)).eval()
+    pictures = [world.render_background(b, 64, 0) for b in ("red", "blue", "white")]
+    out = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, "0.015M")[:3], batch=2)(pictures)
+    assert [p.size for p in out] == [(64, 64)] * 3
+    assert len({p.tobytes() for p in out}) == 3  # one output per input, not one repeated

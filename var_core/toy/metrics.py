@@ -3,6 +3,7 @@ its prompt asked for, and how much does its object look like a given member's gl
 
     requested_background(image, "beach")   # True when detect_background finds the beach
     class_of(image)                        # "dog": the class of the nearest member reference
+    class_of(image, roundtrip=tokenizer_roundtrip(vae, schedule))   # ... of references that went through the VAE
     member_similarity(image, "poodle")     # glyph agreement with the poodle, about -0.3 .. 1 (1: the same pixels)
 
 All three work from the world's own reading of pictures (world.detect_background, world.object_mask) and a fixed,
@@ -21,6 +22,12 @@ so that what the mask loses on that background (black outlines on a black or nig
 grass) it loses on both sides. References are made for every member of every class, training and held-out (240),
 once per background (~0.6 s, cached).
 
+Tokenizer-matched references (``roundtrip``): the same reference pictures, passed through a tokenizer's encode and
+decode first (tokenizer_roundtrip), so that what the tokenizer loses (fine detail, exact colours) it loses on both
+sides too. A generator can only draw what its tokenizer can decode: matched references separate "the transformer did
+not draw the class" from "the tokenizer cannot show it". Members whose glyph the round trip wipes out on a background
+(nothing left to read) are left out of that background's matched references.
+
 Ceiling (what the measures give on clean single-object world pictures, the same reading on real glyphs):
 ``python -m var_core.toy.metrics`` prints it. 400 pictures (any member, any background): background 100 %, class
 95.0 %, member 94.5 %; the 864 clean pictures of benchmarks/prompt_following.py's default grid (36 classes x 8
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -44,6 +52,8 @@ LAYOUT_WEIGHT = 0.3  # the rest is the colour histogram's (measured best of 0.2-
 REFERENCE_SIDE = 0.55  # a reference glyph's long side over the frame
 REFERENCE_SIZE = 128
 REFERENCE_SEED = 0  # the background render the references are pasted on
+
+Roundtrip = Callable[[list[Image.Image]], list[Image.Image]]  # pictures in, the same pictures as a tokenizer gives them
 
 
 @dataclass(frozen=True)
@@ -118,16 +128,36 @@ class References:
 
 
 @functools.cache
-def references(background: str) -> References:
-    """The references of every member of every class (training and held-out) on the background."""
+def references(background: str, roundtrip: Roundtrip | None = None) -> References:
+    """The references of every member of every class (training and held-out) on the background; with ``roundtrip``,
+    of the reference pictures after it (cached per roundtrip object: make it once, pass the same one)."""
     members = world.members("all")
-    described = []
-    for m in members:
-        d = describe_object(reference_picture(m, background), background)
-        if d is None:
+    pictures = [reference_picture(m, background) for m in members]
+    if roundtrip is not None:
+        pictures = roundtrip(pictures)
+    kept, described = [], []
+    for m, picture in zip(members, pictures):
+        d = describe_object(picture, background)
+        if d is None and roundtrip is None:
             raise ValueError(f"The glyph of {m.name} cannot be told from the {background} background.")
-        described.append(d)
-    return References(members, np.stack([d.layout for d in described]), np.stack([d.colours for d in described]))
+        if d is not None:
+            kept.append(m)
+            described.append(d)
+    return References(tuple(kept), np.stack([d.layout for d in described]), np.stack([d.colours for d in described]))
+
+
+def tokenizer_roundtrip(vae, schedule, batch: int = 32) -> Roundtrip:
+    """Pictures -> the same pictures encoded to bits by ``vae`` (a BitVAE) and decoded again."""
+    import torch
+    from ..images import from_pil, to_pil
+
+    def roundtrip(pictures: list[Image.Image]) -> list[Image.Image]:
+        out = []
+        for i in range(0, len(pictures), batch):
+            images = torch.cat([from_pil(p) for p in pictures[i:i + batch]])
+            out += to_pil(vae.decode_bits(vae.encode_bits(images, schedule), schedule))
+        return out
+    return roundtrip
 
 
 # ---------------------------------------------------------------------------------------------------- the measures
@@ -138,20 +168,23 @@ def requested_background(image: Image.Image, background: str) -> bool:
     return world.detect_background(image) == background
 
 
-def nearest_member(image: Image.Image, background: str | None = None) -> world.Member | None:
-    """The member whose reference the picture's object is most similar to (None: no object found)."""
+def nearest_member(image: Image.Image, background: str | None = None,
+                   roundtrip: Roundtrip | None = None) -> world.Member | None:
+    """The member whose reference the picture's object is most similar to (None: no object found); ``roundtrip``:
+    among tokenizer-matched references."""
     background = background or world.detect_background(image)
     d = describe_object(image, background)
     if d is None:
         return None
-    refs = references(background)
+    refs = references(background, roundtrip)
     return refs.members[int(refs.similarities(d).argmax())]
 
 
-def class_of(image: Image.Image, background: str | None = None) -> str | None:
+def class_of(image: Image.Image, background: str | None = None, roundtrip: Roundtrip | None = None) -> str | None:
     """The class the picture's object shows: that of the nearest member reference among all members of all classes
-    (None: no object found). background: the picture's background name (default: detected)."""
-    member = nearest_member(image, background)
+    (None: no object found). background: the picture's background name (default: detected); roundtrip: compare
+    with tokenizer-matched references."""
+    member = nearest_member(image, background, roundtrip)
     return member.cls if member is not None else None
 
 
@@ -181,13 +214,16 @@ def clean_pictures(classes=None, backgrounds=None, per_cell: int = 1, seed: int 
     return out
 
 
-def ceiling(pictures) -> dict[str, float]:
-    """How often the measures read clean world pictures right: rates of "background", "class" and "member"."""
+def ceiling(pictures, roundtrip: Roundtrip | None = None) -> dict[str, float]:
+    """How often the measures read clean world pictures right: rates of "background", "class" and "member".
+    roundtrip: read the pictures after it, against matched references (what a perfect generator behind that
+    tokenizer would score)."""
     background = class_ = member = 0
-    for p in pictures:
+    images = roundtrip([p.image for p in pictures]) if roundtrip is not None else [p.image for p in pictures]
+    for p, image in zip(pictures, images):
         truth = p.meta["objects"][0]
-        detected = world.detect_background(p.image)
-        nearest = nearest_member(p.image, detected)
+        detected = world.detect_background(image)
+        nearest = nearest_member(image, detected, roundtrip)
         background += detected == p.meta["background"]
         class_ += nearest is not None and nearest.cls == truth["class"]
         member += nearest is not None and nearest.name == truth["member"]
