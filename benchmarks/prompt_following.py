@@ -101,7 +101,8 @@ def class_line(generated, classes, backgrounds) -> str:
     """Requested-class rate per class (matched references), best first."""
     per = {c: sum(generated[c, b][3] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
            for c in classes}
-    return "per class (matched references): " + ", ".join(f"{c} {r:.0%}" for c, r in sorted(per.items(), key=lambda kv: -kv[1]))
+    ranked = sorted(per.items(), key=lambda kv: -kv[1])
+    return "per class (matched references): " + ", ".join(f"{c} {r:.0%}" for c, r in ranked)
 
 
 def save_grid(pictures, jobs, backgrounds, path, rows: int = 12) -> None:
