@@ -97,6 +97,12 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     backgrounds = CONTENT[name]
     assert len(images) >= max(4, len(backgrounds)) and all(im.size == (128, 128) for im in images)
     assert shows(images, backgrounds) >= 0.5, [world.detect_background(im) for im in images]
+    for node in built.values():  # a trained subject was saved (a new file) and carries the template's token
+        if node["class_type"] == "VARBooth_SaveSubject":
+            from var_core.tuning import load_subject
+            prefix = node["inputs"]["filename_prefix"]
+            token = next(n["inputs"]["token"] for n in built.values() if n["class_type"] == "VARBooth_TrainSubject")
+            assert load_subject(max((comfy.base / "models/var_subjects").glob(f"{prefix}_*.safetensors"))).token == token
     with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # the thumbnail was made from such output
         tiles = [thumb.convert("RGB").crop((x, y, x + 128, y + 128)) for y in (0, 128) for x in (0, 128)]
     assert shows(tiles, backgrounds[-4:]) >= 0.5

@@ -50,7 +50,7 @@ NOTES = {
     "text_to_image": "Text to image with the embedded toy model (128², 5 scales, CFG 4): no download needed.\n"
                      "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/; resolution 1M.",
     "train_subject": "Teaches the model a subject from 4 photos (LoRA, 150 steps), saves it and draws it in the snow.\n"
-                     "For Infinity-2B: load it and your photos (Load Image + Batch); 500 steps, lr 0, 512², 1M.",
+                     "For Infinity-2B: load it and your photos (Load Image + Batch); 500 steps, learning_rate 0 (its default), 512², 1M.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
                                   "\nFor Infinity-2B: load it and a subject trained on it; resolution 1M, switch 8.",
     "two_subjects": "Two subjects in one picture, each with its own token (<guide_dog>, <teacup>).\nFor "

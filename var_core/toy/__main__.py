@@ -30,8 +30,15 @@ def _parser(default):
     if isinstance(default, tuple):
         return lambda text: tuple(int(v) for v in text.split(","))
     if isinstance(default, bool):
-        return lambda text: text.lower() in ("yes", "true", "1")
+        return _yes_no
     return type(default)
+
+
+def _yes_no(text: str) -> bool:
+    value = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
