@@ -24,15 +24,15 @@ from var_core.checkpoint import DTYPES  # noqa: E402
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
 from var_core.schedules import pixel_size, scale_schedule  # noqa: E402
 from var_core.text import load_text_encoder  # noqa: E402
-from var_core.toy import subject_pictures  # noqa: E402
-from var_core.toy.tiny_t5 import make_tiny_t5  # noqa: E402
+from tests.builders import subject_pictures  # noqa: E402
+from toyworld.t5 import make_t5  # noqa: E402
 from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images  # noqa: E402
 
 
 def run(args):
     device = torch.device(args.device)
     model, vae = build(args.size, device, DTYPES[args.dtype], DTYPES[args.dtype])
-    encoder = load_text_encoder(make_tiny_t5(tempfile.mkdtemp() + "/t5", d_model=model.config.text_channels))
+    encoder = load_text_encoder(make_t5(tempfile.mkdtemp() + "/t5", d_model=model.config.text_channels))
     pns = args.pn.split(",") if args.pn else (["0.25M", "1M"] if args.size == "2b" else ["0.06M"])
     print(f"size={args.size} device={device} frozen blocks={args.dtype} batch={args.batch_size} "
           f"checkpointing={not args.no_checkpointing}")

@@ -47,9 +47,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import var_core as vc  # noqa: E402
-from var_core.images import to_pil  # noqa: E402
-from var_core.toy import metrics, world  # noqa: E402
-from var_core.toy.embedded import BUNDLE, PN, bundle_paths  # noqa: E402
+from var_core.images import grid, to_pil  # noqa: E402
+from toyworld import metrics, world  # noqa: E402
+from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts  # noqa: E402
 from var_core.tuning import prepare_images  # noqa: E402
 
@@ -274,13 +274,8 @@ def save_grid(results: list[Result], photos, path) -> None:
     """For the first subject: its photos on the first row, then one row per variant (first sample of each prompt)."""
     first = results[0].subject
     mine = [r for r in results if r.subject == first]
-    rows = [[p.image for p in photos]] + [r.images[::r.per_prompt] for r in mine]
-    width = max(len(r) for r in rows)
-    grid = Image.new("RGB", (SIZE * width, SIZE * len(rows)), (255, 255, 255))
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            grid.paste(image, (j * SIZE, i * SIZE))
-    grid.save(path)
+    rows = [("photos", [p.image for p in photos])] + [(r.variant, r.images[::r.per_prompt]) for r in mine]
+    grid(rows, SIZE).save(path)
     print(f"grid: {path} ({first}; rows: its photos, {', '.join(r.variant for r in mine)}; columns: the new "
           f"contexts, then the plain class prompt)")
 
@@ -288,7 +283,7 @@ def save_grid(results: list[Result], photos, path) -> None:
 MEASURES = """Measures (each a mean over the subject's samples, then mean ± std over the subjects):
 * EffNet-Lite0 cos to refs: cosine between EfficientNet-Lite0 ImageNet features of the generated subject's square crop
   and of each training photo's (subject fidelity by a fixed feature extractor);
-* glyph agreement: var_core.toy.metrics.member_similarity with the subject's own glyph (subject fidelity by the world);
+* glyph agreement: toyworld.metrics.member_similarity with the subject's own glyph (subject fidelity by the world);
 * requested bg: the picture shows the background its prompt asked for (prompt fidelity);
 * class prompt: glyph agr. to subject: samples of the plain class prompt ("a photo of a dog") resemble the subject
   (language drift, PRES-style; compare with the base row); class prompt: shows class: those samples still show the
@@ -346,9 +341,7 @@ def main(argv=None):
     members = subjects(args.subjects)
 
     t0 = time.perf_counter()
-    paths = bundle_paths(args.bundle)
-    model, vae = vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"])
-    text_encoder = vc.load_text_encoder(paths["text_encoder"])
+    model, vae, text_encoder = load_models(args.bundle)
     effnet = EffNetFeatures()
     print(f"{len(members)} subjects ({', '.join(m.name for m in members)}) x {len(variants)} variants, "
           f"{args.steps} steps, {args.contexts} contexts x {args.seeds} samples; bundle {args.bundle}; "

@@ -6,7 +6,7 @@
 For every class of the toy world, every background of ``--backgrounds`` (plain colours and scenes) and ``--seeds``
 samples each, the prompt "a photo of a {class} {phrase}" (phrase: the background's first caption phrase, "on the
 beach", "on a red background") is sampled from the bundle (CFG 4, tau 0.5, top-p 0.97: the library's defaults). Each
-picture is read back with the world's own measures (var_core/toy/metrics.py):
+picture is read back with the world's own measures (toyworld/metrics.py):
 
 * requested background: world.detect_background finds the asked-for background;
 * requested class: metrics.class_of, the class of the nearest of the 240 member references by the glyph descriptor;
@@ -29,54 +29,15 @@ import sys
 import time
 
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import var_core as vc  # noqa: E402
-from var_core.images import to_pil  # noqa: E402
-from var_core.toy import metrics, world  # noqa: E402
-from var_core.toy.embedded import BUNDLE, PN, bundle_paths  # noqa: E402
+from var_core.images import grid  # noqa: E402
+from toyworld import metrics, world  # noqa: E402
+from toyworld.following import generate, rates  # noqa: E402
+from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 
-DEFAULT_BACKGROUNDS = ("red", "blue", "white", "black", "beach", "snow", "grass", "night")
-
-
-def article(word: str) -> str:
-    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
-
-
-def prompt(cls: str, background: str) -> str:
-    return f"a photo of {article(cls)} {world.PHRASES[background][0]}"
-
-
-def load(folder):
-    paths = bundle_paths(folder)
-    return (vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"]),
-            vc.load_text_encoder(paths["text_encoder"]))
-
-
-def generate(model, vae, text_encoder, jobs, batch: int, cfg: float, tau: float, seed: int) -> list[Image.Image]:
-    """One picture per job (class, background, k), in order; batch i is drawn with seed (seed, i)."""
-    schedule = vc.scale_schedule(1.0, PN)
-    features = text_encoder([prompt(c, b) for c, b, _ in jobs])
-    out = []
-    for i in range(0, len(jobs), batch):
-        g = torch.Generator(model.device).manual_seed(seed * 100_003 + i)
-        out += to_pil(vc.sample(model, vae, features[i:i + batch], schedule, cfg=cfg, tau=tau, generator=g))
-        print(f"  sampled {len(out)}/{len(jobs)}", file=sys.stderr, flush=True)
-    return out
-
-
-def rates(pictures, jobs, roundtrip) -> dict[tuple[str, str], tuple[int, int, int, int]]:
-    """(class, background) -> (pictures, on the requested background, showing the requested class, showing it by
-    the references matched to ``roundtrip``)."""
-    cells: dict[tuple[str, str], list[int]] = {}
-    for image, (cls, background, _) in zip(pictures, jobs):
-        n, bg_ok, cls_ok, matched_ok = cells.setdefault((cls, background), [0, 0, 0, 0])
-        detected = world.detect_background(image)
-        cells[cls, background] = [n + 1, bg_ok + (detected == background),
-                                  cls_ok + (metrics.class_of(image, detected) == cls),
-                                  matched_ok + (metrics.class_of(image, detected, roundtrip) == cls)]
-    return {k: tuple(v) for k, v in cells.items()}
+DEFAULT_BACKGROUNDS = ("red", "blue", "white", "black", "beach", "snow", "desert", "night")
 
 
 def table(generated, clean, clean_roundtrip, classes, backgrounds) -> list[str]:
@@ -98,11 +59,11 @@ def table(generated, clean, clean_roundtrip, classes, backgrounds) -> list[str]:
 
 
 def class_line(generated, classes, backgrounds) -> str:
-    """Requested-class rate per class (matched references), best first."""
-    per = {c: sum(generated[c, b][3] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
+    """Requested-class rate per class (plain references), best first."""
+    per = {c: sum(generated[c, b][2] for b in backgrounds) / sum(generated[c, b][0] for b in backgrounds)
            for c in classes}
     ranked = sorted(per.items(), key=lambda kv: -kv[1])
-    return "per class (matched references): " + ", ".join(f"{c} {r:.0%}" for c, r in ranked)
+    return "per class (plain references): " + ", ".join(f"{c} {r:.0%}" for c, r in ranked)
 
 
 def save_grid(pictures, jobs, backgrounds, path, rows: int = 12) -> None:
@@ -112,12 +73,7 @@ def save_grid(pictures, jobs, backgrounds, path, rows: int = 12) -> None:
     for image, (cls, b, k) in zip(pictures, jobs):
         first.setdefault((cls, b), image)
     classes = list(dict.fromkeys(c for c, _, _ in jobs))[:rows]
-    size = pictures[0].width
-    grid = Image.new("RGB", (size * len(backgrounds), size * len(classes)), (255, 255, 255))
-    for i, c in enumerate(classes):
-        for j, b in enumerate(backgrounds):
-            grid.paste(first[c, b], (j * size, i * size))
-    grid.save(path)
+    grid([(c, [first[c, b] for b in backgrounds]) for c in classes], pictures[0].width, label=0).save(path)
     print(f"grid: {path} (rows: {', '.join(classes)}; columns: {', '.join(backgrounds)})")
 
 
@@ -147,8 +103,8 @@ def main(argv=None):
           f"bundle {args.bundle}; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     t0 = time.perf_counter()
-    model, vae, text_encoder = load(args.bundle)
-    pictures = generate(model, vae, text_encoder, jobs, args.batch, args.cfg, args.tau, args.seed)
+    model, vae, text_encoder = load_models(args.bundle)
+    pictures = generate(model, vae, text_encoder, jobs, PN, args.batch, args.cfg, args.tau, args.seed)
     t_sample = time.perf_counter() - t0
     roundtrip = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, PN))
     generated = rates(pictures, jobs, roundtrip)
@@ -171,7 +127,7 @@ def main(argv=None):
         head = [f"`{command}` — {os.cpu_count()}-core CPU, torch {torch.__version__}, "
                 f"{datetime.date.today().isoformat()}, {t_total / 60:.1f} min. Prompts \"a photo of a {{class}} "
                 f"{{phrase}}\" for {len(classes)} classes x {len(backgrounds)} backgrounds x {args.seeds} seeds "
-                f"(CFG {args.cfg:g}, tau {args.tau:g}); measures of var_core/toy/metrics.py.", ""]
+                f"(CFG {args.cfg:g}, tau {args.tau:g}); measures of toyworld/metrics.py.", ""]
         with open(args.write, "w", encoding="utf-8") as f:
             f.write("\n".join(head + lines + ["", class_line(generated, classes, backgrounds), ""]))
         print(f"wrote {args.write}")

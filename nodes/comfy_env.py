@@ -13,7 +13,8 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from var_core.toy import embedded
+from var_core import embedded
+from var_core.checkpoint import reserve_name
 
 WEIGHT_EXTENSIONS = {".pth", ".pt", ".safetensors", ".bin", ".sft"}
 TRANSFORMERS = "infinity"  # models/infinity: Infinity transformers
@@ -30,7 +31,7 @@ def register_folders() -> None:
             folder_paths.folder_names_and_paths[name] = ([path], set(WEIGHT_EXTENSIONS))
 
 
-EMBEDDED = "embedded toy model (128², no download)"  # the loaders' choice that reads var_core/toy/bundle
+EMBEDDED = "embedded toy model (128², no download)"  # the loaders' choice that reads var_core/bundle
 EMBEDDED_SUBJECT = "embedded: "  # + a bundled example subject's name (Load Subject)
 
 
@@ -66,7 +67,9 @@ def subject_path(name: str) -> str:
 
 
 def list_files(folder: str) -> list[str]:
-    return [f for f in folder_paths.get_filename_list(folder) if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS]
+    """Weight files in models/<folder>; empty ones are names reserved by a save in progress (free_name)."""
+    return [f for f in folder_paths.get_filename_list(folder) if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS
+            and os.path.getsize(folder_paths.get_full_path(folder, f)) > 0]
 
 
 def full_path(folder: str, name: str) -> str:
@@ -141,10 +144,12 @@ def subjects_directory() -> str:
 
 
 def free_name(folder: str, prefix: str, suffix: str = ".safetensors") -> str:
-    """<folder>/<prefix>_00001<suffix>, the first number not taken: nothing earlier is ever overwritten."""
+    """<folder>/<prefix>_00001<suffix>, the first number not taken, reserved at once (an empty file, created
+    atomically): two runs at the same time never get the same name, and nothing earlier is ever overwritten. Write
+    the file later with overwrite=True; empty (reserved) files are not offered by the loaders."""
     prefix = safe_name(prefix, "subject")
     i = 1
-    while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}{suffix}")):
+    while not reserve_name(os.path.join(folder, f"{prefix}_{i:05d}{suffix}")):
         i += 1
     return os.path.join(folder, f"{prefix}_{i:05d}{suffix}")
 
@@ -158,5 +163,6 @@ def list_checkpoints() -> list[str]:
     folder = checkpoints_directory()
     if not os.path.isdir(folder):
         return []
-    return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.endswith(".state.safetensors"))
+    return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.endswith(".state.safetensors")
+                  and os.path.getsize(os.path.join(folder, f)) > 0)  # not a name reserved for a running training
 

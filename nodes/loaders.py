@@ -1,5 +1,5 @@
 """Loaders: the Infinity transformer (models/infinity), the BitVAE (models/vae), the T5 encoder (models/text_encoders);
-the first choice of each is the embedded toy model shipped in var_core/toy/bundle (no files needed)."""
+the first choice of each is the embedded toy model shipped in var_core/bundle (no files needed)."""
 from __future__ import annotations
 
 import torch

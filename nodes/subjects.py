@@ -8,7 +8,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from var_core.images import load_image
-from var_core.toy import embedded
+from var_core import embedded
 from var_core.tuning import apply_subjects, load_subject, save_subject
 
 from . import comfy_env
@@ -30,7 +30,7 @@ class SaveSubject(io.ComfyNode):
     def execute(cls, subject, filename_prefix):
         folder = comfy_env.subjects_directory()
         os.makedirs(folder, exist_ok=True)
-        path = save_subject(subject, comfy_env.free_name(folder, filename_prefix))
+        path = save_subject(subject, comfy_env.free_name(folder, filename_prefix), overwrite=True)  # the reserved name
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path} ({os.path.getsize(path) / 2**20:.1f} MiB)"))
 
 

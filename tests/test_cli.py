@@ -13,7 +13,7 @@ from var_core.__main__ import main, parse_subject_arg
 from var_core.bitvae import BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
 from var_core.images import to_pil
-from var_core.toy import random_vae, subject_pictures
+from builders import random_vae, subject_pictures
 from var_core.tuning import load_subject
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,11 @@
-"""The embedded toy model as shipped (var_core/toy/bundle): small, documented, read by the public loaders, follows
+"""The embedded toy model as shipped (var_core/bundle): small, documented, read by the public loaders, follows
 prompts, and learns a held-out subject while the plain class prompt does not drift towards it."""
 import pytest
 
 import var_core as vc
 from var_core.images import to_pil
-from var_core.toy import embedded, metrics, world
+from var_core import embedded
+from toyworld import metrics, world
 from var_core.tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, load_subject, prepare_images
 
 SCHEDULE = vc.scale_schedule(1.0, embedded.PN)
@@ -13,9 +14,7 @@ SCHEDULE = vc.scale_schedule(1.0, embedded.PN)
 @pytest.fixture(scope="module")
 def bundle():
     """The shipped model, loaded once for this module (read-only: tuning trains its own delta, never the base)."""
-    paths = embedded.bundle_paths()
-    return (vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"]),
-            vc.load_text_encoder(paths["text_encoder"]))
+    return embedded.load_models()
 
 
 def draw(model, vae, encoder, prompt: str, seeds: int, seed: int = 0):
@@ -28,7 +27,7 @@ def test_the_bundle_is_small_documented_and_free_of_the_font_package():
     assert sum(p.stat().st_size for p in files) <= 25 * 2**20
     info = embedded.manifest()
     assert info["world_version"] == world.WORLD_VERSION
-    assert info["command"].startswith("python -m var_core.toy pretrain")
+    assert info["command"].startswith("python -m toyworld pretrain")
     assert "CC BY-SA 4.0" in (embedded.BUNDLE / "LICENSE.md").read_text()
     subjects = embedded.example_subjects()
     assert all(world.find_member(s["member"]).held_out and len(s["photos"]) == 4 for s in subjects.values())

@@ -6,9 +6,9 @@ import json
 import pytest
 
 import var_core as vc
-from var_core.toy.__main__ import main
-from var_core.toy.embedded import PN, available, bundle_paths, example_subjects, manifest
-from var_core.toy.world import HELD_OUT, find_member
+from toyworld.__main__ import main
+from var_core.embedded import PN, available, example_subjects, load_models, manifest
+from toyworld.world import HELD_OUT, find_member
 
 TINY = ["--vae-steps", "2", "--vae-batch", "2", "--images", "16", "--steps", "2", "--batch", "4", "--depth", "2",
         "--width", "64", "--heads", "2", "--subject-steps", "2", "--checkpoint-every", "1"]
@@ -23,14 +23,12 @@ def bundle(tmp_path_factory):
 
 def test_the_bundle_is_read_by_the_public_loaders(bundle):
     assert available(bundle)
-    paths = bundle_paths(bundle)
-    model, vae = vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"])
-    encoder = vc.load_text_encoder(paths["text_encoder"])
+    model, vae, encoder = load_models(bundle)
     assert model.config.depth == 2 and model.config.text_channels == encoder.width and vae.d == model.config.bits
     images = vc.sample(model, vae, encoder(["a photo of a dog on the beach"]), vc.scale_schedule(1.0, PN), seed=0)
     assert images.shape == (1, 3, 128, 128)
     info = manifest(bundle)
-    assert info["command"].startswith("python -m var_core.toy pretrain") and info["world_version"]
+    assert info["command"].startswith("python -m toyworld pretrain") and info["world_version"]
     assert len(info["loss_curve"]["infinity_ce"]) == 2 and info["settings"]["steps"] == 2
     assert info["device"] == "cpu" and set(info["training_minutes"]) == {"bitvae", "infinity"}
     subjects = example_subjects(bundle)
@@ -51,6 +49,34 @@ def test_pretraining_resumes_from_its_checkpoints(bundle):
     state = json.loads((bundle / "work" / "infinity_state.json").read_text())
     assert state["step"] == 3 and len(state["history"]["ce"]) == 3  # continued, not restarted
     assert state["seconds"] > before  # training time adds up over the runs that built the checkpoint
+    info = manifest(bundle)  # written by the code: every run of each stage, and the final prompt following
+    assert info["runs"]["infinity"] == [{"from": 0, "to": 2, "of": 2}, {"from": 2, "to": 3, "of": 3}]
+    assert info["settings"]["steps"] == 3 and 0 <= info["final"]["class_following"] <= 1
+    # the example subjects follow the new base: tuned again, not left behind with the old fingerprint
+    model, _, _ = load_models(bundle)
+    from var_core.tuning import load_subject
+    for s in example_subjects(bundle).values():
+        if s["subject"]:
+            load_subject(s["subject"], model)
+
+
+def test_cached_artefacts_follow_what_they_were_made_from(bundle):
+    """The encoded dataset is made again when its pictures change; a stage checkpoint of another architecture is
+    refused with a message naming both, never loaded half or silently thrown away."""
+    from safetensors.torch import load_file
+    args = list(TINY)
+    args[args.index("--images") + 1] = "12"
+    args[args.index("--steps") + 1] = "3"
+    with pytest.raises(RuntimeError, match="infinity_state.*delete"):  # its dataset changed under it
+        main(["pretrain", "--out", str(bundle), *args])
+    assert load_file(str(bundle / "work" / "dataset.safetensors"))["latents"].shape[0] == 12
+    with pytest.raises(RuntimeError, match="vae_state.*base_ch"):
+        main(["pretrain", "--out", str(bundle), *TINY, "--vae-base-ch", "24"])
+
+
+def test_only_the_toy_size_is_accepted(tmp_path):
+    with pytest.raises(ValueError, match="128x128 bundles only"):
+        main(["pretrain", "--out", str(tmp_path), *TINY, "--size", "64"])
 
 
 def test_the_demo_runs_on_a_bundle(bundle, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from var_core import sample
 from var_core.sampling import sample_bits
 from var_core.schedules import scale_schedule
-from var_core.toy import random_transformer
+from builders import random_transformer
 from var_core.transformer import InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")

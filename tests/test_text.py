@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from var_core.toy.tiny_t5 import make_tiny_t5, make_tiny_tokenizer, tiny_config
+from toyworld.t5 import make_t5, make_tokenizer, t5_config
 from var_core.checkpoint import CheckpointError
 from var_core.text import TextEncoder, load_text_encoder
 
@@ -32,7 +32,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-flan-t5", d_model=32, seed=0)
+    return make_t5(tmp_path_factory.mktemp("t5") / "tiny-flan-t5", d_model=32, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_single_safetensors_file_gives_identical_outputs(folder, encoder, tmp_pa
     weights = tmp_path / "weights" / "flan_t5_xl_encoder.safetensors"
     weights.parent.mkdir()
     shutil.copy(folder / "model.safetensors", weights)
-    tok_dir = make_tiny_tokenizer(tmp_path / "tokenizer_elsewhere")
+    tok_dir = make_tokenizer(tmp_path / "tokenizer_elsewhere")
     single = load_text_encoder(weights, tokenizer_path=tok_dir)
     assert single.model.config.num_layers == 2 and single.model.config.num_heads == 2
     assert single.model.config.d_kv == 16 and single.model.config.d_ff == 64 and single.model.config.is_gated_act
@@ -149,7 +149,7 @@ def test_single_safetensors_file_gives_identical_outputs(folder, encoder, tmp_pa
     from_json = load_text_encoder(weights, tokenizer_path=lone_json)
     assert torch.equal(from_json.tokenize(PROMPTS)["input_ids"], encoder.tokenize(PROMPTS)["input_ids"])
     # tokenizer files sitting next to the weights file are found on their own
-    make_tiny_tokenizer(weights.parent)
+    make_tokenizer(weights.parent)
     for a, b in zip(load_text_encoder(weights)(PROMPTS), encoder(PROMPTS)):
         assert torch.equal(a, b)
 
@@ -166,7 +166,7 @@ def test_single_file_key_layouts(folder, encoder, tmp_path, layout):
         sd["encoder.embed_tokens.weight"] = sd.pop("shared.weight")
     path = tmp_path / f"{layout}.safetensors"
     save_file(sd, str(path))
-    make_tiny_tokenizer(tmp_path)
+    make_tokenizer(tmp_path)
     for a, b in zip(load_text_encoder(path)(PROMPTS), encoder(PROMPTS)):
         assert torch.equal(a, b)
 
@@ -175,9 +175,9 @@ def test_full_encoder_decoder_checkpoint_uses_the_encoder_only(tmp_path):
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(1)
-    full = T5ForConditionalGeneration(tiny_config()).eval()
+    full = T5ForConditionalGeneration(t5_config()).eval()
     full.save_pretrained(str(tmp_path), safe_serialization=True)
-    make_tiny_tokenizer(tmp_path)
+    make_tokenizer(tmp_path)
     enc = load_text_encoder(tmp_path)
     ids = enc.tokenize(PROMPTS[:3])
     with torch.no_grad():
@@ -227,7 +227,7 @@ def test_bad_prompts(encoder):
 def test_weights_file_that_is_not_t5(tmp_path):
     bad = tmp_path / "unet.safetensors"
     save_file({"conv_in.weight": torch.zeros(4, 3, 3, 3), "conv_in.bias": torch.zeros(4)}, str(bad))
-    make_tiny_tokenizer(tmp_path)
+    make_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match=r"unet\.safetensors.*not a T5 encoder") as err:
         load_text_encoder(bad)
     assert "encoder.block.0.layer.0.SelfAttention.q.weight" in str(err.value)
@@ -238,7 +238,7 @@ def test_incomplete_t5_file(folder, tmp_path):
     del sd["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
     path = tmp_path / "broken.safetensors"
     save_file(sd, str(path))
-    make_tiny_tokenizer(tmp_path)
+    make_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match=r"broken\.safetensors.*missing: encoder\.block\.1\.layer\.1"):
         load_text_encoder(path)
 
@@ -280,7 +280,7 @@ def test_tokenizer_larger_than_embedding_is_refused(folder, tmp_path):
     sd["shared.weight"] = sd["shared.weight"][:50].clone()
     path = tmp_path / "small_vocab.safetensors"
     save_file(sd, str(path))
-    make_tiny_tokenizer(tmp_path)
+    make_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match="do not belong together"):
         load_text_encoder(path)
 

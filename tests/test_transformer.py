@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from fixture_paths import TINY
 from var_core import CheckpointError, load_transformer, quantizer
 from var_core.schedules import scale_schedule
-from var_core.toy import random_transformer
+from builders import random_transformer
 from var_core.transformer import Infinity, InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")

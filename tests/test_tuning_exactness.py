@@ -11,7 +11,7 @@ import torch
 
 from var_core import load_text_encoder, load_transformer, sample, scale_schedule
 from var_core.checkpoint import CheckpointError, save_safetensors_atomic
-from var_core.toy import random_transformer
+from builders import random_transformer
 from var_core.tuning import (SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, folder_captions,
                              image_files, load_subject, prepare_images, save_subject, substitute)
 from var_core.tuning.delta import SubjectPatch

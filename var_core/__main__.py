@@ -208,7 +208,7 @@ def cmd_convert(args) -> int:
 def cmd_demo(args) -> int:
     """The main job on the embedded toy model: teach it a held-out subject from 4 photos, draw it in new contexts."""
     from tqdm import tqdm
-    from var_core.toy.demo import DemoConfig, run_demo
+    from var_core.demo import DemoConfig, run_demo
 
     bars: dict = {}
 
@@ -240,12 +240,12 @@ def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
     if any(given):
         raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder together, or none of them for the "
                          f"embedded toy model.")
-    from var_core.toy.embedded import BUNDLE, available, bundle_paths
+    from var_core.embedded import BUNDLE, available, bundle_paths
     if not available():
         raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder (this checkout has no embedded toy "
-                         f"model in {BUNDLE}; build one with: python -m var_core.toy pretrain --out {BUNDLE})")
+                         f"model in {BUNDLE}; build one with: python -m toyworld pretrain --out {BUNDLE})")
     paths = bundle_paths()
-    print("using the embedded toy model (var_core/toy/bundle, 128²); pass --model, --vae and --text-encoder for "
+    print("using the embedded toy model (var_core/bundle, 128²); pass --model, --vae and --text-encoder for "
           "another", file=sys.stderr)
     return str(paths["transformer"]), str(paths["vae"]), str(paths["text_encoder"]), True
 
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="teach the embedded toy model a held-out subject from 4 photos and draw it in "
                        "new contexts (one grid PNG; no download)")
-    d.add_argument("--subject", default="guide_dog", help="a bundled example subject (var_core/toy/bundle/subjects)")
+    d.add_argument("--subject", default="guide_dog", help="a bundled example subject (var_core/bundle/subjects)")
     d.add_argument("--steps", type=int, default=150, help="tuning steps")
     d.add_argument("--out", default="demo.png")
     d.add_argument("--seed", type=int, default=0)

@@ -130,12 +130,18 @@ def check_keys(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Ten
                           + " | ".join(parts))
 
 
+def _exists_error(path: Path) -> FileExistsError:
+    return FileExistsError(f"'{path}' already exists; choose another name or allow overwriting explicitly.")
+
+
 def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place, so a crash never
-    leaves half a file behind; refuse to replace an existing file unless ``overwrite``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place, so a crash never
+    leaves half a file behind; refuse to replace an existing file unless ``overwrite``. Without ``overwrite`` the
+    name is taken by a hard link, which fails if the name exists at that moment: of two writers racing for one name,
+    exactly one wins and the other gets FileExistsError (a check first, then a rename, would let both "succeed")."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"'{path}' already exists; choose another name or allow overwriting explicitly.")
+        raise _exists_error(path)  # early, before any work; the link below is what makes it race-free
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp")
     # created like any file (0644 under the usual umask; mkstemp would make it 0600), and never an existing one
@@ -146,11 +152,61 @@ def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Pat
         os.chmod(tmp, mode)  # some writers (safetensors) replace the file with a 0600 one
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename makes it visible
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_exclusive(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _link_exclusive(tmp: str, path: Path) -> None:
+    """Give the finished file ``tmp`` the name ``path`` only if no file has it (atomic)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError:  # a file system without hard links: reserve the name exclusively, then move the file onto it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            raise _exists_error(path) from None
+        os.replace(tmp, path)
+
+
+def reserve_name(path: str | os.PathLike) -> bool:
+    """Create ``path`` as an empty file if no file has that name (atomic); False when it exists. A name chosen now
+    and written much later (a training's checkpoint) is held this way, so another writer cannot pick it meanwhile;
+    write it later with overwrite=True."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False
+    return True
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state (Adam's step, exp_avg, exp_avg_sq) as flat tensors ``adam.<name>.<field>``,
+    ``names``: one per parameter, in param-group order. The one format every resumable state here is written in."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if len(names) != len(params):
+        raise ValueError(f"{len(names)} names for {len(params)} optimized parameters")
+    return {f"adam.{name}.{field}": torch.as_tensor(value).detach().cpu().clone()
+            for name, p in zip(names, params) for field, value in optimizer.state.get(p, {}).items()}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
+                           names: list[str]) -> None:
+    """Restore what optimizer_tensors wrote (parameters without saved state keep a fresh one)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for name, p in zip(names, params):
+        prefix = f"adam.{name}."
+        state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+        if state:  # Adam keeps its step count on the CPU (unless capturable), the moments beside the parameter
+            optimizer.state[p] = {k: t.clone() if k == "step" else t.to(p.device, copy=True) for k, t in state.items()}
 
 
 def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,

@@ -103,3 +103,18 @@ def load_image(path, size: tuple[int, int] | None = None) -> torch.Tensor:
 def save_png(image: Image.Image, path, overwrite: bool = False) -> Path:
     """Write a PNG atomically; refuse to replace an existing file unless asked."""
     return write_atomic(path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
+
+
+def grid(rows: list[tuple[str, list[Image.Image]]], tile: int = 128, label: int = 18) -> Image.Image:
+    """Rows of square tiles, each row under its caption (label=0: no captions)."""
+    from PIL import ImageDraw
+    width = max(len(images) for _, images in rows) * tile
+    sheet = Image.new("RGB", (width, len(rows) * (tile + label)), "white")
+    pen = ImageDraw.Draw(sheet)
+    for r, (caption, images) in enumerate(rows):
+        y = r * (tile + label)
+        if label:
+            pen.text((4, y + 3), caption, fill="black")
+        for c, im in enumerate(images):
+            sheet.paste(im.convert("RGB").resize((tile, tile)), (c * tile, y + label))
+    return sheet

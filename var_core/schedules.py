@@ -30,7 +30,7 @@ _TALL_1M: dict[str, list[tuple[int, int]]] = {
 
 # Resolution presets (pn): how many leading scales of the 1M schedule they use.
 PRESETS: dict[str, int] = {"0.06M": 7, "0.25M": 10, "0.60M": 12, "1M": 13}
-# Not one of Infinity's: 128² (5 scales), the toy world's resolution (var_core/toy).
+# Not one of Infinity's: 128² (5 scales), the toy world's resolution (the embedded model, var_core/embedded.py).
 TOY_PRESETS: dict[str, int] = {"0.015M": 5}
 PRESET_ALIASES = {"128": "0.015M", "256": "0.06M", "512": "0.25M", "768": "0.60M", "1024": "1M"}
 

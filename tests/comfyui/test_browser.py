@@ -15,7 +15,7 @@ import pytest
 
 from PIL import Image
 
-from var_core.toy import world
+from toyworld import world
 from workflows import CONTENT, WORKFLOWS, api_twins, saved_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

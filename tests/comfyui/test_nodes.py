@@ -72,7 +72,7 @@ def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
 
 def test_train_apply_save_load(nodes, loaded, pack):
     model, vae, enc = loaded
-    from var_core.toy import subject_pictures
+    from builders import subject_pictures
     photos = (subject_pictures(2, 200).permute(0, 2, 3, 1) + 1) / 2
     subject, curve = run(nodes["VARBooth_TrainSubject"], model=model, vae=vae, text_encoder=enc, images=photos,
                          class_word="dog", token="<placeholder>", steps=3, learning_rate=1e-2, method="LoRA",
@@ -190,7 +190,7 @@ def test_schedule_lists_obey_the_widget_ranges(nodes):
 
 
 def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
-    from var_core.toy import world
+    from toyworld import world
     embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]
     model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
                           text_encoder_name=embedded, dtype="auto")

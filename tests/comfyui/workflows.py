@@ -63,7 +63,7 @@ NOTES = {
 }
 
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
-# four contexts, then the tuned subject in the desert), checked from pixels by var_core.toy.world.detect_background.
+# four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
 CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_scale_strength": ["night"],
            "two_subjects": ["grass"], "image_variations": ["grass"],
            "proxy_tuning": ["beach", "snow", "grass", "night", "desert", "desert", "desert", "desert"]}
@@ -71,11 +71,9 @@ CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_s
 
 def thumbnail(images: list):
     """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
-    from PIL import Image
-    sheet = Image.new("RGB", (256, 256), "white")
-    for i, im in enumerate(images[-4:]):
-        sheet.paste(im.convert("RGB").resize((128, 128)), (128 * (i % 2), 128 * (i // 2)))
-    return sheet
+    from var_core.images import grid
+    last = images[-4:]
+    return grid([("", last[:2]), ("", last[2:])], 128, label=0)
 
 
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import quantizer
-from ..checkpoint import CheckpointError, save_safetensors_atomic
+from ..checkpoint import CheckpointError, load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic
 from ..sampling import sample
 from ..schedules import scale_schedule
 from ..training import bit_accuracy
@@ -337,10 +337,8 @@ class SubjectTrainer:
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         keys = self._optimized_keys()
         tensors = {"rng.data": self.generator.get_state(), "rng.samples": self.sample_generator.get_state().cpu(),
-                   "order": torch.tensor(self._order + [-1], dtype=torch.long)}  # -1 ends it (never empty)
-        for i, key in enumerate(keys):
-            for name, value in self.optimizer.state.get(self._params()[i], {}).items():
-                tensors[f"adam.{key}.{name}"] = torch.as_tensor(value).detach()
+                   "order": torch.tensor(self._order + [-1], dtype=torch.long),  # -1 ends it (never empty)
+                   **optimizer_tensors(self.optimizer, keys)}
         return tensors, {"steps_done": str(self.step_count), "optimized": json.dumps(keys)}
 
     def load_state(self, path) -> None:
@@ -359,11 +357,7 @@ class SubjectTrainer:
         self.generator.set_state(tensors["rng.data"])
         self.sample_generator.set_state(tensors["rng.samples"])
         self._order = tensors["order"].tolist()[:-1]
-        for key, p in zip(self._optimized_keys(), self._params()):
-            state = {name.rsplit(".", 1)[1]: t.to(p.device) for name, t in tensors.items()
-                     if name.startswith(f"adam.{key}.")}
-            if state:
-                self.optimizer.state[p] = state
+        load_optimizer_tensors(self.optimizer, tensors, self._optimized_keys())
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -1,7 +1,8 @@
 """A deterministic synthetic "toy world" of captioned pictures made from OpenMoji glyphs.
 
-A picture is one or two emoji objects (a poodle, a taxi, ...) at a varied size and place on a plain colour or a simple
-procedural scene, captioned like "a photo of a poodle on the beach". It serves to pretrain a tiny Infinity model that
+A picture is one large emoji object near the centre (a poodle, a taxi, ...; one in ten pictures has two, side by
+side) on a plain colour or a simple procedural scene, captioned like "a photo of a dog on the beach" (the class word
+in most captions, the member's own name in some). It serves to pretrain a tiny Infinity model that
 really follows prompts, and to benchmark subject tuning on subjects that pretraining never saw (the held-out members).
 
 The glyphs come from the OpenMoji colour font (CC BY-SA 4.0; "All emojis designed by OpenMoji - the open-source emoji
@@ -20,7 +21,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-WORLD_VERSION = "1"  # bump whenever anything changes the pictures or captions
+WORLD_VERSION = "2"  # bump whenever anything changes the pictures or captions
 OPENMOJI_VERSION = "17.0.0"  # the font release the world was made with; other releases may draw glyphs differently
 
 # class word: member name hexcode, ...  Single code points only (no ZWJ sequences), so drawing needs no text-layout
@@ -34,15 +35,10 @@ fish: fish 1F41F, tropical fish 1F420, blowfish 1F421, shark 1F988
 horse: horse 1F40E, horse face 1F434, carousel horse 1F3A0, unicorn 1F984, racehorse 1F3C7
 tree: pine tree 1F332, oak tree 1F333, palm tree 1F334, christmas tree 1F384, bamboo 1F38B
 house: house 1F3E0, cottage 1F3E1, old house 1F3DA, hut 1F6D6, village 1F3D8
-building: castle 1F3F0, pagoda 1F3EF, church 26EA, school 1F3EB, hospital 1F3E5, factory 1F3ED, hotel 1F3E8, \
-office 1F3E2
 car: car 1F697, oncoming car 1F698, taxi 1F695, police car 1F693, racing car 1F3CE, jeep 1F699, ambulance 1F691
-truck: delivery truck 1F69A, lorry 1F69B, pickup truck 1F6FB, fire truck 1F692
-pot: teapot 1FAD6, honey pot 1F36F, soup pot 1F372, potted plant 1FAB4, vase 1F3FA, jar 1FAD9
 flower: tulip 1F337, cherry blossom 1F338, rose 1F339, hibiscus 1F33A, sunflower 1F33B, daisy 1F33C, lotus 1FAB7, \
 bouquet 1F490, wilted flower 1F940
 cup: coffee cup 2615, teacup 1F375, beer mug 1F37A, soda cup 1F964, bubble tea 1F9CB, mate cup 1F9C9
-glass: wine glass 1F377, cocktail glass 1F378, tumbler 1F943, milk glass 1F95B, tropical drink 1F379
 fruit: apple 1F34E, green apple 1F34F, pear 1F350, peach 1F351, cherry 1F352, strawberry 1F353, banana 1F34C, \
 pineapple 1F34D, lemon 1F34B, tangerine 1F34A, grape 1F347, watermelon 1F349, melon 1F348, mango 1F96D, kiwi 1F95D, \
 coconut 1F965
@@ -50,30 +46,17 @@ vegetable: carrot 1F955, broccoli 1F966, eggplant 1F346, tomato 1F345, potato 1F
 chili 1F336, bell pepper 1FAD1, onion 1F9C5, garlic 1F9C4, mushroom 1F344
 boat: sailboat 26F5, speedboat 1F6A4, ship 1F6A2, cruise ship 1F6F3, ferry 26F4, motor boat 1F6E5, canoe 1F6F6
 aircraft: airplane 2708, small plane 1F6E9, helicopter 1F681, rocket 1F680, flying saucer 1F6F8
-bike: bicycle 1F6B2, motorbike 1F3CD, scooter 1F6F5, kick scooter 1F6F4
-train: steam train 1F682, train car 1F683, bullet train 1F685, subway 1F687, tram 1F68A, monorail 1F69D, \
-mountain train 1F69E
-bus: bus 1F68C, oncoming bus 1F68D, trolleybus 1F68E, minibus 1F690
 ball: soccer ball 26BD, baseball 26BE, basketball 1F3C0, football 1F3C8, rugby ball 1F3C9, volleyball 1F3D0, \
 tennis ball 1F3BE, pool ball 1F3B1
 shoe: leather shoe 1F45E, sneaker 1F45F, high heel 1F460, sandal 1F461, boot 1F462, hiking boot 1F97E, \
 ballet shoe 1FA70, roller skate 1F6FC, ice skate 26F8
 hat: top hat 1F3A9, sun hat 1F452, graduation cap 1F393, baseball cap 1F9E2, crown 1F451, helmet 26D1, \
 army helmet 1FA96
-bear: bear 1F43B, panda 1F43C, koala 1F428, teddy bear 1F9F8
-monkey: monkey 1F412, monkey face 1F435, gorilla 1F98D, orangutan 1F9A7, shy monkey 1F648
 dessert: birthday cake 1F382, cake slice 1F370, cupcake 1F9C1, pie 1F967, pudding 1F36E, ice cream 1F368, \
 doughnut 1F369, cookie 1F36A, lollipop 1F36D
 bug: caterpillar 1F41B, ant 1F41C, bee 1F41D, ladybug 1F41E, butterfly 1F98B, cricket 1F997, beetle 1FAB2, fly 1FAB0
 instrument: guitar 1F3B8, violin 1F3BB, saxophone 1F3B7, trumpet 1F3BA, banjo 1FA95, drum 1F941, accordion 1FA97, \
 piano 1F3B9, conga 1FA98
-cow: cow 1F404, cow face 1F42E, ox 1F402, water buffalo 1F403, bison 1F9AC
-pig: pig 1F416, pig face 1F437, boar 1F417, pig nose 1F43D
-mouse: mouse 1F401, mouse face 1F42D, rat 1F400, hamster 1F439
-reptile: lizard 1F98E, crocodile 1F40A, snake 1F40D, turtle 1F422, dinosaur 1F995, tyrannosaurus 1F996, dragon 1F409
-bag: handbag 1F45C, purse 1F45B, backpack 1F392, shopping bag 1F6CD, briefcase 1F4BC, suitcase 1F9F3, clutch 1F45D
-clock: alarm clock 23F0, wristwatch 231A, mantel clock 1F570, stopwatch 23F1, hourglass 231B
-lamp: light bulb 1F4A1, candle 1F56F, flashlight 1F526, oil lamp 1FA94, lantern 1F3EE
 """
 
 
@@ -194,7 +177,7 @@ def check_glyphs(which: Sequence[Member] | None = None) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- backgrounds
-def _a(word: str) -> str:
+def article(word: str) -> str:
     """The word with its indefinite article: 'an owl', 'a dog'."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
@@ -202,11 +185,11 @@ def _a(word: str) -> str:
 PLAIN_COLOURS = {"red": (205, 40, 40), "orange": (245, 140, 30), "yellow": (245, 215, 50), "green": (50, 165, 70),
                  "blue": (40, 80, 210), "purple": (125, 55, 170), "pink": (245, 135, 190), "white": (245, 245, 245),
                  "black": (18, 18, 18), "gray": (128, 128, 128)}
-SCENES = ("beach", "snow", "grass", "night", "water", "desert")
+SCENES = ("beach", "snow", "night", "desert")
 BACKGROUNDS = (*PLAIN_COLOURS, *SCENES)
-PHRASES = {**{c: (f"on {_a(c)} background", f"against {_a(c)} background") for c in PLAIN_COLOURS},
-           "beach": ("on the beach", "at the beach"), "snow": ("in the snow",), "grass": ("on the grass", "in a meadow"),
-           "night": ("at night", "under the night sky"), "water": ("in the water",), "desert": ("in the desert",)}
+PHRASES = {**{c: (f"on {article(c)} background", f"against {article(c)} background") for c in PLAIN_COLOURS},
+           "beach": ("on the beach", "at the beach"), "snow": ("in the snow",), "night": ("at night", "under the night sky"),
+           "desert": ("in the desert",)}
 
 
 def _smooth(rng: np.random.Generator, size: int, cells: tuple[int, int] = (4, 4)) -> np.ndarray:
@@ -255,22 +238,9 @@ def render_background(name: str, size: int = 128, rng: np.random.Generator | int
         ground = _mix((244, 247, 252), (220, 228, 242), 0.5 + 0.5 * _smooth(rng, size, (5, 5)))
         img = np.where((y >= horizon)[..., None], ground, img)
         _dots(img, rng, int(size * size / 110), 235, 1.2 * s)
-    elif name == "grass":  # blue sky over a meadow of vertical blade streaks
-        horizon = rng.uniform(0.2, 0.4)
-        img = _mix((95, 155, 230), (165, 205, 240), y / horizon)
-        blades = np.asarray(Image.fromarray(rng.normal(0, 1, (max(2, size // 6), size)).astype(np.float32))
-                            .resize((size, size), Image.Resampling.BILINEAR))
-        ground = _mix((80, 165, 60), (40, 115, 35), (y - horizon) / (1 - horizon)) * (1 + 0.12 * blades[..., None])
-        img = np.where((y >= horizon)[..., None], ground, img)
     elif name == "night":  # dark blue sky full of stars
         img = _mix((12, 22, 72), (32, 48, 112), y + 0.15 * _smooth(rng, size))
         _dots(img, rng, int(size * size / 130), 140, 0.6 * s, tint=(1.0, 1.0, 0.85))
-    elif name == "water":  # teal sea filling the frame, bright wave crests
-        freq, bend, phase = rng.uniform(5, 8), rng.uniform(0.04, 0.1), rng.random(2)
-        crest = np.sin(2 * np.pi * (y * freq + bend * np.sin(2 * np.pi * (x * rng.uniform(1, 2.5) + phase[0]))
-                                    + phase[1]))
-        img = _mix((20, 105, 150), (15, 75, 125), y + 0.2 * _smooth(rng, size))
-        img = img + ((crest - 0.7) / 0.3).clip(0, 1)[..., None] * (np.float32([140, 205, 230]) - img) * 0.7
     elif name == "desert":  # pale sky over orange dunes with fine ripples
         horizon = rng.uniform(0.35, 0.55) + 0.05 * np.sin(2 * np.pi * (x * rng.uniform(0.5, 1.5) + rng.random()))
         img = _mix((150, 195, 235), (235, 222, 200), y / horizon)
@@ -292,8 +262,11 @@ class Picture(NamedTuple):
 
 _TEMPLATES = ("a photo of {objects} {bg}", "{objects} {bg}", "a picture of {objects} {bg}")
 _NO_BACKGROUND = "a photo of {objects}"  # some captions leave the background unsaid
-_NO_BACKGROUND_P = 0.15
-_TWO_OBJECTS_P = 0.3
+_NO_BACKGROUND_P = 0.1
+_TWO_OBJECTS_P = 0.1
+_MEMBER_NAME_P = 0.2  # captions name the member ("a poodle") this often, else the class ("a dog")
+OBJECT_SCALE = (0.55, 0.85)  # a single object's long side over the frame's
+_JITTER = 0.08  # how far (over the frame) a single object's centre strays from the frame's centre
 
 
 def _paste(image: Image.Image, member: Member, side: float, centre: tuple[float, float]) -> list[int]:
@@ -315,12 +288,12 @@ def _compose(rng: np.random.Generator, size: int, objects: Sequence[Member], bac
     placed = []
     if len(objects) == 1:
         side = rng.uniform(*scale) * size
-        # at most ~10 % of the object may leave the frame
-        lo, hi = 0.4 * side, size - 0.4 * side
-        placed.append((objects[0], side, (rng.uniform(lo, hi), rng.uniform(lo, hi))))
+        # near the centre; at most ~10 % of the object may leave the frame
+        lo, hi = max(0.4 * side, (0.5 - _JITTER) * size), min(size - 0.4 * side, (0.5 + _JITTER) * size)
+        placed.append((objects[0], side, tuple(rng.uniform(lo, max(lo, hi), 2))))
     else:  # side by side, may overlap a little; the caption names them left to right
         for m, cx in zip(objects, (0.27, 0.73)):
-            side = rng.uniform(scale[0], min(scale[1], 0.5)) * size
+            side = rng.uniform(0.35, 0.5) * size  # two fit side by side
             placed.append((m, side, ((cx + rng.uniform(-0.05, 0.05)) * size,
                                      rng.uniform(0.4 * side, size - 0.4 * side))))
     order = rng.permutation(len(placed))  # which one is in front
@@ -331,7 +304,7 @@ def _compose(rng: np.random.Generator, size: int, objects: Sequence[Member], bac
 
 def sample_scene(rng: np.random.Generator | int = 0, size: int = 128, *, split: str = "train",
                  members: Sequence[Member | str] | None = None, background: str | None = None,
-                 n_objects: int | None = None, scale: tuple[float, float] = (0.35, 0.70)) -> Picture:
+                 n_objects: int | None = None, scale: tuple[float, float] = OBJECT_SCALE) -> Picture:
     """One captioned picture. Objects are drawn from `members` if given, else from the split's members ("train":
     never a held-out one), a class first, then one of its members. `scale`: the objects' long side over the frame's."""
     rng = np.random.default_rng(rng)
@@ -353,7 +326,7 @@ def sample_scene(rng: np.random.Generator | int = 0, size: int = 128, *, split: 
     background = background or BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     image, placed, bg_seed = _compose(rng, size, objects, background, scale)
     placed.sort(key=lambda o: o["box"][0] + o["box"][2])
-    nouns = [_a(o["member"] if rng.random() < 0.5 else o["class"]) for o in placed]
+    nouns = [article(o["member"] if rng.random() < _MEMBER_NAME_P else o["class"]) for o in placed]
     template = _NO_BACKGROUND if rng.random() < _NO_BACKGROUND_P else _TEMPLATES[rng.integers(len(_TEMPLATES))]
     phrases = PHRASES[background]
     caption = template.format(objects=" and ".join(nouns), bg=phrases[rng.integers(len(phrases))])
@@ -376,8 +349,8 @@ def render_subject_photos(member: Member | str, n: int = 4, size: int = 128, see
     photos = []
     for i in range(n):
         background = backgrounds[i % len(backgrounds)]
-        image, placed, bg_seed = _compose(rng, size, [member], background, (0.45, 0.70))
-        caption = f"a photo of {_a(member.name)} {PHRASES[background][0]}"
+        image, placed, bg_seed = _compose(rng, size, [member], background, OBJECT_SCALE)
+        caption = f"a photo of {article(member.name)} {PHRASES[background][0]}"
         photos.append(Picture(image, caption, {"background": background, "background_seed": bg_seed,
                                                "objects": placed, "size": size, "world_version": WORLD_VERSION}))
     return photos

@@ -1,7 +1,7 @@
 """Pretraining of the toy bundle from scratch: a small BitVAE and a small Infinity on the toy world (world.py).
 
-    python -m var_core.toy pretrain --out var_core/toy/bundle     # about 70 minutes on 2 CPU cores
-    python -m var_core.toy pretrain --out /tmp/b --device cuda --vae-steps 20000 --steps 20000   # a GPU, longer
+    python -m toyworld pretrain --out var_core/bundle     # about 70 minutes on 2 CPU cores
+    python -m toyworld pretrain --out /tmp/b --device cuda --vae-steps 20000 --steps 20000   # a GPU, longer
 
 Stages, each checkpointed in ``<out>/work`` so an interrupted run resumes where it stopped:
 1. the BitVAE learns to reconstruct world pictures through the multi-scale bitwise quantizer (straight-through);
@@ -23,15 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import quantizer
-from ..bitvae import BitVAE, BitVAEConfig
-from ..checkpoint import save_safetensors_atomic
-from ..images import loss_curve, save_png
-from ..schedules import scale_schedule
-from ..training import bitwise_cross_entropy
-from ..transformer import Infinity, InfinityConfig
-
-PN = "0.015M"  # 128², 5 scales (1, 2, 4, 6, 8)
+from var_core import quantizer
+from var_core.bitvae import BitVAE, BitVAEConfig
+from var_core.checkpoint import load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic, write_atomic
+from var_core.embedded import PN
+from var_core.images import loss_curve, save_png
+from var_core.schedules import scale_schedule
+from var_core.training import bitwise_cross_entropy
+from var_core.transformer import Infinity, InfinityConfig
 
 
 @dataclass
@@ -39,11 +38,11 @@ class PretrainConfig:
     size: int = 128
     seed: int = 0
     # BitVAE
-    vae_steps: int = 2500
+    vae_steps: int = 2400
     vae_batch: int = 8
     vae_lr: float = 5e-4  # 2e-3 never learns the background colours (measured)
-    vae_base_ch: int = 24  # levels 72, 72, 96, 96, 96 wide: 3 channels per GroupNorm group everywhere
-    vae_ch_mult: tuple[int, ...] = (3, 3, 4, 4, 4)
+    vae_base_ch: int = 32  # levels 32, 64, 64, 96, 128 wide: narrow where the pixels are many (full resolution)
+    vae_ch_mult: tuple[int, ...] = (1, 2, 2, 3, 4)
     bits: int = 32
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
@@ -61,6 +60,11 @@ class PretrainConfig:
     checkpoint_every: int = 250
     bf16: bool = True  # autocast: 2.5x faster on a CPU with AVX512-BF16/AMX, and on GPUs; master weights stay fp32
     device: str = "auto"  # "auto": cuda when there is one, else cpu
+
+    def __post_init__(self):
+        if self.size != 128:  # the toy preset (PN) is 128², and the example subjects' photos are made at that size
+            raise ValueError(f"pretrain builds 128x128 bundles only (the toy resolution preset {PN}: 5 scales of a "
+                             f"16-pixel token grid up to 8x8); got size {self.size}.")
 
     def vae_config(self) -> BitVAEConfig:
         return BitVAEConfig(d=self.bits, base_ch=self.vae_base_ch, ch_mult=self.vae_ch_mult, num_res_blocks=1)
@@ -92,42 +96,56 @@ def _pictures(seed: int, n: int, size: int, start: int = 0):
     """World pictures start..start+n-1 of stream ``seed`` (training members only) as (images (n, 3, H, W), captions)."""
     import numpy as np
     from .world import sample_scene
-    from ..images import from_pil
+    from var_core.images import from_pil
     pictures = [sample_scene(np.random.default_rng([seed, i]), size) for i in range(start, start + n)]
     return torch.stack([from_pil(p.image)[0] for p in pictures]), [p.caption for p in pictures]
 
 
 class _Checkpoint:
-    """One stage's resumable state (model, optimizer, step, losses, seconds spent in all runs) in a safetensors file
-    plus a JSON sidecar."""
+    """One stage's resumable state: model and optimizer (var_core.checkpoint's optimizer format) in a safetensors
+    file, and a JSON sidecar with the step, the losses, the seconds spent in all runs so far, what the state was made
+    from, and each run's steps (from, to, of: a run of a longer schedule continues its learning-rate curve)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, made_from: dict, total_steps: int):
+        self.path, self.total = path, total_steps
+        self.made_from = json.loads(json.dumps(made_from))  # as the sidecar will hold it (tuples become lists)
+        self.runs: list[dict] = []
+        self.loaded_step, self.saved = 0, False
 
     def load(self, model, optimizer) -> tuple[int, dict, float]:
         if not self.path.is_file():
             return 0, {}, 0.0
         from safetensors.torch import load_file
+        sidecar = self.path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text())
+        if meta.get("made_from") != self.made_from:
+            raise RuntimeError(
+                f"'{self.path}' was trained from {meta.get('made_from')}, but this run asks for {self.made_from}. "
+                f"Continue with the settings it was made with, use another --out, or delete '{self.path}' and "
+                f"'{sidecar}' to train this stage again from scratch.")
         tensors = load_file(str(self.path))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        meta = json.loads(self.path.with_suffix(".json").read_text())
-        state = optimizer.state_dict()
-        for i, p_state in meta["optimizer"].items():
-            state["state"][int(i)] = {**p_state, **{n: tensors[f"opt.{i}.{n}"] for n in ("exp_avg", "exp_avg_sq")},
-                                      "step": torch.tensor(float(p_state["step"]))}
-        optimizer.load_state_dict(state)  # moves the moments to the parameters' device
+        load_optimizer_tensors(optimizer, tensors, _param_names(model, optimizer))
+        self.runs, self.loaded_step = meta.get("runs", []), meta["step"]
         return meta["step"], meta["history"], meta.get("seconds", 0.0)
 
     def save(self, model, optimizer, step: int, history: dict, seconds: float) -> None:
-        tensors = {f"model.{k}": v.cpu() for k, v in model.state_dict().items()}
-        opt = {}
-        for i, s in optimizer.state_dict()["state"].items():
-            tensors[f"opt.{i}.exp_avg"], tensors[f"opt.{i}.exp_avg_sq"] = s["exp_avg"].cpu(), s["exp_avg_sq"].cpu()
-            opt[str(i)] = {"step": float(s["step"])}
-        save_safetensors_atomic(tensors, self.path, overwrite=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"step": step, "history": history, "optimizer": opt, "seconds": round(seconds, 3)}))
-        tmp.replace(self.path.with_suffix(".json"))
+        if not self.saved:  # this invocation's first save: a new run
+            self.runs.append({"from": self.loaded_step, "to": step, "of": self.total})
+            self.saved = True
+        self.runs[-1]["to"] = step
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update(optimizer_tensors(optimizer, _param_names(model, optimizer)))
+        save_safetensors_atomic(tensors, self.path, overwrite=True)  # first: the sidecar never runs ahead of it
+        write_atomic(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(
+            {"step": step, "history": history, "seconds": round(seconds, 3), "made_from": self.made_from,
+             "runs": self.runs})),
+            overwrite=True)
+
+
+def _param_names(model, optimizer) -> list[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
 
 
 # ---------------------------------------------------------------------------------------------------------- BitVAE
@@ -158,7 +176,10 @@ def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
     device = _device(cfg)
     vae = BitVAE(cfg.vae_config()).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ckpt = _Checkpoint(work / "vae_state.safetensors")
+    from .world import WORLD_VERSION
+    ckpt = _Checkpoint(work / "vae_state.safetensors", {"world_version": WORLD_VERSION, "size": cfg.size,
+                                                        "seed": cfg.seed, "vae": asdict(cfg.vae_config())},
+                       cfg.vae_steps)
     step, history, seconds = ckpt.load(vae, opt)
     t0 = time.perf_counter() - seconds
     history = history or {"l1": [], "commit": []}
@@ -184,16 +205,37 @@ def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             ckpt.save(vae, opt, step, history, time.perf_counter() - t0)
     bar.close()
-    (work / "vae_history.json").write_text(json.dumps(history))
     return vae.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
-    """Latents of ``cfg.images`` world pictures and the T5 features of their captions (cached in ``work``)."""
+def dataset_key(cfg: PretrainConfig, vae_file: Path) -> dict:
+    """What the encoded dataset is made from: its pictures and the BitVAE that encoded them."""
+    from .world import WORLD_VERSION
+    return {"world_version": WORLD_VERSION, "images": cfg.images, "seed": cfg.seed, "size": cfg.size,  # JSON types
+            "bitvae_sha256": file_digest(vae_file)}
+
+
+def file_digest(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path, key: dict):
+    """Latents of ``cfg.images`` world pictures and the T5 features of their captions (cached in ``work``, made
+    again when ``key``, what they were made from, changed)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
     path = work / "dataset.safetensors"
+    cached = None
     if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            cached = json.loads((f.metadata() or {}).get("made_from", "null"))
+    if cached == key:
         t = load_file(str(path))
         captions = json.loads((work / "captions.json").read_text())
     else:
@@ -207,8 +249,8 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
             bar.update(len(caps))
         bar.close()
         t = {"latents": torch.cat(latents)}
-        save_safetensors_atomic(t, path, overwrite=True)
         (work / "captions.json").write_text(json.dumps(captions))
+        save_safetensors_atomic(t, path, {"made_from": json.dumps(key)}, overwrite=True)  # last: marks it complete
     unique = sorted(set(captions))
     feats = text_encoder(unique)
     index = {c: i for i, c in enumerate(unique)}
@@ -216,7 +258,7 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path):
 
 
 # ---------------------------------------------------------------------------------------------------------- transformer
-def train_transformer(cfg: PretrainConfig, latents, text, work: Path) -> Infinity:
+def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_key: dict) -> Infinity:
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     model = Infinity(cfg.transformer_config()).to(device)
@@ -226,7 +268,8 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path) -> Infinit
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "cfg_uncond" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.97))
-    ckpt = _Checkpoint(work / "infinity_state.safetensors")
+    ckpt = _Checkpoint(work / "infinity_state.safetensors",
+                       {"dataset": dataset_key, "transformer": asdict(cfg.transformer_config())}, cfg.steps)
     step, history, seconds = ckpt.load(model, opt)
     t0 = time.perf_counter() - seconds
     history = history or {"ce": [], "bit_acc": []}
@@ -282,8 +325,8 @@ def write_example_subjects(out, size: int = 128, photos: int = 4) -> None:
 
 LICENCE = """# The embedded toy model: licence and attribution
 
-Everything in this folder was made by `python -m var_core.toy pretrain` (see `manifest.json` for the exact command,
-settings and losses) from pictures of the toy world (`var_core/toy/world.py`), which draws emoji glyphs of
+Everything in this folder was made by `python -m toyworld pretrain` (see `manifest.json` for the exact command,
+settings and losses) from pictures of the toy world (`toyworld/world.py`), which draws emoji glyphs of
 **OpenMoji** on simple backgrounds.
 
 - All emojis designed by OpenMoji – the open-source emoji and icon project (https://openmoji.org).
@@ -300,81 +343,113 @@ TRAINED_EXAMPLES = ("guide_dog", "teacup")  # subject files shipped for the temp
 
 
 def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None, device=None) -> None:
-    """Tune the bundle on some example subjects' photos (the demo's settings) and store their subject files, bf16."""
-    from ..text import load_text_encoder
-    from ..transformer import load_transformer
-    from ..bitvae import load_vae
-    from ..tuning import SubjectTrainer, TrainConfig, prepare_images, save_subject
-    from .demo import DemoConfig
-    from .embedded import bundle_paths, example_subjects
+    """Tune the bundle on some example subjects' photos (the demo's settings) and store their subject files, bf16.
+    A subject file is kept only while it was trained on this very base with these settings."""
+    from var_core.tuning import SubjectTrainer, TrainConfig, load_subject, prepare_images, save_subject
+    from var_core.demo import DemoConfig
+    from var_core.embedded import example_subjects, load_models
 
     out = Path(out)
-    paths, subjects, demo = bundle_paths(out), example_subjects(out), DemoConfig()
-    model, vae = load_transformer(paths["transformer"], device), load_vae(paths["vae"], device)
-    encoder = load_text_encoder(paths["text_encoder"], device)
+    subjects, demo = example_subjects(out), DemoConfig()
+    model, vae, encoder = load_models(out, device)
     for name in names:
         info, target = subjects[name], out / "subjects" / name / "subject.safetensors"
-        if target.is_file():
-            continue
         config = TrainConfig(class_word=info["class_word"], token=f"<{name}>", pn=PN, steps=steps or demo.steps,
-                             lr=demo.lr,
-                             embedding_lr=demo.embedding_lr, seed=demo.seed)
+                             lr=demo.lr, embedding_lr=demo.embedding_lr, seed=demo.seed)
+        if target.is_file() and _subject_current(target, model, config, load_subject):
+            continue
         data = prepare_images(info["photos"], (128, 128), config.token, config.class_word)
         trainer = SubjectTrainer(model, vae, encoder, data, config)
         bar = _bar(config.steps, f"subject {name}")
         trainer.run(callback=lambda p: bar.update(1))
         bar.close()
-        save_subject(trainer.delta, target, model, dtype=torch.bfloat16)  # no resumable state: nothing to resume
+        save_subject(trainer.delta, target, model, dtype=torch.bfloat16, overwrite=True)  # no state: nothing to resume
+
+
+def _subject_current(path, model, config, load_subject) -> bool:
+    """Whether the subject file was tuned on ``model`` (its fingerprint) with ``config``'s settings and steps."""
+    try:
+        saved = load_subject(path, model).metadata.get("training", {})
+    except (ValueError, OSError):  # another base (fingerprint), or not readable
+        return False
+    wanted = json.loads(json.dumps(config.summary()))
+    return saved.get("steps_done") == config.steps and all(saved.get(k) == v for k, v in wanted.items())
 
 
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> Path:
     from .world import OPENMOJI_VERSION, WORLD_VERSION, vocabulary
-    from .world_t5 import make_world_t5
-    from ..text import load_text_encoder
+    from .t5 import make_t5
+    from var_core.text import load_text_encoder
 
     out = Path(out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     t5_dir = out / "t5"
-    if not (t5_dir / "config.json").is_file():
-        make_world_t5(t5_dir, vocabulary(), d_model=cfg.text_width, seed=cfg.seed)
+    if not _t5_current(t5_dir, cfg.text_width, vocabulary()):
+        make_t5(t5_dir, d_model=cfg.text_width, seed=cfg.seed, words=vocabulary())
     text_encoder = load_text_encoder(t5_dir)
     vae = train_vae(cfg, work)
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in vae.state_dict().items()},
                             out / "bitvae.safetensors", overwrite=True)
-    from ..bitvae import load_vae
+    from var_core.bitvae import load_vae
     vae = load_vae(out / "bitvae.safetensors", device=_device(cfg))  # what users get: the bf16-stored weights
-    latents, text, _ = encode_dataset(cfg, vae, text_encoder, work)
-    model = train_transformer(cfg, latents, text, work)
+    key = dataset_key(cfg, out / "bitvae.safetensors")
+    latents, text, _ = encode_dataset(cfg, vae, text_encoder, work, key)
+    model = train_transformer(cfg, latents, text, work, key)
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
                             out / "infinity.safetensors", overwrite=True)
-    vae_hist = json.loads((work / "vae_history.json").read_text())
+    vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
-    inf_hist = inf_state["history"]
-    vae_seconds = json.loads((work / "vae_state.json").read_text()).get("seconds", 0.0)
+    vae_hist, inf_hist = vae_state["history"], inf_state["history"]
     save_png(loss_curve({"BitVAE L1": _smooth(vae_hist["l1"])}), out / "work" / "vae_loss.png", overwrite=True)
     save_png(loss_curve({"Infinity CE": _smooth(inf_hist["ce"])}), out / "work" / "infinity_loss.png", overwrite=True)
     manifest = {
         "name": "varbooth-toy", "world_version": WORLD_VERSION, "openmoji_version": OPENMOJI_VERSION,
         "resolution": f"{cfg.size}x{cfg.size} (pn {PN}, 5 scales)", "settings": asdict(cfg),
-        "command": command or "python -m var_core.toy pretrain --out var_core/toy/bundle",
+        "command": command or "python -m toyworld pretrain --out var_core/bundle",
         "torch": torch.__version__, "device": str(_device(cfg)),
         "minutes": round((time.perf_counter() - t0) / 60, 1),  # this invocation's (a resumed run: its part only)
-        "training_minutes": {"bitvae": round(vae_seconds / 60, 1),  # over every run that built the checkpoints
-                             "infinity": round(inf_state.get("seconds", 0.0) / 60, 1)},
+        "training_minutes": {"bitvae": round(vae_state["seconds"] / 60, 1),  # over every run that built them
+                             "infinity": round(inf_state["seconds"] / 60, 1)},
+        "runs": {"bitvae": vae_state["runs"], "infinity": inf_state["runs"]},  # each invocation: steps from, to, of
         "final": {"vae_l1": _tail_mean(vae_hist["l1"]), "infinity_ce": _tail_mean(inf_hist["ce"]),
-                  "infinity_bit_acc": _tail_mean(inf_hist["bit_acc"])},
+                  "infinity_bit_acc": _tail_mean(inf_hist["bit_acc"]), **evaluate(out, _device(cfg))},
         "loss_curve": {"vae_l1": _every(vae_hist["l1"]), "infinity_ce": _every(inf_hist["ce"])},
         "licence": "Pictures drawn from OpenMoji glyphs (CC BY-SA 4.0, https://openmoji.org); see LICENSE.md here.",
     }
     write_example_subjects(out, cfg.size)
     (out / "LICENSE.md").write_text(LICENCE, encoding="utf-8")
     train_example_subjects(out, steps=cfg.subject_steps, device=_device(cfg))
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out / "manifest.json")
+    write_atomic(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"),
+                 overwrite=True)
     return out
+
+
+EVALUATION_BACKGROUNDS = ("red", "white", "beach", "night")
+
+
+def evaluate(out, device=None) -> dict:
+    """Prompt following of the bundle as the manifest records it: every class on EVALUATION_BACKGROUNDS, one sample
+    each (the library's sampling defaults); benchmarks/prompt_following.py measures more of them."""
+    from var_core.embedded import load_models
+    from .following import follow, summary
+
+    model, vae, encoder = load_models(out, device)
+    cells, _, _ = follow(model, vae, encoder, PN, backgrounds=EVALUATION_BACKGROUNDS, quiet=True)
+    rates = summary(cells)
+    return {"class_following": round(rates["class"], 3), "background_following": round(rates["background"], 3),
+            "following_measured_on": f"every class x {', '.join(EVALUATION_BACKGROUNDS)} x 1 sample"}
+
+
+def _t5_current(folder: Path, width: int, words) -> bool:
+    """Whether the T5 folder was made for this width and vocabulary."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return config.get("d_model") == width and set(words) <= set(vocab)
 
 
 def _smooth(values, k: int = 25):

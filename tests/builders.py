@@ -1,5 +1,4 @@
-"""The toy side of the project: tiny random models made on the spot (here; fast tests and benchmarks), the toy world
-(world.py), and the embedded default model trained on it (embedded.py, bundle/, pretrain.py, demo.py).
+"""Builders for the tests (and the training benchmark): tiny random models made on the spot, and stand-in photos.
 
 The random models have the real architectures (scaled down) and the released checkpoint layouts, so every loader,
 the sampler and the CLI run end-to-end in milliseconds; their images are structured noise.
@@ -10,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..bitvae import BitVAE, BitVAEConfig
-from ..checkpoint import save_safetensors_atomic
-from ..transformer import Infinity, InfinityConfig
+from toyworld.t5 import make_t5
+from var_core.bitvae import BitVAE, BitVAEConfig
+from var_core.checkpoint import save_safetensors_atomic
+from var_core.transformer import Infinity, InfinityConfig
 
 TOY_TEXT_WIDTH = 32
 TOY_TRANSFORMER = InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,
@@ -47,8 +47,6 @@ def random_vae(cfg: BitVAEConfig = TOY_VAE, seed: int = 0) -> BitVAE:
 
 def make_random_models(folder, seed: int = 0) -> dict[str, Path]:
     """Write a tiny transformer, BitVAE and T5 encoder (with tokenizer) into ``folder``; returns their paths."""
-    from .tiny_t5 import make_tiny_t5
-
     folder = Path(folder)
     paths = {"transformer": folder / "toy_infinity.safetensors", "vae": folder / "toy_bitvae.safetensors",
              "text_encoder": folder / "toy_t5"}
@@ -57,7 +55,7 @@ def make_random_models(folder, seed: int = 0) -> dict[str, Path]:
     if not paths["vae"].exists():
         save_safetensors_atomic(random_vae(seed=seed).state_dict(), paths["vae"])
     if not (paths["text_encoder"] / "config.json").exists():
-        make_tiny_t5(paths["text_encoder"], d_model=TOY_TEXT_WIDTH, seed=seed)
+        make_t5(paths["text_encoder"], d_model=TOY_TEXT_WIDTH, seed=seed)
     return paths
 
 

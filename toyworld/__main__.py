@@ -1,4 +1,4 @@
-"""python -m var_core.toy pretrain --out DIR [...]: build the toy bundle from scratch (pretrain.py). The demo on a
+"""python -m toyworld pretrain --out DIR [...]: build the toy bundle from scratch (pretrain.py). The demo on a
 bundle is the main command's: python -m var_core demo [--bundle DIR]."""
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from dataclasses import fields
 def main(argv=None) -> int:
     from .pretrain import PretrainConfig, pretrain
 
-    parser = argparse.ArgumentParser(prog="python -m var_core.toy")
+    parser = argparse.ArgumentParser(prog="python -m toyworld")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="train the toy BitVAE and Infinity on the toy world (resumes in OUT/work)")
-    p.add_argument("--out", required=True, help="bundle folder to write (the shipped one: var_core/toy/bundle)")
+    p.add_argument("--out", required=True, help="bundle folder to write (the shipped one: var_core/bundle)")
     for f in fields(PretrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=_parser(f.default), default=f.default)
     args = parser.parse_args(argv)
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
-    command = "python -m var_core.toy " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m toyworld " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     out = pretrain(args.out, cfg, command)
     print(f"wrote the bundle to {out}")
     return 0

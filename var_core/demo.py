@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 CONTEXTS = ("on the beach", "in the snow", "at night", "on a red background")
 
 
 @dataclass
 class DemoConfig:
-    subject: str = "guide_dog"  # a folder of var_core/toy/bundle/subjects
+    subject: str = "guide_dog"  # a folder of var_core/bundle/subjects
     steps: int = 150
     lr: float = 1e-3
     embedding_lr: float = 1e-2
@@ -30,9 +30,9 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     """Train, sample, write the grid to ``out`` (refused before anything runs if it exists, unless ``overwrite``).
     ``work``: a folder for the tuned subject file (reused run after run)."""
     import var_core as vc
-    from ..images import load_image, save_png, to_pil
-    from ..tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, prepare_images
-    from .embedded import BUNDLE, PN, bundle_paths, example_subjects
+    from .embedded import BUNDLE, PN, example_subjects, load_models
+    from .images import grid, load_image, save_png, to_pil
+    from .tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, prepare_images
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -42,9 +42,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     if cfg.subject not in subjects:
         raise ValueError(f"No bundled subject {cfg.subject!r}; choose one of {', '.join(subjects)}.")
     info = subjects[cfg.subject]
-    paths = bundle_paths(bundle)
-    model, vae = vc.load_transformer(paths["transformer"]), vc.load_vae(paths["vae"])
-    encoder = vc.load_text_encoder(paths["text_encoder"])
+    model, vae, encoder = load_models(bundle)
     schedule = vc.scale_schedule(1.0, PN)
     size = vc.pixel_size(schedule)
     word = info["class_word"]
@@ -74,15 +72,3 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     rows.append((f"'{class_prompt}' before tuning | after tuning", pictures[4] + pictures[5]))
     return save_png(grid(rows), out, overwrite=overwrite)
 
-
-def grid(rows: list[tuple[str, list[Image.Image]]], tile: int = 128, label: int = 18) -> Image.Image:
-    """Rows of tiles, each row under its caption."""
-    width = max(len(images) for _, images in rows) * tile
-    sheet = Image.new("RGB", (width, len(rows) * (tile + label)), "white")
-    pen = ImageDraw.Draw(sheet)
-    for r, (caption, images) in enumerate(rows):
-        y = r * (tile + label)
-        pen.text((4, y + 3), caption, fill="black")
-        for c, im in enumerate(images):
-            sheet.paste(im.convert("RGB").resize((tile, tile)), (c * tile, y + label))
-    return sheet

@@ -1,8 +1,10 @@
-"""The embedded default model: a small Infinity, BitVAE and T5 encoder trained on the toy world (pretrain.py),
-shipped in ``var_core/toy/bundle`` and read by the ordinary loaders, plus photos of a few held-out subjects.
+"""The embedded default model: a small Infinity, BitVAE and T5 encoder trained on the toy world (the test bench's
+toyworld package made it: python -m toyworld pretrain), shipped in ``var_core/bundle`` and read by the ordinary
+loaders, plus photos of a few subjects it never saw.
 
-    paths = bundle_paths()     # {"transformer", "vae", "text_encoder"}: give them to load_transformer & co.
-    example_subjects()         # {"guide_dog": [photo paths], ...}: the photos the demo and the templates use
+    model, vae, text_encoder = load_models()   # the three parts, by the same loaders as Infinity-2B's files
+    paths = bundle_paths()                     # {"transformer", "vae", "text_encoder"}
+    example_subjects()                         # {"guide_dog": {"photos": [...], ...}, ...}: for the demo and templates
 """
 from __future__ import annotations
 
@@ -26,8 +28,19 @@ def bundle_paths(folder=BUNDLE) -> dict[str, Path]:
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"The embedded toy model is incomplete (missing {', '.join(missing)}). It ships with "
-                                f"the repository; rebuild it with: python -m var_core.toy pretrain --out {folder}")
+                                f"the repository; rebuild it with: python -m toyworld pretrain --out {folder}")
     return paths
+
+
+def load_models(folder=BUNDLE, device=None):
+    """(transformer, BitVAE, text encoder) of the bundle, each by its ordinary loader."""
+    from .bitvae import load_vae
+    from .text import load_text_encoder
+    from .transformer import load_transformer
+
+    paths = bundle_paths(folder)
+    return (load_transformer(paths["transformer"], device), load_vae(paths["vae"], device),
+            load_text_encoder(paths["text_encoder"], device))
 
 
 def manifest(folder=BUNDLE) -> dict:
