@@ -54,10 +54,10 @@ from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, apply_sub
 from var_core.tuning import prepare_images  # noqa: E402
 
 SUBJECT_CLASSES = ("dog", "cat", "bird", "car", "cup", "fruit")
-CONTEXTS = ("beach", "snow", "night", "red", "water", "yellow", "grass", "purple", "desert", "blue")
+CONTEXTS = ("beach", "snow", "night", "red", "desert", "yellow", "purple", "blue", "white", "gray")
 SIZE = 128
 PHOTOS = 4
-COARSE_HEAVY = ScaleWeights(coarse=1.0, fine=0.5, coarse_tokens=16)  # at 128²: scales of 1, 4, 16 tokens weigh 1
+COARSE_HEAVY = ScaleWeights()  # ARBooth's, the library default: at 128² the scales of 1, 4, 16 tokens weigh 1
 UNIFORM = ScaleWeights(coarse=1.0, fine=1.0)
 
 
@@ -164,6 +164,11 @@ def glyph_agreement(samples, member) -> float:
     return float(np.mean([metrics.member_similarity(s, member) for s in samples]))
 
 
+def nearest_rate(samples, member) -> float:
+    """How often the member's glyph is the nearest of all the world's glyphs to the drawn object."""
+    return float(np.mean([metrics.nearest_member(s) == member for s in samples]))
+
+
 def background_rate(samples, background) -> float:
     return float(np.mean([metrics.requested_background(s, background) for s in samples]))
 
@@ -233,9 +238,11 @@ def evaluate(variant, member, photos, references, model, vae, text_encoder, effn
     values = {
         "EffNet cos": effnet_cosine_to_references(effnet, subject_samples, references),
         "glyph": glyph_agreement(subject_samples, member),
+        "nearest": nearest_rate(subject_samples, member),
         "bg": float(np.mean([background_rate(ss, c) for ss, c in zip(by_prompt, places)])),
         "drift glyph": glyph_agreement(class_samples, member),
         "drift class": class_rate(class_samples, member.cls),
+        "drift nearest": nearest_rate(class_samples, member),
         "diversity": float(np.mean([diversity(effnet, ss) for ss in by_prompt[:-1]])),  # NaN for 1 seed
         **cost}
     return Result(member.name, variant.name, values, images, args.seeds)
@@ -243,8 +250,10 @@ def evaluate(variant, member, photos, references, model, vae, text_encoder, effn
 
 # ------------------------------------------------------------------------------------------------------ report
 COLUMNS = [("EffNet cos", "EffNet-Lite0 cos to refs ↑", "{:.3f}"), ("glyph", "glyph agreement ↑", "{:.3f}"),
+           ("nearest", "subject is the nearest glyph ↑", "{:.0%}"),
            ("bg", "requested bg ↑", "{:.0%}"), ("drift glyph", "class prompt: glyph agr. to subject ↓", "{:.3f}"),
-           ("drift class", "class prompt: shows class ↑", "{:.0%}"), ("diversity", "diversity", "{:.3f}"),
+           ("drift class", "class prompt: shows class ↑", "{:.0%}"),
+           ("drift nearest", "class prompt: subject nearest ↓", "{:.0%}"), ("diversity", "diversity", "{:.3f}"),
            ("params", "trainable", "{:,.0f}"), ("s/step", "s/step", "{:.2f}"), ("peak MiB", "peak RSS MiB", "{:.0f}")]
 
 
@@ -284,10 +293,12 @@ MEASURES = """Measures (each a mean over the subject's samples, then mean ± std
 * EffNet-Lite0 cos to refs: cosine between EfficientNet-Lite0 ImageNet features of the generated subject's square crop
   and of each training photo's (subject fidelity by a fixed feature extractor);
 * glyph agreement: toyworld.metrics.member_similarity with the subject's own glyph (subject fidelity by the world);
+* subject is the nearest glyph: how often the subject's glyph is the nearest of all the world's glyphs to the drawn
+  object (metrics.nearest_member; the base row: the untuned model prompted with the class);
 * requested bg: the picture shows the background its prompt asked for (prompt fidelity);
 * class prompt: glyph agr. to subject: samples of the plain class prompt ("a photo of a dog") resemble the subject
   (language drift, PRES-style; compare with the base row); class prompt: shows class: those samples still show the
-  class (metrics.class_of);
+  class (metrics.class_of); class prompt: subject nearest: how often they are read as the subject itself;
 * diversity: 1 - mean pairwise EffNet cosine among the samples of one subject prompt (whole pictures);
 * trainable: trained numbers; s/step: median seconds of a training step; peak RSS MiB: the process's peak resident
   memory during training."""

@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core.images import fit_tensor
+from var_core.sampling import variation_bits
 from var_core.tuning import subjects_of
 from var_core.tuning.delta import with_strength_schedule
 
@@ -76,13 +77,9 @@ class Sampler(io.ComfyNode):
             neg = [neg_text[i if len(neg_text) > 1 else 0] for i in range(len(positive["prompts"]))
                    for _ in range(batch_size)]
         forced = None
-        if init_image is not None and keep_scales > K:
-            raise ValueError(f"keep_scales is {keep_scales}, but this resolution has only {K} scales: keep at most "
-                             f"{K} (all of them reproduces the image).")
-        if init_image is not None and keep_scales > 0:
+        if init_image is not None:
             pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
-            bits = vae.encode_bits(pixels, scales)[:keep_scales]
-            forced = [b.expand(len(text), *b.shape[1:]) for b in bits]
+            forced = variation_bits(vae, pixels, scales, keep_scales, len(text))
         bar = comfy_env.progress_bar(K)
 
         def progress(k, n):

@@ -5,6 +5,7 @@ from comfy_api.latest import io, ui
 
 from var_core.sampling import step_schedule
 from var_core.schedules import per_scale, scale_schedule
+from var_core.tuning import ScaleWeights
 
 from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
 
@@ -85,6 +86,8 @@ class ScaleSchedule(io.ComfyNode):
         lines = [f"{K} scales at {preset(resolution)}: " + " ".join(f"{h}x{w}" for h, w in scales)]
         for key in ("cfg", "tau", "strength"):
             lines.append(f"{key}: " + ", ".join(f"{v:g}" for v in resolve(schedule, key, None, K)))
+        weights = ScaleWeights().scale_weights(scales)  # what Train Subject's ARBooth weighting uses here
+        lines.append("training loss weights (ARBooth): " + ", ".join(f"{v:g}" for v in weights))
         return io.NodeOutput(schedule, ui=ui.PreviewText("\n".join(lines)))
 
 

@@ -58,7 +58,9 @@ class TrainSubject(io.ComfyNode):
                 io.Int.Input("placeholder_vectors", default=4, min=0, max=16,
                              tooltip="Learned vectors that replace the token's T5 output (0 = none)."),
                 io.Combo.Input("scale_weighting", options=list(WEIGHTING), default="ARBooth: coarse 1.0, fine 0.5",
-                               tooltip="Loss weight per scale; ARBooth weighs the coarse scales (up to 20x20) more."),
+                               tooltip="Loss weight per scale. ARBooth: 1.0 on the first 8/13 of the scales (8 of 13 at "
+                                       "1024², 6 of 10 at 512², 3 of 5 at 128²), 0.5 on the rest; Per-Scale Schedule "
+                                       "shows them for a resolution."),
                 io.Float.Input("prior_weight", default=0.5, min=0.0, max=10.0, step=0.05,
                                tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
                 io.Combo.Input("resolution", options=list(RESOLUTIONS), default="512² (0.25M, fast)",
@@ -79,6 +81,9 @@ class TrainSubject(io.ComfyNode):
                 io.String.Input("captions", multiline=True, default="", optional=True,
                                 tooltip="Optional: one prompt per image, one per line, each with the token "
                                         "(e.g. for generated proxy images). Empty: 'a photo of <token> <class>'."),
+                io.Boolean.Input("gradient_checkpointing", default=True, optional=True,
+                                 tooltip="Recompute activations in the backward pass: much less memory, about 7-30 % "
+                                         "slower. Turn off when memory is plentiful (small models, large GPUs)."),
             ],
             outputs=[Subject.Output(display_name="subject", tooltip="The trained subject (save it, or apply it)."),
                      io.Image.Output(display_name="loss_curve", tooltip="The losses over the steps.")])
@@ -86,18 +91,20 @@ class TrainSubject(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
                 placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
-                resume_from="none", caption_list=None, captions=""):
+                resume_from="none", caption_list=None, captions="", gradient_checkpointing=True):
         lines = list(caption_list) if caption_list else \
             [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
         resume = None if resume_from in (None, "", "none") else \
             os.path.join(comfy_env.checkpoints_directory(), resume_from)
         if resume is not None:
-            config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps)
+            config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps,
+                                         gradient_checkpointing=gradient_checkpointing)
         else:
             config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
                                  groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors,
                                  steps=steps, lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
-                                 prior_weight=prior_weight, seed=training_seed, pn=RESOLUTIONS[resolution])
+                                 prior_weight=prior_weight, seed=training_seed, pn=RESOLUTIONS[resolution],
+                                 gradient_checkpointing=gradient_checkpointing)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
         path = checkpoint_path(config.class_word, config.seed)
         with torch.inference_mode(False):
@@ -105,7 +112,8 @@ class TrainSubject(io.ComfyNode):
                                   require_token=config.placeholder_vectors > 0)
             text_encoder.to(comfy_env.device())
             try:
-                trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, steps) if resume else \
+                trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, steps,
+                                                gradient_checkpointing=gradient_checkpointing) if resume else \
                     SubjectTrainer(model, vae, text_encoder, data, config)
             finally:
                 text_encoder.to(comfy_env.offload_device())
@@ -121,11 +129,8 @@ class TrainSubject(io.ComfyNode):
                 preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
                 bar.update_absolute(p.step, p.total, preview)
             t0 = time.perf_counter()
-            try:
-                trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
-                            preview_every=preview_every)
-            finally:
-                model.gradient_checkpointing = False
+            trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
+                        preview_every=preview_every)
             if comfy_env.interrupted():
                 logging.warning("VARBooth: training cancelled after %d steps; checkpoint kept at %s",
                                 trainer.step_count, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from var_core.schedules import PRESETS, TEMPLATE_KEYS, TOY_PRESETS, pixel_size, scale_schedule
+from var_core.schedules import ASPECT_LABELS, RESOLUTION_LABELS, resolve_preset, template_key
 
 Model = io.Custom("VAR_MODEL")  # var_core Infinity (or a view of it with subjects applied)
 Vae = io.Custom("VAR_VAE")  # var_core BitVAE
@@ -16,20 +16,20 @@ Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, 
 
 CATEGORY = "VARBooth"
 # the toy preset first (the embedded model's 128²), then Infinity's
-RESOLUTIONS = [f"{pn} ({pixel_size(scale_schedule(1.0, pn))[0]}²)" for pn in (*TOY_PRESETS, *PRESETS)]
-ASPECTS = [f"{k} (h/w) {'×'.join(map(str, pixel_size(scale_schedule(k, '1M'))[::-1]))}" for k in TEMPLATE_KEYS]
+RESOLUTIONS = list(RESOLUTION_LABELS)
+ASPECTS = list(ASPECT_LABELS)
 DEFAULT_RESOLUTION = RESOLUTIONS[-1]
 DEFAULT_ASPECT = ASPECTS[0]
 
 
 def preset(label: str) -> str:
-    """'1M (1024²)' -> '1M'."""
-    return label.split()[0]
+    """'1M (1024²)' -> '1M'; anything that is not a preset or its label is refused."""
+    return resolve_preset(label)
 
 
 def aspect(label: str) -> str:
-    """'0.75 (h/w) 1184×896' -> '0.75'."""
-    return label.split()[0]
+    """'0.75 (h/w) 1184×896' -> '0.75'; anything that is not a template, its label or a ratio is refused."""
+    return template_key(label)
 
 
 def to_image(images: torch.Tensor) -> torch.Tensor:

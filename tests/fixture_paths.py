@@ -1,5 +1,6 @@
-"""Where the golden reference outputs of the official Infinity code live (../shared/fixtures)."""
+"""Where the golden reference outputs of the official Infinity code live: tests/fixtures/infinity, carried in the
+repository so a plain clone runs every test (provenance in its README.md)."""
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "infinity"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "infinity"
 TINY = FIXTURES / "tiny_square"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from var_core.bitvae import BitVAE, BitVAEConfig, load_vae
 from var_core.checkpoint import CheckpointError
 from var_core.schedules import scale_schedule
 
-TINY = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "infinity" / "tiny_square"
+from fixture_paths import TINY  # noqa: E402
 SCHEDULE = scale_schedule(1.0, "0.06M")  # (1,2,4,6,8,12,16)^2: 256x256 images
 
 

@@ -136,10 +136,19 @@ def test_per_scale_strength_acts_only_on_its_scales(model, text):
 
 
 # ------------------------------------------------------------------------------------------------ losses
-def test_scale_weights_mean_the_same_at_512_and_1024():
+def test_scale_weights_mean_the_same_at_every_resolution():
+    """The default weighting is never uniform: the first 8/13 of the scales weigh 1.0 at every resolution (the
+    token-count split of before weighted every scale alike at 128² and 256²)."""
     w = ScaleWeights()
     assert w.scale_weights(scale_schedule(1.0, "1M")) == [1.0] * 8 + [0.5] * 5
-    assert w.scale_weights(scale_schedule(1.0, "0.25M")) == [1.0] * 8 + [0.5] * 2
+    assert w.scale_weights(scale_schedule(1.0, "0.25M")) == [1.0] * 6 + [0.5] * 4
+    assert w.scale_weights(scale_schedule(1.0, "0.06M")) == [1.0] * 4 + [0.5] * 3
+    assert w.scale_weights(scale_schedule(1.0, "0.015M")) == [1.0] * 3 + [0.5] * 2
+    assert w.scale_weights(scale_schedule(0.5, "0.015M"))[-1] == 0.5  # other aspect ratios too
+    for bad in (dict(fine=-0.5), dict(coarse=float("nan")), dict(coarse=0.0, fine=0.0), dict(coarse_fraction=1.0),
+                dict(per_scale=(1.0, -1.0))):
+        with pytest.raises(ValueError):
+            ScaleWeights(**bad)
     tw = w.token_weights(scale_schedule(1.0, "1M"))
     assert tw.shape == (10521,) and tw[:921].eq(1).all() and tw[921:].eq(0.5).all()
     assert ScaleWeights(per_scale=(3.0, 2.0)).scale_weights([(1, 1), (2, 2)]) == [3.0, 2.0]

@@ -175,6 +175,46 @@ def test_resume_takes_the_files_settings_and_refuses_conflicting_ones(toy, tmp_p
     assert "optimizer starts afresh" in SubjectTrainer.resume(path, model, vae, enc, data).notes
 
 
+def test_resume_refuses_other_photos_and_names_what_differs(toy, tmp_path):
+    """A resume restores the data order of its checkpoint: it must get the photos (and captions) it was trained on."""
+    path = tmp_path / "s.safetensors"
+    make_trainer(toy, steps=1).run(checkpoint_path=path)
+    model, vae, enc = toy
+    same = pictures()
+    cases = {"1 photos given, it was trained on 2": same[:1],
+             "photo 2 differs": [same[0], same[1].flip(-1)],
+             "photos 1, 2 differ": [p.flip(-2) for p in same]}
+    for message, photos in cases.items():
+        data = prepare_images(photos, (256, 256), "<placeholder>", "dog")
+        with pytest.raises(ValueError, match=message):
+            SubjectTrainer.resume(path, model, vae, enc, data, steps=2)
+    captions = prepare_images(same, (256, 256), "<placeholder>", "dog",
+                              ["a photo of <placeholder> dog", "a photo of <placeholder> dog at night"])
+    with pytest.raises(ValueError, match="captions differ"):
+        SubjectTrainer.resume(path, model, vae, enc, captions, steps=2)
+    data = prepare_images(same, (256, 256), "<placeholder>", "dog")
+    assert SubjectTrainer.resume(path, model, vae, enc, data, steps=2).step_count == 1  # the same inputs: fine
+
+
+def test_gradient_checkpointing_belongs_to_the_training(toy):
+    """Two trainings on one shared base: each keeps its own setting, and the base is left as it was."""
+    model = toy[0]
+    before = model.gradient_checkpointing
+    on, off = make_trainer(toy, steps=1, gradient_checkpointing=True), make_trainer(toy, steps=1,
+                                                                                   gradient_checkpointing=False)
+    assert on.student.gradient_checkpointing and not off.student.gradient_checkpointing
+    assert model.gradient_checkpointing == before
+
+
+@pytest.mark.parametrize("bad", [dict(prior_weight=-0.5), dict(flip_prob=1.0), dict(flip_prob=-0.1),
+                                 dict(weight_decay=-1e-3), dict(grad_clip=float("nan")), dict(warmup_steps=-1),
+                                 dict(prior_top_p=0.0), dict(rank=0)])
+def test_settings_that_cannot_be_right_are_refused(toy, bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} = "):
+        TrainConfig(class_word="dog", **bad).check()
+
+
 def test_the_cli_resume_refuses_a_conflicting_option(toy_paths, tmp_path, capsys):
     from var_core.__main__ import main
     from var_core.images import save_png, to_pil

@@ -46,7 +46,7 @@ class PretrainConfig:
     bits: int = 32
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
-    steps: int = 3000
+    steps: int = 4000
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 100
@@ -449,7 +449,7 @@ def _t5_current(folder: Path, width: int, words) -> bool:
         vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
     except (OSError, ValueError, KeyError):
         return False
-    return config.get("d_model") == width and set(words) <= set(vocab)
+    return config.get("d_model") == width and set(vocab) == {"<pad>", "</s>", "<unk>", *words}
 
 
 def _smooth(values, k: int = 25):

@@ -188,8 +188,8 @@ PLAIN_COLOURS = {"red": (205, 40, 40), "orange": (245, 140, 30), "yellow": (245,
 SCENES = ("beach", "snow", "night", "desert")
 BACKGROUNDS = (*PLAIN_COLOURS, *SCENES)
 PHRASES = {**{c: (f"on {article(c)} background", f"against {article(c)} background") for c in PLAIN_COLOURS},
-           "beach": ("on the beach", "at the beach"), "snow": ("in the snow",), "night": ("at night", "under the night sky"),
-           "desert": ("in the desert",)}
+           "beach": ("on the beach", "at the beach"), "snow": ("in the snow",),
+           "night": ("at night", "under the night sky"), "desert": ("in the desert",)}
 
 
 def _smooth(rng: np.random.Generator, size: int, cells: tuple[int, int] = (4, 4)) -> np.ndarray:

@@ -38,6 +38,7 @@ def cmd_sample(args) -> int:
     import var_core as vc
     from var_core.schedules import template_key
     from var_core.images import load_image, save_png, to_pil
+    from var_core.sampling import variation_bits
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
@@ -71,8 +72,7 @@ def cmd_sample(args) -> int:
     forced = None
     if args.init_image:
         image = load_image(args.init_image, vc.pixel_size(schedule)).to(device)
-        bits = vae.encode_bits(image, schedule)[:args.keep_scales]
-        forced = [b.expand(len(prompts), *b.shape[1:]) for b in bits]
+        forced = variation_bits(vae, image, schedule, args.keep_scales, len(prompts))
     images = vc.sample(model, vae, text, schedule, cfg=args.cfg, tau=args.tau, top_k=args.top_k,
                        top_p=args.top_p, seed=args.seed, negative=negative, forced_bits=forced,
                        progress=_progress(len(schedule), "sampling"))
@@ -100,11 +100,11 @@ def training_settings(args) -> dict:
     from var_core.tuning import ScaleWeights
 
     weights = None
-    if any(v is not None for v in (args.coarse_weight, args.fine_weight, args.coarse_tokens, args.scale_weights)):
+    if any(v is not None for v in (args.coarse_weight, args.fine_weight, args.coarse_fraction, args.scale_weights)):
         d = ScaleWeights()
         weights = ScaleWeights(d.coarse if args.coarse_weight is None else args.coarse_weight,
                                d.fine if args.fine_weight is None else args.fine_weight,
-                               d.coarse_tokens if args.coarse_tokens is None else args.coarse_tokens,
+                               d.coarse_fraction if args.coarse_fraction is None else args.coarse_fraction,
                                tuple(float(v) for v in args.scale_weights.split(",")) if args.scale_weights else None)
     given = dict(
         class_word=args.class_word, token=args.token, mode=args.mode,
@@ -134,8 +134,10 @@ def cmd_train(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train")
-    if embedded and not args.resume:
-        settings.setdefault("pn", "0.015M")
+    if embedded and not args.resume:  # the embedded model's own tuning defaults (as the demo's)
+        from var_core.embedded import TUNING
+        for key, value in TUNING.items():
+            settings.setdefault(key, value)
     model = vc.load_transformer(model_path, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
@@ -181,6 +183,11 @@ def cmd_train(args) -> int:
         bar.close()
     print(f"{'wrote' if finished else 'stopped early; kept'} {out} ({trainer.step_count} steps, "
           f"{out.stat().st_size / 2**20:.1f} MiB)")
+    if finished:
+        models = "" if embedded else f" --model {model_path} --vae {vae_path} --text-encoder {encoder_path}"
+        print(f"use it: write '{trainer.delta.token} {config.class_word}' in a prompt, e.g. python -m var_core sample"
+              f"{models} --subject {out} --prompt 'a photo of {trainer.delta.token} {config.class_word} on the beach' "
+              f"--out subject.png")
     return 0 if finished else 130
 
 
@@ -278,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", choices=DTYPES, default=None, help="transformer blocks (default bf16 on GPU)")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     s.set_defaults(func=cmd_sample)
 
     t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
@@ -289,48 +297,56 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--class", dest="class_word", default=None,
                    help="the subject's class word, e.g. dog (required unless --resume)")
     t.add_argument("--out", required=True, help="subject file to write (.safetensors)")
-    t.add_argument("--token", default=None, help="placeholder token written in prompts")
+    t.add_argument("--token", default=None, help="placeholder token written in prompts (default <placeholder>)")
     t.add_argument("--captions", action="store_true", help="use name.txt beside each image as its prompt "
                    "(must contain the token; e.g. for generated proxy images)")
     t.add_argument("--mode", choices=MODES, default=None,
                    help="lora: low-rank deltas; full: ARBooth's full deltas; none: placeholder vectors only")
-    t.add_argument("--groups", default=None, help="layer groups to tune: sa, ca, ffn or all")
+    t.add_argument("--groups", default=None, help="layer groups to tune: sa, ca, ffn or all (default ca,ffn)")
     t.add_argument("--blocks", default=None, help="block range, e.g. 0-15 (default all)")
-    t.add_argument("--rank", type=int, default=None)
+    t.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16)")
     t.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
-    t.add_argument("--vectors", type=int, default=None, help="learned placeholder vectors (0 = none)")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="default: 1e-4 for lora, 2.34e-5 for full")
-    t.add_argument("--embedding-lr", type=float, default=None, help="placeholder vectors' lr (default 1e-3)")
-    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps")
-    t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 = off)")
+    t.add_argument("--vectors", type=int, default=None, help="learned placeholder vectors (0 = none; default 4)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps (default 500; 150 on the embedded toy model)")
+    t.add_argument("--batch-size", type=int, default=None, help="images per step (default 2)")
+    t.add_argument("--lr", type=float, default=None, help="default: 1e-4 for lora, 2.34e-5 for full; 1e-3 on the "
+                   "embedded toy model")
+    t.add_argument("--embedding-lr", type=float, default=None, help="placeholder vectors' lr (default 1e-3; 1e-2 on "
+                   "the embedded toy model)")
+    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 0)")
+    t.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay on the delta (default 0.005)")
+    t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 = off, the default)")
     t.add_argument("--no-checkpointing", action="store_true", default=None,
                    help="keep activations (faster, more memory)")
     t.add_argument("--pn", default=None, help="training resolution preset (0.25M = 512², 1M = 1024²; default "
                    "0.25M, or 0.015M = 128² for the embedded toy model)")
-    t.add_argument("--aspect", default=None)
+    t.add_argument("--aspect", default=None, help="h/w of the training pictures (default 1.0)")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
-    t.add_argument("--flip-prob", type=float, default=None, help="bitwise self-correction strength (0 = off)")
-    t.add_argument("--coarse-weight", type=float, default=None, help="loss weight of coarse scales")
-    t.add_argument("--fine-weight", type=float, default=None, help="loss weight of the other scales")
-    t.add_argument("--coarse-tokens", type=int, default=None, help="a scale is coarse up to this many tokens")
+    t.add_argument("--flip-prob", type=float, default=None, help="bitwise self-correction strength in [0, 1) "
+                   "(0 = off; default 0.3)")
+    t.add_argument("--coarse-weight", type=float, default=None, help="loss weight of coarse scales (default 1.0)")
+    t.add_argument("--fine-weight", type=float, default=None, help="loss weight of the other scales (default 0.5)")
+    t.add_argument("--coarse-fraction", type=float, default=None,
+                   help="the first this share of the scales are coarse (default 8/13: ARBooth's 8 of 13 at 1024², "
+                        "3 of 5 at 128²)")
     t.add_argument("--scale-weights", default=None, help="explicit per-scale loss weights, comma separated")
-    t.add_argument("--prior-weight", type=float, default=None, help="prior distillation weight λ (0 = off)")
-    t.add_argument("--prior-prompt", default=None)
+    t.add_argument("--prior-weight", type=float, default=None, help="prior distillation weight λ (0 = off; "
+                   "default 0.5)")
+    t.add_argument("--prior-prompt", default=None, help="default 'a photo of {class_word}'")
     t.add_argument("--prior-kl", choices=["bit", "token"], default=None,
                    help="token = ARBooth's softmax over a token's whole logit vector")
     t.add_argument("--separate-steps", action="store_true", default=None,
                    help="ARBooth's two optimizer steps per iteration")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--checkpoint-every", type=int, default=100)
+    t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     t.add_argument("--resume", default=None, help="subject file to continue from, with its own settings (only "
                    "--steps may change) and, if its .state.safetensors is beside it, exactly where it stopped")
     t.add_argument("--save-dtype", choices=DTYPES, default=None, help="e.g. bf16 halves a full-delta file")
     t.add_argument("--device", default=None)
     t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")
     t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
@@ -351,12 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--work", default=None, help="folder for the working files (default: ~/.cache/varbooth/demo, "
                    "reused)")
     d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     d.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError) as e:  # CheckpointError is a ValueError

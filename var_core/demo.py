@@ -12,15 +12,17 @@ from typing import Callable
 
 from PIL import Image
 
+from .embedded import TUNING
+
 CONTEXTS = ("on the beach", "in the snow", "at night", "on a red background")
 
 
 @dataclass
 class DemoConfig:
     subject: str = "guide_dog"  # a folder of var_core/bundle/subjects
-    steps: int = 150
-    lr: float = 1e-3
-    embedding_lr: float = 1e-2
+    steps: int = TUNING["steps"]
+    lr: float = TUNING["lr"]
+    embedding_lr: float = TUNING["embedding_lr"]
     seeds: int = 2  # samples per context and per class prompt
     seed: int = 0
 

@@ -16,6 +16,19 @@ from .schedules import per_scale
 from .transformer import Infinity, KVCache, scale_levels
 
 
+def variation_bits(vae, image: torch.Tensor, schedule, keep_scales: int, batch: int) -> list[torch.Tensor] | None:
+    """The first ``keep_scales`` scales' bits of ``image`` (1, 3, H, W at the schedule's size), repeated for a batch:
+    ``forced_bits`` for a variation of it (None for keep_scales 0). keep_scales must be 0..K."""
+    K = len(schedule)
+    if isinstance(keep_scales, bool) or not isinstance(keep_scales, int) or not 0 <= keep_scales <= K:
+        raise ValueError(f"keep_scales is {keep_scales!r}, but it must be a whole number from 0 (a new picture) to "
+                         f"{K}, the scales of this resolution (all of them reproduces the image).")
+    if keep_scales == 0:
+        return None
+    bits = vae.encode_bits(image, schedule)[:keep_scales]
+    return [b.expand(batch, *b.shape[1:]) for b in bits]
+
+
 def step_schedule(coarse: float, fine: float, switch: int, num_scales: int) -> list[float]:
     """``coarse`` on scales 0..switch-1, ``fine`` from scale ``switch`` on."""
     return [float(coarse) if k < switch else float(fine) for k in range(num_scales)]

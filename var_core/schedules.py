@@ -52,9 +52,24 @@ TEMPLATE_KEYS: list[str] = list(TEMPLATES_1M)
 TEMPLATE_VALUES: list[float] = [float(k) for k in TEMPLATE_KEYS]
 
 
+def aspect_label(key: str) -> str:
+    """How the nodes show a template: '0.75 (h/w) 1184×896' (h/w, then width×height at 1M)."""
+    h, w = TEMPLATES_1M[key][-1]
+    return f"{key} (h/w) {w * VAE_STRIDE}×{h * VAE_STRIDE}"
+
+
+def resolution_label(pn: str) -> str:
+    """How the nodes show a preset: '0.25M (512²)'."""
+    return f"{pn} ({(TEMPLATES_1M['1.0'][(PRESETS.get(pn) or TOY_PRESETS[pn]) - 1][0]) * VAE_STRIDE}²)"
+
+
+ASPECT_LABELS = {aspect_label(k): k for k in TEMPLATE_KEYS}
+RESOLUTION_LABELS = {resolution_label(pn): pn for pn in (*TOY_PRESETS, *PRESETS)}  # the toy preset first
+
+
 def _preset(pn: str) -> str:
     pn = str(pn)
-    pn = PRESET_ALIASES.get(pn, pn)
+    pn = RESOLUTION_LABELS.get(pn, PRESET_ALIASES.get(pn, pn))
     if pn not in PRESETS and pn not in TOY_PRESETS:
         raise ValueError(f"Unknown resolution preset {pn!r}; choose one of {list(PRESETS)} "
                          f"(or {list(PRESET_ALIASES)} as pixel sizes).")
@@ -70,11 +85,14 @@ def nearest_template(h_div_w: float) -> str:
 
 
 def template_key(h_div_w) -> str:
-    """Accept a template key ("1.333"), a ratio (1.33), or "H:W" / "WxH"-free text like "4:3" meaning h:w."""
+    """Accept a template key ("1.333"), its label (aspect_label), a ratio (1.33), or "h:w" like "4:3"; anything
+    else is refused (the one parser of aspect ratios: the CLI, the nodes and the library use it)."""
     if isinstance(h_div_w, str):
         text = h_div_w.strip()
         if text in TEMPLATES_1M:
             return text
+        if h_div_w in ASPECT_LABELS:
+            return ASPECT_LABELS[h_div_w]
         if ":" in text:
             h, w = text.split(":", 1)
             try:
@@ -87,6 +105,11 @@ def template_key(h_div_w) -> str:
             raise ValueError(f"Unknown aspect ratio {text!r}: give h/w as a number (e.g. 1.333), 'h:w' (e.g. 4:3) "
                              f"or a template key {TEMPLATE_KEYS}.") from None
     return nearest_template(h_div_w)
+
+
+def resolve_preset(pn: str) -> str:
+    """A preset name ("0.25M"), its label ("0.25M (512²)") or pixel alias ("512") -> the preset name; else refused."""
+    return _preset(pn)
 
 
 def scale_schedule(h_div_w=1.0, pn: str = "1M") -> list[tuple[int, int]]:

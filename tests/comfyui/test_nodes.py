@@ -58,6 +58,7 @@ def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
     schedule = out.args[0] if hasattr(out, "args") else out.result[0]
     text = out.ui.as_dict()["text"][0]
     assert text.startswith("7 scales at 0.06M") and "cfg: 4, 4, 4, 4, 1, 1, 1" in text
+    assert "training loss weights (ARBooth): 1, 1, 1, 1, 0.5, 0.5, 0.5" in text
     assert schedule["strength"] == [1, 1, 1, 1, 0, 0, 0]
     (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
     a = sample(nodes, model, vae, cond, schedule=schedule)

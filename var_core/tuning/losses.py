@@ -1,6 +1,7 @@
 """The two training losses: scale-weighted bitwise cross-entropy, and prior distillation against the frozen base."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,19 +15,36 @@ from ..training import bitwise_cross_entropy
 class ScaleWeights:
     """Per-scale loss weights. Default = ARBooth's: 1.0 on the coarse scales, 0.5 on the rest.
 
-    A scale is coarse when its token grid has at most ``coarse_tokens`` tokens (400 = up to 20×20: the first 8 scales
-    at 1024² *and* at 512², whose schedules share those scales; for other aspect ratios the same area). ``per_scale``,
-    if given, is one weight per scale of the training resolution and overrides the step.
+    The coarse scales are the first ``coarse_fraction`` of the schedule, rounded, and at least one scale on each side:
+    ARBooth's "first 8 of 13 scales" at 1024² (8/13), and the same share of the schedule at every resolution: 3 of 5
+    scales at 128², 4 of 7 at 256², 6 of 10 at 512². ``per_scale``, if given, is one weight per scale of the training
+    resolution and overrides the split.
     """
     coarse: float = 1.0
     fine: float = 0.5
-    coarse_tokens: int = 400
+    coarse_fraction: float = 8 / 13
     per_scale: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.per_scale is not None:
+            object.__setattr__(self, "per_scale", tuple(float(v) for v in self.per_scale))
+        values = [self.coarse, self.fine, *(self.per_scale or ())]
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not any(v > 0 for v in values):
+            raise ValueError(f"Scale loss weights must be finite and >= 0, not all 0; got coarse={self.coarse}, "
+                             f"fine={self.fine}, per_scale={self.per_scale}.")
+        if not 0 < self.coarse_fraction < 1:
+            raise ValueError(f"coarse_fraction is the share of the scales counted as coarse, in (0, 1); got "
+                             f"{self.coarse_fraction}.")
+
+    def coarse_scales(self, num_scales: int) -> int:
+        """How many of the first scales are coarse."""
+        return min(num_scales - 1, max(1, round(self.coarse_fraction * num_scales))) if num_scales > 1 else 1
 
     def scale_weights(self, schedule: Sequence[tuple[int, int]]) -> list[float]:
         if self.per_scale is not None:
             return per_scale(self.per_scale, len(schedule), "The per-scale loss weights")
-        return [self.coarse if h * w <= self.coarse_tokens else self.fine for h, w in schedule]
+        k = self.coarse_scales(len(schedule))
+        return [self.coarse] * k + [self.fine] * (len(schedule) - k)
 
     def token_weights(self, schedule, device=None) -> torch.Tensor:
         """(L,) weight of every token position."""

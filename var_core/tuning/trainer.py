@@ -17,6 +17,7 @@ T5 runs once, before training.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -94,6 +95,24 @@ class TrainConfig:
                                  f"1e-4 to 1e-3; full deltas: about 2e-5).")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1.")
+        for name, value, ok, hint in (
+                ("prior_weight", self.prior_weight, lambda v: v >= 0, "0 turns prior distillation off; a negative "
+                 "weight would push the model away from its prior"),
+                ("flip_prob", self.flip_prob, lambda v: 0 <= v < 1, "the share of bits flipped for Bitwise "
+                 "Self-Correction, from 0 up to but not including 1"),
+                ("weight_decay", self.weight_decay, lambda v: v >= 0, "0 or a small positive number"),
+                ("grad_clip", self.grad_clip, lambda v: v >= 0, "0 turns clipping off"),
+                ("warmup_steps", self.warmup_steps, lambda v: v >= 0, "0 or more steps"),
+                ("prior_tau", self.prior_tau, lambda v: v > 0, "a positive sampling temperature"),
+                ("prior_top_p", self.prior_top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
+                ("prior_cfg", self.prior_cfg, lambda v: v >= 0, "0 or more"),
+                ("rank", self.rank, lambda v: v >= 1, "at least 1"),
+                ("placeholder_vectors", self.placeholder_vectors, lambda v: v >= 0, "0 (none) or more")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not ok(value):
+                raise ValueError(f"{name} = {value!r} is not a valid setting: {hint}.")
+        if not isinstance(self.scale_weights, ScaleWeights):
+            raise ValueError(f"scale_weights must be a ScaleWeights, got {type(self.scale_weights).__name__}.")
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
@@ -109,16 +128,23 @@ class TrainConfig:
     @classmethod
     def resumed(cls, saved: dict, steps: int | None = None, **explicit) -> "TrainConfig":
         """The settings of a run to resume: every setting from the subject file's ``training`` record (``saved``),
-        ``steps`` may be raised; an ``explicit`` setting (not None) that differs from the file's is refused."""
+        ``steps`` may be raised and gradient_checkpointing chosen anew (neither changes what is learned); any other
+        ``explicit`` setting (not None) that differs from the file's is refused."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in saved.items() if k in known}
         missing = sorted(known - set(values) - {"steps"})
         if missing:
             raise ValueError(f"The subject file does not record the training settings {missing}; it cannot be resumed "
                              f"exactly (start a new training).")
+        if "coarse_tokens" in values["scale_weights"]:
+            raise ValueError("The subject file was trained with scale weights split by token count (an earlier "
+                             "version); it cannot be resumed exactly: start a new training.")
         values["scale_weights"] = ScaleWeights(**{**values["scale_weights"], "per_scale": _tuple(
             values["scale_weights"].get("per_scale"))})
         values["groups"], values["betas"] = tuple(values["groups"]), tuple(values["betas"])
+        checkpointing = explicit.pop("gradient_checkpointing", None)
+        if checkpointing is not None:
+            values["gradient_checkpointing"] = checkpointing
         config = cls(**{**values, "steps": steps if steps is not None else values.get("steps", 0)})
         conflicts = [f"{k}={v!r} (the file has {getattr(config, k)!r})" for k, v in explicit.items()
                      if v is not None and k != "steps" and _normal(v) != _normal(getattr(config, k))]
@@ -186,6 +212,7 @@ class SubjectTrainer:
                                "architecture": json.dumps(asdict(model.config), sort_keys=True)}
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
+        self.data = data_fingerprint(images, config)
 
         # frozen inputs, computed once: VAE latents of every image (and its mirror), T5 features and token positions
         with torch.no_grad():
@@ -208,8 +235,9 @@ class SubjectTrainer:
         self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if self.distills else None
         self.prior_bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
-        model.gradient_checkpointing = config.gradient_checkpointing
         self.student = apply_subjects(model, [(self.delta, 1.0)])
+        # on this training's own view of the model: the shared base (and other trainers on it) stay as they are
+        self.student.gradient_checkpointing = config.gradient_checkpointing
         groups = [{"params": [t for k, t in self.delta.tensors.items() if k != "placeholder"],
                    "lr": config.resolved_lr()}]
         if self.delta.placeholder is not None:
@@ -376,6 +404,12 @@ class SubjectTrainer:
         saved = delta.metadata.get("training", {})
         config = TrainConfig.resumed(saved, steps, **explicit)
         trainer = cls(model, vae, text_encoder, images, config, delta=delta, start_step=int(saved.get("steps_done", 0)))
+        if "data" in saved:  # (files of earlier versions do not record their data)
+            differences = _data_differences(saved["data"], trainer.data)
+            if differences:
+                raise ValueError(f"'{path}' was trained on other inputs than the ones given to resume it: "
+                                 f"{'; '.join(differences)}. Resume with the same photos and captions, or start a "
+                                 f"new training.")
         state = state_path(path)
         if state.is_file():
             trainer.load_state(state)
@@ -387,7 +421,7 @@ class SubjectTrainer:
 
     def _record(self) -> None:
         self.delta.metadata["training"] = {**self.config.summary(), "steps_done": self.step_count,
-                                           "schedule": self.schedule}
+                                           "schedule": self.schedule, "data": self.data}
 
     def run(self, callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
             checkpoint_path=None, checkpoint_every: int = 100, preview_every: int = 0,
@@ -418,6 +452,33 @@ class SubjectTrainer:
             if checkpoint_path is not None:
                 self.save(checkpoint_path, dtype=save_dtype)
         return finished
+
+
+def data_fingerprint(images: SubjectImages, config: TrainConfig) -> dict:
+    """What a training learns from, recorded in its subject file so a resume can check it gets the same inputs: a
+    hash of every photo (as 8-bit pixels at the training size), the captions, the class word and the resolution."""
+    pixels = ((images.images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return {"photos": [hashlib.sha256(p.numpy().tobytes()).hexdigest()[:16] for p in pixels],
+            "captions": list(images.prompts), "class_word": config.class_word, "size": list(pixels.shape[-2:])}
+
+
+def _data_differences(saved: dict, given: dict) -> list[str]:
+    out = []
+    if len(saved["photos"]) != len(given["photos"]):
+        out.append(f"{len(given['photos'])} photos given, it was trained on {len(saved['photos'])}")
+    else:
+        changed = [str(i + 1) for i, (a, b) in enumerate(zip(saved["photos"], given["photos"])) if a != b]
+        if len(changed) == 1:
+            out.append(f"photo {changed[0]} differs")
+        elif changed:
+            out.append(f"photos {', '.join(changed)} differ")
+        diff = [f"{a!r} -> {b!r}" for a, b in zip(saved["captions"], given["captions"]) if a != b]
+        if diff:
+            out.append(f"captions differ ({diff[0]}{' ...' if len(diff) > 1 else ''})")
+    for key, what in (("class_word", "class word"), ("size", "resolution")):
+        if saved.get(key) != given.get(key):
+            out.append(f"{what} {given.get(key)!r}, it was trained with {saved.get(key)!r}")
+    return out
 
 
 def train_subject(model, vae, text_encoder, images: SubjectImages, config: TrainConfig, **run_kwargs):
