@@ -1,14 +1,17 @@
-"""The embedded toy model as shipped (var_core/bundle): small, documented, read by the public loaders, follows
-prompts, and learns a held-out subject while the plain class prompt does not drift towards it."""
+"""The embedded toy model as shipped (var_core/bundle): small, documented, read by the public loaders, draws the
+class and background it is asked for, and learns a held-out subject with the demo's settings while the plain class
+prompt keeps drawing the class."""
 import pytest
 
 import var_core as vc
 from var_core.images import to_pil
 from var_core import embedded
-from toyworld import metrics, world
+from toyworld import following, metrics, world
 from var_core.tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, load_subject, prepare_images
 
 SCHEDULE = vc.scale_schedule(1.0, embedded.PN)
+CLASS_MIN = 0.45  # measured on the shipped bundle: see docs/benchmarks.md
+SUBJECT_MIN = 0.4
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +46,45 @@ def test_the_loaders_read_it_and_the_subjects_fit_it(bundle):
             assert load_subject(info["subject"], model).class_word == info["class_word"]
 
 
-def test_samples_show_the_requested_background(bundle):
-    shown = [metrics.requested_background(im, bg)
-             for bg in ("red", "blue", "beach", "snow", "night", "grass")
-             for im in draw(*bundle, f"a photo of a cat {world.PHRASES[bg][0]}", seeds=2, seed=1)]
-    assert sum(shown) >= 0.75 * len(shown), shown
+def test_samples_follow_the_requested_class_and_background(bundle):
+    """Every class of the world on two backgrounds, one sample each, read by the world's own measures (plain
+    references). The full measurement (docs/benchmarks.md) is larger; this asserts the effect with a margin."""
+    cells, _, _ = following.follow(*bundle, embedded.PN, backgrounds=("white", "night"), seed=5, quiet=True)
+    rates = following.summary(cells)
+    assert rates["class"] >= CLASS_MIN and rates["background"] >= 0.85, rates
 
 
-def test_a_short_tuning_learns_a_held_out_subject_and_leaves_the_class_prompt_alone(bundle):
+def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
+    """The demo's settings (embedded.TUNING) on the guide dog's 4 photos: in contexts the photos never show the
+    subject's own glyph is the nearest of all the world's glyphs far more often than for the untuned model asked for
+    a dog, the requested background stays, and the plain class prompt still draws a dog, not the subject."""
     model, vae, encoder = bundle
     info = embedded.example_subjects()["guide_dog"]
     member = world.find_member(info["member"])
-    config = TrainConfig(class_word="dog", pn=embedded.PN, steps=60, lr=1e-3, embedding_lr=1e-2, seed=0)
+    config = TrainConfig(class_word="dog", **embedded.TUNING)
     data = prepare_images(info["photos"], vc.pixel_size(SCHEDULE), config.token, "dog")
     trainer = SubjectTrainer(model, vae, encoder, data, config)
     trainer.run()
     tuned = apply_subjects(model, [(trainer.delta, 1.0)])
+    contexts = ("white", "night")  # neither is in the photos
+    assert not {world.detect_background(p) for p in map(_open, info["photos"])} & set(contexts)
 
-    def agreement(m, prompts):  # glyph agreement with the subject, over 4 samples of each prompt
-        scores = [metrics.member_similarity(im, member) for p in prompts for im in draw(m, vae, encoder, p, 4, seed=3)]
-        return sum(scores) / len(scores)
+    def nearest(m, noun, n=4):
+        pictures = {bg: draw(m, vae, encoder, f"a photo of {noun} {world.PHRASES[bg][0]}", n, seed=3)
+                    for bg in contexts}
+        subject = [metrics.nearest_member(im) == member for ims in pictures.values() for im in ims]
+        background = [metrics.requested_background(im, bg) for bg, ims in pictures.items() for im in ims]
+        return sum(subject) / len(subject), sum(background) / len(background)
 
-    contexts = ("on a white background", "in the snow")  # neither is in the photos
-    before = agreement(model, [f"a photo of a dog {c}" for c in contexts])
-    after = agreement(tuned, [f"a photo of {config.token} dog {c}" for c in contexts])
-    assert after > before + 0.1, (before, after)  # measured 0.28 -> 0.47
-    plain = ["a photo of a dog on a white background"]  # with prior distillation it still draws the base's dog
-    assert agreement(tuned, plain) < agreement(model, plain) + 0.05
+    before, _ = nearest(model, "a dog")
+    after, background = nearest(tuned, f"{config.token} dog")
+    assert after >= SUBJECT_MIN and before <= 0.25 and background >= 0.75, (before, after, background)
+    plain = draw(tuned, vae, encoder, "a photo of a dog on a white background", 8, seed=4)
+    assert sum(metrics.class_of(im) == "dog" for im in plain) >= 4
+    assert sum(metrics.nearest_member(im) == member for im in plain) <= 4
+
+
+def _open(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.convert("RGB")

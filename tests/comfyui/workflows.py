@@ -65,8 +65,8 @@ NOTES = {
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
 # four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
 CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_scale_strength": ["night"],
-           "two_subjects": ["grass"], "image_variations": ["grass"],
-           "proxy_tuning": ["beach", "snow", "grass", "night", "desert", "desert", "desert", "desert"]}
+           "two_subjects": ["white"], "image_variations": ["desert"],
+           "proxy_tuning": ["beach", "snow", "yellow", "night", "desert", "desert", "desert", "desert"]}
 
 
 def thumbnail(images: list):
