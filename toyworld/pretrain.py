@@ -46,7 +46,11 @@ class PretrainConfig:
     bits: int = 32
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
-    steps: int = 3500
+    # the transformer's pictures: one glyph per class word ("prototypes"), so that a class prompt asks for one
+    # shape and colour (with all training members, "train", the model drew one brown blob, the mean of a class's
+    # glyphs, for every class: docs/benchmarks.md); the BitVAE always sees every training member
+    dataset_split: str = "prototypes"
+    steps: int = 3000
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 100
@@ -96,12 +100,12 @@ def _lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def _pictures(seed: int, n: int, size: int, start: int = 0):
-    """World pictures start..start+n-1 of stream ``seed`` (training members only) as (images (n, 3, H, W), captions)."""
+def _pictures(seed: int, n: int, size: int, start: int = 0, split: str = "train"):
+    """World pictures start..start+n-1 of stream ``seed`` (members of ``split``) as (images (n, 3, H, W), captions)."""
     import numpy as np
     from .world import sample_scene
     from var_core.images import from_pil
-    pictures = [sample_scene(np.random.default_rng([seed, i]), size) for i in range(start, start + n)]
+    pictures = [sample_scene(np.random.default_rng([seed, i]), size, split=split) for i in range(start, start + n)]
     return torch.stack([from_pil(p.image)[0] for p in pictures]), [p.caption for p in pictures]
 
 
@@ -217,6 +221,7 @@ def dataset_key(cfg: PretrainConfig, vae_file: Path) -> dict:
     """What the encoded dataset is made from: its pictures and the BitVAE that encoded them."""
     from .world import WORLD_VERSION
     return {"world_version": WORLD_VERSION, "images": cfg.images, "seed": cfg.seed, "size": cfg.size,  # JSON types
+            "split": cfg.dataset_split,
             "bitvae_sha256": file_digest(vae_file)}
 
 
@@ -246,7 +251,7 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path, k
         latents, captions = [], []
         bar = _bar(cfg.images, "encoding pictures")
         for start in range(0, cfg.images, 64):
-            images, caps = _pictures(cfg.seed, min(64, cfg.images - start), cfg.size, start)
+            images, caps = _pictures(cfg.seed, min(64, cfg.images - start), cfg.size, start, cfg.dataset_split)
             with _autocast(cfg.bf16, vae.device):
                 latents.append(vae.encode_latent(images).cpu())
             captions += caps

@@ -110,11 +110,23 @@ def training_members(cls: str) -> tuple[Member, ...]:
     return tuple(m for m in CLASSES[cls] if not m.held_out)
 
 
+def prototype(cls: str) -> Member:
+    """The class's first member in the table that is not held out ("dog" for dog, "tropical fish" for fish): the one
+    glyph a class word means in the prototypes split."""
+    return training_members(cls)[0]
+
+
+SPLITS = ("train", "prototypes", "held_out", "all")
+
+
 def members(split: str = "all") -> tuple[Member, ...]:
-    """Every member of split "train" (never held out), "held_out" or "all"."""
-    if split not in ("train", "held_out", "all"):
-        raise ValueError(f'split must be "train", "held_out" or "all", not {split!r}')
+    """Every member of split "train" (never held out), "prototypes" (one training member per class, prototype()),
+    "held_out" or "all"."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, not {split!r}")
     every = tuple(m for ms in CLASSES.values() for m in ms)
+    if split == "prototypes":
+        return tuple(prototype(c) for c in CLASSES)
     return every if split == "all" else tuple(m for m in every if m.held_out == (split == "held_out"))
 
 

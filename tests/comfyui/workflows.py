@@ -79,7 +79,7 @@ def thumbnail(images: list):
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
     nodes, links = [], []
     level = depths(api)
-    rows: dict[int, int] = {}
+    rows: dict[int, int] = {}  # column -> the y where its next node goes
     outputs: dict[tuple[str, int], list[int]] = {}
     for nid in sorted(api, key=int):  # links first, so every output knows its links
         for name, value in api[nid]["inputs"].items():
@@ -108,15 +108,16 @@ def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
             slot += 1
         outs = [{"name": n, "type": t, "links": outputs.get((nid, i), []), "slot_index": i}
                 for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))]
-        row = rows.get(level[nid], 0)
-        rows[level[nid]] = row + 1
-        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 420 * level[nid], 60 + 380 * row],
-                      "size": [380, 120 + 26 * (len(widgets) + len(inputs))], "flags": {}, "order": order,
+        height = 120 + 26 * (len(widgets) + len(inputs))
+        top = rows.get(level[nid], 60)  # nodes of one column stacked by their heights: none covers another
+        rows[level[nid]] = top + height + 60
+        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 420 * level[nid], top],
+                      "size": [380, height], "flags": {}, "order": order,
                       "mode": 0, "inputs": inputs, "outputs": outs,
                       "title": node.get("_meta", {}).get("title", info.get("display_name", node["class_type"])),
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
     if note:
-        nodes.append({"id": max(int(n) for n in api) + 1, "type": "Note", "pos": [60, 60 + 380 * max(rows.values())],
+        nodes.append({"id": max(int(n) for n in api) + 1, "type": "Note", "pos": [60, max(rows.values())],
                       "size": [380, 140], "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
                       "title": "About this template", "properties": {}, "widgets_values": [note]})
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
