@@ -72,6 +72,8 @@ CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_s
 def thumbnail(images: list):
     """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
     from var_core.images import grid
+    if not images:
+        raise ValueError("the template saved no images: nothing to make a thumbnail of")
     last = images[-4:]
     return grid([("", last[:2]), ("", last[2:])], 128, label=0)
 
@@ -153,6 +155,7 @@ def saved_images(url: str, api: dict, timeout: float = 900) -> list:
 
 
 def main(url: str, thumbnails: bool = False) -> None:
+    sys.path.insert(0, str(ROOT))  # run as a script: var_core from this checkout
     object_info = json.loads(urllib.request.urlopen(url.rstrip("/") + "/object_info").read())
     for name, api in api_twins().items():
         path = WORKFLOWS / f"{name}.json"
