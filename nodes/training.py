@@ -106,7 +106,6 @@ class TrainSubject(io.ComfyNode):
                                  prior_weight=prior_weight, seed=training_seed, pn=RESOLUTIONS[resolution],
                                  gradient_checkpointing=gradient_checkpointing)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
-        path = checkpoint_path(config.class_word, config.seed)
         with torch.inference_mode(False):
             data = prepare_images(list(from_image(images)), size, config.token, config.class_word, lines,
                                   require_token=config.placeholder_vectors > 0)
@@ -128,6 +127,7 @@ class TrainSubject(io.ComfyNode):
                     history.setdefault("distill", []).append(p.parts["distill"])
                 preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
                 bar.update_absolute(p.step, p.total, preview)
+            path = checkpoint_path(config.class_word, config.seed)  # reserved only once the inputs are good
             t0 = time.perf_counter()
             trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
                         preview_every=preview_every)
