@@ -1,5 +1,6 @@
 """The wheel carries what the library needs: built from this checkout, installed into a fresh virtual environment
 and used from another folder, the embedded model loads and the demo's photos are there (no clone needed)."""
+import site
 import subprocess
 import sys
 import venv
@@ -31,8 +32,12 @@ def test_the_wheel_holds_the_bundle_and_nothing_of_the_test_bench(wheel):
 
 def test_installed_from_the_wheel_the_embedded_model_runs_elsewhere(wheel, tmp_path):
     env = tmp_path / "venv"
-    venv.create(env, system_site_packages=True, with_pip=True)  # torch & co. from this environment: no download
+    venv.create(env, with_pip=True)
     python = env / "bin" / "python"
+    # torch & co. from this environment (no download): its site-packages after the new one's (a .pth file)
+    new_site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    Path(new_site, "parent_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
     code = ("import var_core, var_core.embedded as e\n"
             "assert 'site-packages' in var_core.__file__, var_core.__file__\n"
