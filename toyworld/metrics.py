@@ -20,7 +20,7 @@ A member's reference is its glyph pasted at the centre (long side 0.7 of the fra
 0.55-0.85) onto a fixed render of the same background, read back by the same object_mask as the generated picture,
 so that what the mask loses on that background (black outlines on a black or night background) it loses on both
 sides. References are made for every member of every class, training and held-out (156), once per background
-(~0.4 s, cached).
+(cached).
 
 Tokenizer-matched references (``roundtrip``): the same reference pictures, passed through a tokenizer's encode and
 decode first (tokenizer_roundtrip), so that what the tokenizer loses (fine detail, exact colours) it loses on both
@@ -31,7 +31,7 @@ not draw the class" from "the tokenizer cannot show it". Members whose glyph the
 Ceiling (what the measures give on clean single-object world pictures, the same reading on real glyphs):
 ``python -m toyworld.metrics --n 300`` prints it (world v2): background 100 %, class 98.7 %, member 98.3 %; the 480
 clean pictures of benchmarks/prompt_following.py's default grid (20 classes x 8 backgrounds x 3, training members):
-class 99.0 %. The few misses are on yellow, green and desert, where world.object_mask (by background name) loses
+class 99.0 %. The few misses are on orange, yellow, green and desert (93-96 %), where world.object_mask loses
 the parts of an object coloured like its background.
 """
 from __future__ import annotations
