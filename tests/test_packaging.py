@@ -1,5 +1,6 @@
 """The wheel carries what the library needs: built from this checkout, installed into a fresh virtual environment
 and used from another folder, the embedded model loads and the demo's photos are there (no clone needed)."""
+import shutil
 import site
 import subprocess
 import sys
@@ -14,9 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
+    # built from a copy of what the wheel is made of: setuptools writes build/ and *.egg-info beside the sources
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "var_core", source / "var_core",
+                    ignore=shutil.ignore_patterns("__pycache__", "work", "*.tmp"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                           str(out), str(ROOT)], capture_output=True, text=True)
+                           str(out), str(source)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     (path,) = out.glob("*.whl")
     return path
