@@ -312,7 +312,7 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_ke
         history["ce"].append(per_token.detach().mean().item())  # the plain per-token CE, comparable across recipes
         history["bit_acc"].append(acc)
         bar.update(1)
-        bar.set_postfix(ce=f"{loss.item():.4f}", acc=f"{acc:.3f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{acc:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             ckpt.save(model, opt, step, history, time.perf_counter() - t0)
     bar.close()

@@ -169,9 +169,7 @@ def _link_exclusive(tmp: str, path: Path) -> None:
     except FileExistsError:
         raise _exists_error(path) from None
     except OSError:  # a file system without hard links: reserve the name exclusively, then move the file onto it
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
+        if not reserve_name(path):
             raise _exists_error(path) from None
         os.replace(tmp, path)
 

@@ -73,4 +73,3 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     rows.append((f"{config.token} {word}: " + ", ".join(CONTEXTS), [im for ims in pictures[:4] for im in ims]))
     rows.append((f"'{class_prompt}' before tuning | after tuning", pictures[4] + pictures[5]))
     return save_png(grid(rows), out, overwrite=overwrite)
-

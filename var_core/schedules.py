@@ -67,7 +67,8 @@ ASPECT_LABELS = {aspect_label(k): k for k in TEMPLATE_KEYS}
 RESOLUTION_LABELS = {resolution_label(pn): pn for pn in (*TOY_PRESETS, *PRESETS)}  # the toy preset first
 
 
-def _preset(pn: str) -> str:
+def resolve_preset(pn: str) -> str:
+    """A preset name ("0.25M"), its label ("0.25M (512²)") or pixel alias ("512") -> the preset name; else refused."""
     pn = str(pn)
     pn = RESOLUTION_LABELS.get(pn, PRESET_ALIASES.get(pn, pn))
     if pn not in PRESETS and pn not in TOY_PRESETS:
@@ -107,14 +108,9 @@ def template_key(h_div_w) -> str:
     return nearest_template(h_div_w)
 
 
-def resolve_preset(pn: str) -> str:
-    """A preset name ("0.25M"), its label ("0.25M (512²)") or pixel alias ("512") -> the preset name; else refused."""
-    return _preset(pn)
-
-
 def scale_schedule(h_div_w=1.0, pn: str = "1M") -> list[tuple[int, int]]:
     """The (h, w) token grid of every scale for the template nearest to ``h_div_w`` at preset ``pn``."""
-    pn = _preset(pn)
+    pn = resolve_preset(pn)
     return list(TEMPLATES_1M[template_key(h_div_w)][:PRESETS.get(pn) or TOY_PRESETS[pn]])
 
 
