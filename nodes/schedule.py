@@ -62,7 +62,8 @@ class ScaleSchedule(io.ComfyNode):
                 io.Float.Input("tau_fine", default=0.5, min=0.01, max=5.0, step=0.01,
                                tooltip="Temperature on fine scales."),
                 io.Float.Input("strength_coarse", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Multiplier of every applied subject's strength on coarse scales."),
+                               tooltip="Multiplier of every applied subject's strength on coarse scales (weights "
+                                       "and placeholder, see Apply Subject)."),
                 io.Float.Input("strength_fine", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="Multiplier of every applied subject's strength on fine scales."),
                 io.String.Input("cfg_list", default="", optional=True,

@@ -60,7 +60,10 @@ class ApplySubject(io.ComfyNode):
             inputs=[Model.Input("model", tooltip="A model, possibly with subjects applied already."),
                     Subject.Input("subject", tooltip="The subject to add."),
                     io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                                   tooltip="0 = the base model exactly; per-scale control: the schedule node.")],
+                                   tooltip="Scales the weight changes and blends the placeholder between the learned "
+                                           "vectors (1) and the class word (0): 0 = the base model drawing the "
+                                           "prompt with the class word, exactly. Above 1 only the weights grow. "
+                                           "Per-scale control: the schedule node.")],
             outputs=[Model.Output(display_name="model", tooltip="The model with this subject added.")])
 
     @classmethod

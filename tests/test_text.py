@@ -305,6 +305,22 @@ def test_placeholder_tokens_are_one_token_and_never_change_the_shared_tokenizer(
         enc.encode(prompt, ["<two words>"])
 
 
+def test_tokenizer_copies_for_placeholders_are_bounded_and_die_with_the_encoder(folder):
+    import gc
+    import weakref
+    enc = load_text_encoder(folder)
+    (first,), _ = enc.encode("a photo of <t0> dog", ["<t0>"])
+    for i in range(3 * TextEncoder.TOKENIZER_COPIES):  # a user trying many subjects in one session
+        enc.encode("a photo of dog", [f"<t{i}>"])
+    assert len(enc._token_tokenizers) == TextEncoder.TOKENIZER_COPIES
+    (again,), _ = enc.encode("a photo of <t0> dog", ["<t0>"])  # dropped and made again: the same reading
+    assert torch.equal(again, first)
+    copies = [weakref.ref(t) for t in enc._token_tokenizers.values()]
+    del enc
+    gc.collect()
+    assert all(c() is None for c in copies)
+
+
 def test_is_a_text_encoder(encoder):
     assert isinstance(encoder, TextEncoder)
     assert "width=32" in repr(encoder)

@@ -118,7 +118,7 @@ class _Checkpoint:
         self.path, self.total = path, total_steps
         self.made_from = json.loads(json.dumps(made_from))  # as the sidecar will hold it (tuples become lists)
         self.runs: list[dict] = []
-        self.loaded_step, self.saved = 0, False
+        self.loaded_step, self.saved, self.restarted = 0, False, False
 
     def load(self, model, optimizer) -> tuple[int, dict, float]:
         if not self.path.is_file():
@@ -137,11 +137,22 @@ class _Checkpoint:
         self.runs, self.loaded_step = meta.get("runs", []), meta["step"]
         return meta["step"], meta["history"], meta.get("seconds", 0.0)
 
+    def adopt(self, model, weights: Path, stage: dict) -> tuple[int, dict, float]:
+        """Continue from a finished bundle whose stage state is gone (a fresh clone, another machine): its bf16
+        weights, the steps, seconds and runs its manifest records, and a fresh optimizer (the run says so)."""
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(weights)))
+        self.runs, self.loaded_step, self.restarted = stage["runs"], stage["step"], True
+        return stage["step"], stage["history"], stage["seconds"]
+
     def save(self, model, optimizer, step: int, history: dict, seconds: float) -> None:
-        if not self.saved:  # this invocation's first save: a new run
+        if not self.saved and step > self.loaded_step:  # this invocation's first progress: a new run
             self.runs.append({"from": self.loaded_step, "to": step, "of": self.total})
+            if self.restarted:
+                self.runs[-1]["restart"] = "from the bundle's bf16 weights, fresh optimizer state"
             self.saved = True
-        self.runs[-1]["to"] = step
+        if self.saved:
+            self.runs[-1]["to"] = step
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(optimizer_tensors(optimizer, _param_names(model, optimizer)))
         save_safetensors_atomic(tensors, self.path, overwrite=True)  # first: the sidecar never runs ahead of it
@@ -179,16 +190,23 @@ def vae_loss(vae: BitVAE, images: torch.Tensor, schedule, bf16: bool = False) ->
     return l1 + l2 + cells + 0.25 * commit, {"l1": l1.item(), "commit": commit.item()}
 
 
-def train_vae(cfg: PretrainConfig, work: Path) -> BitVAE:
+def vae_made_from(cfg: PretrainConfig) -> dict:
+    from .world import WORLD_VERSION
+    return {"world_version": WORLD_VERSION, "size": cfg.size, "seed": cfg.seed, "vae": asdict(cfg.vae_config())}
+
+
+def train_vae(cfg: PretrainConfig, work: Path, bundle_stage: dict | None = None) -> BitVAE:
+    """``bundle_stage``: the finished bundle's record of this stage (bundle_stage()), to continue from when the stage
+    state in ``work`` is gone."""
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     vae = BitVAE(cfg.vae_config()).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    from .world import WORLD_VERSION
-    ckpt = _Checkpoint(work / "vae_state.safetensors", {"world_version": WORLD_VERSION, "size": cfg.size,
-                                                        "seed": cfg.seed, "vae": asdict(cfg.vae_config())},
-                       cfg.vae_steps)
+    ckpt = _Checkpoint(work / "vae_state.safetensors", vae_made_from(cfg), cfg.vae_steps)
     step, history, seconds = ckpt.load(vae, opt)
+    if step == 0 and bundle_stage:
+        step, history, seconds = ckpt.adopt(vae, bundle_stage["weights"], bundle_stage)
+        ckpt.save(vae, opt, step, history, seconds)  # the stage state exists from here on, as after a run
     t0 = time.perf_counter() - seconds
     history = history or {"l1": [], "commit": []}
     schedule = scale_schedule(1.0, PN)
@@ -267,7 +285,13 @@ def encode_dataset(cfg: PretrainConfig, vae: BitVAE, text_encoder, work: Path, k
 
 
 # ---------------------------------------------------------------------------------------------------------- transformer
-def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_key: dict) -> Infinity:
+def transformer_made_from(cfg: PretrainConfig, dataset_key: dict) -> dict:
+    return {"dataset": dataset_key, "transformer": asdict(cfg.transformer_config()),
+            "scale_balanced": cfg.scale_balanced}
+
+
+def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_key: dict,
+                      bundle_stage: dict | None = None) -> Infinity:
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     model = Infinity(cfg.transformer_config()).to(device)
@@ -277,10 +301,11 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_ke
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "cfg_uncond" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.97))
-    ckpt = _Checkpoint(work / "infinity_state.safetensors",
-                       {"dataset": dataset_key, "transformer": asdict(cfg.transformer_config()),
-                        "scale_balanced": cfg.scale_balanced}, cfg.steps)
+    ckpt = _Checkpoint(work / "infinity_state.safetensors", transformer_made_from(cfg, dataset_key), cfg.steps)
     step, history, seconds = ckpt.load(model, opt)
+    if step == 0 and bundle_stage:
+        step, history, seconds = ckpt.adopt(model, bundle_stage["weights"], bundle_stage)
+        ckpt.save(model, opt, step, history, seconds)
     t0 = time.perf_counter() - seconds
     history = history or {"ce": [], "bit_acc": []}
     schedule = scale_schedule(1.0, PN)
@@ -409,14 +434,15 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     if not _t5_current(t5_dir, cfg.text_width, vocabulary()):
         make_t5(t5_dir, d_model=cfg.text_width, seed=cfg.seed, words=vocabulary())
     text_encoder = load_text_encoder(t5_dir)
-    vae = train_vae(cfg, work)
+    vae = train_vae(cfg, work, bundle_stage(out, "bitvae", vae_made_from(cfg), vae_made_from))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in vae.state_dict().items()},
                             out / "bitvae.safetensors", overwrite=True)
     from var_core.bitvae import load_vae
     vae = load_vae(out / "bitvae.safetensors", device=_device(cfg))  # what users get: the bf16-stored weights
     key = dataset_key(cfg, out / "bitvae.safetensors")
     latents, text, _ = encode_dataset(cfg, vae, text_encoder, work, key)
-    model = train_transformer(cfg, latents, text, work, key)
+    model = train_transformer(cfg, latents, text, work, key, bundle_stage(
+        out, "infinity", transformer_made_from(cfg, key), lambda old: transformer_made_from(old, key)))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
                             out / "infinity.safetensors", overwrite=True)
     vae_state = json.loads((work / "vae_state.json").read_text())
@@ -444,6 +470,31 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     write_atomic(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"),
                  overwrite=True)
     return out
+
+
+_STAGE_CURVES = {"bitvae": ("vae_l1", ("l1", "commit")), "infinity": ("infinity_ce", ("ce", "bit_acc"))}
+
+
+def bundle_stage(out: Path, stage: str, made_from: dict, made_from_of) -> dict | None:
+    """What the finished bundle in ``out`` records of ``stage`` ("bitvae" or "infinity"), when its manifest's settings
+    made it from ``made_from`` (``made_from_of(settings)`` recomputes it): the step it reached, its seconds, runs and
+    a loss history rebuilt from the manifest's curve (each point repeated over the steps it averages). None when there
+    is no such bundle."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        old = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["settings"].items()})
+        runs = manifest["runs"][stage]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    weights = out / f"{stage}.safetensors"
+    if not weights.is_file() or json.loads(json.dumps(made_from_of(old))) != json.loads(json.dumps(made_from)):
+        return None
+    curve_key, names = _STAGE_CURVES[stage]
+    step = runs[-1]["to"]
+    history = {name: [] for name in names}  # only the first is in the manifest
+    history[names[0]] = [v for v in manifest["loss_curve"][curve_key] for _ in range(max(1, step // 50))][:step]
+    return {"weights": weights, "step": step, "runs": runs, "history": history,
+            "seconds": 60.0 * manifest["training_minutes"][stage]}
 
 
 EVALUATION_BACKGROUNDS = ("red", "white", "beach", "night")

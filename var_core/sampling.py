@@ -13,7 +13,7 @@ import torch
 from . import quantizer
 from .checkpoint import check_compatible
 from .schedules import per_scale
-from .transformer import Infinity, KVCache, scale_levels
+from .transformer import Infinity, KVCache, TextMix, scale_levels
 
 
 def variation_bits(vae, image: torch.Tensor, schedule, keep_scales: int, batch: int) -> list[torch.Tensor] | None:
@@ -58,7 +58,7 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
            progress: Callable[[int, int], None] | None = None, use_cache: bool = True):
     """Generate images (B, 3, H, W) in [-1, 1].
 
-    text: list of B (len_i, Ct5) tensors. cfg, tau: scalar or one value per scale. negative: list of B tensors
+    text: list of B (len_i, Ct5) tensors (or TextMix: a subject's strength on the text side). cfg, tau: scalar or one value per scale. negative: list of B tensors
     (default: the model's learned null text cfg_uncond[:len_i]). forced_bits: bits (B, h_k, w_k, d) for the first
     N scales, used instead of sampling (variations / image-to-image). seed: same seed and device -> same images.
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
@@ -95,9 +95,11 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
             negative = model.null_text(text)
         if len(negative) != B:
             raise ValueError(f"{len(negative)} negative prompts for {B} prompts.")
-        cond = model.condition(list(text) + list(negative))
-    else:
-        cond = model.condition(text)
+        text = list(text) + list(negative)
+    # a TextMix (a subject's strength on the text side) may weigh its readings differently at every scale
+    mixed = any(isinstance(t, TextMix) for t in text)
+    conds = [model.condition(text, scale=k if use_cache else None) for k in range(K)] if mixed \
+        else [model.condition(text)] * K
 
     cos, sin = model.rope(schedule)
     cache = KVCache(model.config.depth) if use_cache else None
@@ -108,13 +110,13 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
         for k, (h, w) in enumerate(schedule):
             n = h * w
             if k == 0:
-                x = model.start_token(cond)
+                x = model.start_token(conds[k])
             else:
                 x = model.embed_inputs(sums.tokens_at((h, w)))
                 x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
             if use_cache:
                 rope = (cos[start:start + n], sin[start:start + n])
-                x = model.run_blocks(x, cond, rope, model.lvl_embed.weight[k], cache=cache, total=total,
+                x = model.run_blocks(x, conds[k], rope, model.lvl_embed.weight[k], cache=cache, total=total,
                                      scale_index=k)
                 cache.length += n
             else:  # recompute the whole prefix with the block-causal mask (reference speed baseline)
@@ -122,9 +124,9 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
                 level = scale_levels(schedule[:k + 1], device)
                 rope = (cos[:start + n], sin[:start + n])
                 sizes = tuple(a * b for a, b in schedule[:k + 1])
-                x = model.run_blocks(sequence, cond, rope, model.lvl_embed(level), scale_sizes=sizes)[:, start:]
+                x = model.run_blocks(sequence, conds[k], rope, model.lvl_embed(level), scale_sizes=sizes)[:, start:]
             start += n
-            raw = model.logits(x, cond)
+            raw = model.logits(x, conds[k])
             logits = raw[:B] / taus[k]
             if guided:
                 logits = cfgs[k] * logits + (1 - cfgs[k]) * (raw[B:] / taus[k])

@@ -21,6 +21,7 @@ As ``from_pretrained(torch_dtype=float16)`` does, the modules named in ``T5Encod
 """
 from __future__ import annotations
 
+import collections
 import copy
 import importlib.util
 import json
@@ -56,6 +57,8 @@ class TextEncoder:
     The returned tensors are ordinary tensors (not inference tensors), on the encoder's device.
     """
 
+    TOKENIZER_COPIES = 4  # tokenizers kept that know a set of placeholder tokens (one per set of subjects used)
+
     def __init__(self, model, tokenizer, source=None, max_length: int = MAX_LENGTH,
                  batch_size: int = DEFAULT_BATCH_SIZE):
         self.model = model.eval().requires_grad_(False)
@@ -63,7 +66,8 @@ class TextEncoder:
         self.source = source
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
-        self._token_tokenizers: dict[tuple[str, ...], object] = {}  # private copies that know placeholder tokens
+        # private copies of the tokenizer that know placeholder tokens: the TOKENIZER_COPIES most recently used
+        self._token_tokenizers: collections.OrderedDict[tuple[str, ...], object] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -145,6 +149,9 @@ class TextEncoder:
             tok = copy.deepcopy(self.tokenizer)
             tok.add_tokens(list(tokens), special_tokens=True)  # known to this copy only
             self._token_tokenizers[tokens] = tok
+            while len(self._token_tokenizers) > self.TOKENIZER_COPIES:
+                self._token_tokenizers.popitem(last=False)
+        self._token_tokenizers.move_to_end(tokens)
         return self._token_tokenizers[tokens]
 
     def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:

@@ -80,9 +80,35 @@ class InfinityConfig:
 class TextCondition(NamedTuple):
     """Everything the blocks need from the text, computed once per forward or per sampling run."""
     memory: torch.Tensor  # (B, Lt, C) cross-attention memory, padded
-    mask: torch.Tensor  # (B, 1, 1, Lt) bool, True where a text token is real
+    mask: torch.Tensor  # (B, 1, 1, Lt) bool, True where a text token is real; or a float bias (TextMix)
     pooled: torch.Tensor  # (B, C) attention-pooled prompt vector: start token and head AdaLN input
     gss: torch.Tensor  # (B, 1, 6, C) shared AdaLN output for the blocks
+
+
+@dataclass(frozen=True)
+class TextMix:
+    """One prompt read several ways and blended: ``readings[r]`` (len_r, Ct5) weighs ``weights[r][k]`` at scale k (a
+    single value: every scale); the weights of a scale sum to 1. It is how a subject's strength reaches the text: its
+    placeholder read as the learned vectors (weight = strength) or as the class word (1 - strength), tuning/placeholder.py.
+
+    The cross-attention sees every weighted reading's rows with log(weight) added to their attention logits, and the
+    pooled vector (start token, AdaLN) is the weighted mean of the readings'; a reading of weight 0 is left out, so
+    weights 0 and 1 give exactly the condition of the one reading.
+    """
+    readings: tuple[torch.Tensor, ...]
+    weights: tuple[tuple[float, ...], ...]
+
+    def at(self, scale: int | None) -> list[tuple[torch.Tensor, float]]:
+        """(reading, weight) of the readings that weigh at ``scale`` (None: a forward over several scales)."""
+        out = []
+        for reading, w in zip(self.readings, self.weights):
+            if scale is None and len(set(w)) > 1:
+                raise ValueError("A per-scale subject strength needs scale-by-scale sampling (the KV-cached "
+                                 "sampler); a forward over several scales at once can only use one strength.")
+            weight = w[0] if scale is None or len(w) == 1 else w[scale]
+            if weight > 0:
+                out.append((reading, float(weight)))
+        return out
 
 
 def pad_text(text: list[torch.Tensor], device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,7 +313,8 @@ class CrossAttention(nn.Module):
         k, v = self.keys_values(memory, u.get("mat_kv"))
         q = linear(x, self.mat_q.weight, self.mat_q.bias, u.get("mat_q")).to(compute_dtype(x))
         q = q.view(B, L, self.num_heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype),
+                                             attn_mask=mask if mask.dtype == torch.bool else mask.to(q.dtype))
         return linear(out.transpose(1, 2).reshape(B, L, C), self.proj.weight, self.proj.bias, u.get("proj"))
 
 
@@ -423,16 +450,49 @@ class Infinity(nn.Module):
                 self._rope_cache[key] = rope_table(schedule, self.config.head_dim, self.device)
         return self._rope_cache[key]
 
-    def null_text(self, text: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The learned negative prompt: the first len_i rows of cfg_uncond for each prompt."""
+    def null_text(self, text: list) -> list:
+        """The learned negative prompt: the first len_i rows of cfg_uncond for each prompt (for a TextMix, a mix
+        of them with its weights, so that each reading is guided against the null text of its own length)."""
         rows = self.cfg_uncond.shape[0]
-        return [self.cfg_uncond[:min(t.shape[0], rows)] for t in text]
+
+        def null(t):
+            if isinstance(t, TextMix):
+                return TextMix(tuple(null(r) for r in t.readings), t.weights)
+            return self.cfg_uncond[:min(t.shape[0], rows)]
+        return [null(t) for t in text]
 
     # ----------------------------------------------------------------------------------------------------------
-    def condition(self, text: list[torch.Tensor]) -> TextCondition:
-        """Text path: RMSNorm -> (attention pool -> start vector, shared AdaLN) and (MLP -> cross-attention memory)."""
+    def condition(self, text: list, scale: int | None = None) -> TextCondition:
+        """Text path: RMSNorm -> (attention pool -> start vector, shared AdaLN) and (MLP -> cross-attention memory).
+        ``text`` items may be TextMix (blended readings), taken at ``scale``."""
         if isinstance(text, TextCondition):
             return text
+        if not any(isinstance(t, TextMix) for t in text):
+            return self._condition(text)
+        parts = [t.at(scale) if isinstance(t, TextMix) else [(t, 1.0)] for t in text]
+        if all(len(p) == 1 for p in parts):  # one reading each (strength 0 or 1 here): that reading exactly
+            return self._condition([p[0][0] for p in parts])
+        flat = self._condition([r for p in parts for r, _ in p])
+        memories, biases, pooled, i = [], [], [], 0
+        for p in parts:
+            rows, bias, pool = [], [], 0.0
+            for reading, w in p:
+                n = reading.shape[0]
+                rows.append(flat.memory[i, :n])
+                bias.append(torch.full((n,), math.log(w), device=self.device))
+                pool = pool + w * flat.pooled[i]
+                i += 1
+            memories.append(torch.cat(rows))
+            biases.append(torch.cat(bias))
+            pooled.append(pool)
+        memory = torch.nn.utils.rnn.pad_sequence(memories, batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence(biases, batch_first=True, padding_value=-math.inf)[:, None, None, :]
+        pooled = torch.stack(pooled)
+        with torch.autocast(self.device.type, enabled=False):
+            gss = self.shared_ada_lin(pooled).view(-1, 1, 6, self.config.embed_dim)
+        return TextCondition(memory, mask, pooled, gss)
+
+    def _condition(self, text: list[torch.Tensor]) -> TextCondition:
         widths = {t.shape[-1] for t in text if isinstance(t, torch.Tensor)}
         if widths - {self.config.text_channels}:
             raise ValueError(f"Text features have width {sorted(widths)}, but this model expects "
