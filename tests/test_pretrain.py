@@ -60,6 +60,26 @@ def test_pretraining_resumes_from_its_checkpoints(bundle):
             load_subject(s["subject"], model)
 
 
+def test_a_bundle_without_its_work_folder_continues_from_its_weights(bundle, tmp_path):
+    """A fresh clone has the bundle but not its stage checkpoints: a longer run continues from the bundle's
+    weights (the run says its optimizer state is fresh), and the finished BitVAE is not trained again."""
+    import shutil
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("work"))
+    before = manifest(copy)
+    steps = before["settings"]["steps"]
+    args = list(TINY)
+    args[args.index("--steps") + 1] = str(steps + 1)
+    assert main(["pretrain", "--out", str(copy), *args]) == 0
+    info = manifest(copy)
+    assert info["runs"]["bitvae"] == before["runs"]["bitvae"]
+    assert info["runs"]["infinity"][:-1] == before["runs"]["infinity"]
+    last = info["runs"]["infinity"][-1]
+    assert (last["from"], last["to"], last["of"]) == (steps, steps + 1, steps + 1) and "fresh optimizer" in last["restart"]
+    assert len(info["loss_curve"]["infinity_ce"]) == steps + 1  # the earlier curve, then this run's step
+    assert info["training_minutes"]["infinity"] >= before["training_minutes"]["infinity"]
+
+
 def test_cached_artefacts_follow_what_they_were_made_from(bundle):
     """The encoded dataset is made again when its pictures change; a stage checkpoint of another architecture is
     refused with a message naming both, never loaded half or silently thrown away."""
