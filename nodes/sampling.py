@@ -41,7 +41,9 @@ class Sampler(io.ComfyNode):
                 io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
                                tooltip="One of Infinity's 15 templates (h/w, and its size at 1024²)."),
                 io.Combo.Input("resolution", options=RESOLUTIONS, default=DEFAULT_RESOLUTION,
-                               tooltip="Resolution preset: the number of scales (13 at 1024²)."),
+                               tooltip="Resolution preset: the number of scales (13 at 1024²). auto = the resolution "
+                                       "the loaded model was trained at (128² for the embedded toy model, 1M for "
+                                       "Infinity-2B)."),
                 io.Float.Input("cfg", default=4.0, min=0.0, max=30.0, step=0.1,
                                tooltip="Classifier-free guidance on the logits (the schedule input overrides it)."),
                 io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01,
@@ -64,7 +66,7 @@ class Sampler(io.ComfyNode):
     def execute(cls, model, vae, positive, seed, aspect_ratio, resolution, cfg, tau, top_k, top_p, batch_size,
                 negative=None, schedule=None, init_image=None, keep_scales=4):
         var_core.check_compatible(model, vae)
-        scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution))
+        scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, model))
         K = len(scales)
         model = with_strength_schedule(model, resolve(schedule, "strength", [1.0] * K, K))
         text = [t for t in conditioning_text(positive, model) for _ in range(batch_size)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from var_core.sampling import step_schedule
-from var_core.schedules import per_scale, scale_schedule
+from var_core.schedules import RESOLUTION_LABELS, per_scale, scale_schedule
 from var_core.tuning import ScaleWeights
 
 from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
 
 
+ALL_PRESETS = list(RESOLUTION_LABELS.values())
 # the same ranges as the scalar widgets
 RANGES = {"cfg": (0.0, 30.0), "tau": (0.01, 5.0), "strength": (0.0, 2.0)}
 
@@ -51,7 +52,8 @@ class ScaleSchedule(io.ComfyNode):
                         "scales carry layout and a subject's identity; fine scales carry texture.",
             inputs=[
                 io.Combo.Input("resolution", options=RESOLUTIONS, default=DEFAULT_RESOLUTION,
-                               tooltip="Only used to show how many scales there are; the sampler's own counts."),
+                               tooltip="Only used to show the scales and check the lists here; the sampler's own "
+                                       "resolution counts. auto: the lists are checked by the sampler."),
                 io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
                                tooltip="Only used to show the token grid of each scale."),
                 io.Int.Input("switch", default=8, min=0, max=16, tooltip="First scale that uses the 'fine' values."),
@@ -82,9 +84,23 @@ class ScaleSchedule(io.ComfyNode):
         for key, coarse, fine, text in (("cfg", cfg_coarse, cfg_fine, cfg_list), ("tau", tau_coarse, tau_fine, tau_list),
                                         ("strength", strength_coarse, strength_fine, strength_list)):
             schedule[key] = parse_list(text or "", f"{key}_list", key) or (coarse, fine)
-        scales = scale_schedule(aspect(aspect_ratio), preset(resolution))
+        pn = preset(resolution)
+        if pn is None:  # auto: the sampler's model decides the scales; say what each resolution takes
+            lines = ["scales: the sampler's resolution (auto); a list takes one value per scale: "
+                     + ", ".join(f"{len(scale_schedule(1.0, p))} at {p}" for p in ALL_PRESETS)]
+            for key in ("cfg", "tau", "strength"):
+                value = schedule[key]
+                lines.append(f"{key}: " + (f"{value[0]:g} before scale {switch}, {value[1]:g} from it"
+                                           if isinstance(value, tuple) else ", ".join(f"{v:g}" for v in value)))
+            lines.append("training loss weights (ARBooth): coarse on the first "
+                         + ", ".join(f"{ScaleWeights().coarse_scales(n)} of {n}" for n in
+                                     sorted({len(scale_schedule(1.0, p)) for p in ALL_PRESETS})) + " scales")
+            return io.NodeOutput(schedule, ui=ui.PreviewText("\n".join(lines)))
+        scales = scale_schedule(aspect(aspect_ratio), pn)
         K = len(scales)
-        lines = [f"{K} scales at {preset(resolution)}: " + " ".join(f"{h}x{w}" for h, w in scales)]
+        lines = [f"{K} scales at {pn}: " + " ".join(f"{h}x{w}" for h, w in scales)]
+        if switch >= K:
+            lines.append(f"switch {switch} >= {K} scales: every scale uses the coarse values here")
         for key in ("cfg", "tau", "strength"):
             lines.append(f"{key}: " + ", ".join(f"{v:g}" for v in resolve(schedule, key, None, K)))
         weights = ScaleWeights().scale_weights(scales)  # what Train Subject's ARBooth weighting uses here

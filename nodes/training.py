@@ -10,17 +10,15 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core.images import from_pil, loss_curve, to_pil
-from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
+from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, model_defaults, prepare_images
 
 from . import comfy_env
-from .types import CATEGORY, Model, Prompts, Subject, TextEncoder, Vae, from_image, to_image
+from .types import AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image
 
 LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ffn"), "ca": ("ca",), "ffn": ("ffn",),
           "sa": ("sa",)}
 METHODS = {"LoRA": "lora", "full deltas (ARBooth)": "full", "placeholder vectors only": "none"}
 WEIGHTING = {"ARBooth: coarse 1.0, fine 0.5": ScaleWeights(), "uniform": ScaleWeights(1.0, 1.0)}
-RESOLUTIONS = {"512² (0.25M, fast)": "0.25M", "1024² (1M)": "1M", "256² (0.06M, tests)": "0.06M",
-               "128² (0.015M, embedded toy model)": "0.015M"}
 
 
 def checkpoint_path(class_word: str, seed: int) -> str:
@@ -47,9 +45,13 @@ class TrainSubject(io.ComfyNode):
                 io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, backpack."),
                 io.String.Input("token", default="<placeholder>",
                                 tooltip="Placeholder token to write in prompts; give each subject its own."),
-                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Optimizer steps (ARBooth: 500)."),
+                io.Int.Input("steps", default=0, min=0, max=100000,
+                             tooltip="Optimizer steps; 0 = auto, the model's own: 150 on the embedded toy model, "
+                                     "500 (ARBooth's) on Infinity. The node's text shows the value used."),
                 io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
-                               tooltip="0 = the method's default (LoRA 1e-4, full deltas 2.34e-5)."),
+                               tooltip="0 = auto, the model's own: 1e-3 on the embedded toy model; on Infinity the "
+                                       "method's (LoRA 1e-4, full deltas 2.34e-5). The node's text shows the value "
+                                       "used."),
                 io.Combo.Input("method", options=list(METHODS), default="LoRA",
                                tooltip="LoRA (small files, works on the fused projections) or ARBooth's full deltas."),
                 io.Combo.Input("layers", options=list(LAYERS), default="ca+ffn (ARBooth)",
@@ -63,8 +65,9 @@ class TrainSubject(io.ComfyNode):
                                        "shows them for a resolution."),
                 io.Float.Input("prior_weight", default=0.5, min=0.0, max=10.0, step=0.05,
                                tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
-                io.Combo.Input("resolution", options=list(RESOLUTIONS), default="512² (0.25M, fast)",
-                               tooltip="Training resolution; 512² is about 5x faster than 1024²."),
+                io.Combo.Input("resolution", options=RESOLUTIONS, default=AUTO,
+                               tooltip="Training resolution; auto = the model's own choice: 128² for the embedded toy "
+                                       "model, 512² (0.25M, several times faster than 1M) for Infinity."),
                 # not named "seed": the frontend gives every "seed" a randomize-after-generate control, and a new
                 # random seed on every Run would retrain the subject each time
                 io.Int.Input("training_seed", default=0, min=0, max=2**31 - 1,
@@ -97,13 +100,16 @@ class TrainSubject(io.ComfyNode):
         resume = None if resume_from in (None, "", "none") else \
             os.path.join(comfy_env.checkpoints_directory(), resume_from)
         if resume is not None:
-            config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps,
+            config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps or None,
                                          gradient_checkpointing=gradient_checkpointing)
         else:
+            auto = model_defaults(model)  # 0 and "auto": what suits the model wired in
             config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
                                  groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors,
-                                 steps=steps, lr=learning_rate or None, scale_weights=WEIGHTING[scale_weighting],
-                                 prior_weight=prior_weight, seed=training_seed, pn=RESOLUTIONS[resolution],
+                                 steps=steps or auto["steps"], lr=learning_rate or auto.get("lr"),
+                                 embedding_lr=auto.get("embedding_lr"), scale_weights=WEIGHTING[scale_weighting],
+                                 prior_weight=prior_weight, seed=training_seed,
+                                 pn=auto["pn"] if resolution == AUTO else preset(resolution),
                                  gradient_checkpointing=gradient_checkpointing)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
         with torch.inference_mode(False):
@@ -111,7 +117,7 @@ class TrainSubject(io.ComfyNode):
                                   require_token=config.placeholder_vectors > 0)
             text_encoder.to(comfy_env.device())
             try:
-                trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, steps,
+                trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, config.steps,
                                                 gradient_checkpointing=gradient_checkpointing) if resume else \
                     SubjectTrainer(model, vae, text_encoder, data, config)
             finally:
@@ -143,8 +149,11 @@ class TrainSubject(io.ComfyNode):
 def training_summary(trainer, history: dict[str, list[float]], seconds: float, path: str) -> str:
     """What the node shows: steps, time, final losses, where the checkpoint is (and what a resume restored)."""
     losses = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
-    lines = [f"{trainer.step_count}/{trainer.config.steps} steps in {seconds:.1f} s ({losses or 'no new steps'})",
-             f"checkpoint: {path}"]
+    c = trainer.config
+    lines = [f"{trainer.step_count}/{c.steps} steps in {seconds:.1f} s ({losses or 'no new steps'})",
+             f"at {c.pn}, learning rate {c.resolved_lr():g}, placeholder {c.resolved_embedding_lr():g}",
+             f"checkpoint: {path}",
+             f"use it: Apply Subject, then write '{c.token} {c.class_word}' in a prompt"]
     if trainer.notes:
         lines.append(trainer.notes)
     return "\n".join(lines)

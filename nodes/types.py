@@ -15,15 +15,18 @@ Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Prox
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
 
 CATEGORY = "VARBooth"
-# the toy preset first (the embedded model's 128²), then Infinity's
-RESOLUTIONS = list(RESOLUTION_LABELS)
+AUTO = "auto (the model's own)"
+# "auto" first (the loaded model's native resolution), then the toy preset (the embedded model's 128²), then Infinity's
+RESOLUTIONS = [AUTO, *RESOLUTION_LABELS]
 ASPECTS = list(ASPECT_LABELS)
-DEFAULT_RESOLUTION = RESOLUTIONS[-1]
+DEFAULT_RESOLUTION = AUTO
 DEFAULT_ASPECT = ASPECTS[0]
 
 
-def preset(label: str) -> str:
-    """'1M (1024²)' -> '1M'; anything that is not a preset or its label is refused."""
+def preset(label: str, model=None) -> str | None:
+    """'1M (1024²)' -> '1M'; "auto" -> ``model``'s native preset (None without a model); anything else is refused."""
+    if label == AUTO:
+        return model.native_preset() if model is not None else None
     return resolve_preset(label)
 
 

@@ -444,7 +444,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     model = train_transformer(cfg, latents, text, work, key, bundle_stage(
         out, "infinity", transformer_made_from(cfg, key), lambda old: transformer_made_from(old, key)))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
-                            out / "infinity.safetensors", overwrite=True)
+                            out / "infinity.safetensors", {"native_pn": PN}, overwrite=True)  # "auto" resolution
     vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
     vae_hist, inf_hist = vae_state["history"], inf_state["history"]

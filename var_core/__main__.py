@@ -43,7 +43,8 @@ def cmd_sample(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
     model_path, vae_path, encoder_path, embedded = model_files(args, "sample")
-    schedule = vc.scale_schedule(args.aspect, args.pn or ("0.015M" if embedded else "1M"))
+    model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    schedule = vc.scale_schedule(args.aspect, args.pn or model.native_preset())
     template = template_key(args.aspect)
     if template != str(args.aspect).strip():  # say which of the 15 templates an arbitrary ratio became
         h, w = vc.pixel_size(schedule)
@@ -54,7 +55,6 @@ def cmd_sample(args) -> int:
     if clash and not args.overwrite:
         raise FileExistsError(f"Output exists: {', '.join(clash)}; choose another --out or pass --overwrite.")
 
-    model = vc.load_transformer(model_path, device=device, dtype=dtype)
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
     from var_core.tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
@@ -124,7 +124,7 @@ def cmd_train(args) -> int:
 
     import var_core as vc
     from var_core.tuning import (SubjectTrainer, TrainConfig, folder_captions, image_files, load_subject,
-                                 prepare_images)
+                                 model_defaults, prepare_images)
 
     out = Path(args.out)
     if out.exists() and not args.overwrite and Path(args.resume or "") != out:
@@ -134,11 +134,10 @@ def cmd_train(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train")
-    if embedded and not args.resume:  # the embedded model's own tuning defaults (as the demo's)
-        from var_core.embedded import TUNING
-        for key, value in TUNING.items():
-            settings.setdefault(key, value)
     model = vc.load_transformer(model_path, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    if not args.resume:  # the loaded model's own tuning defaults (the embedded toy model's: the demo's)
+        for key, value in model_defaults(model).items():
+            settings.setdefault(key, value)
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
     if args.resume:
@@ -277,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=0.97)
     s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")
     s.add_argument("--pn", default=None, help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024); "
-                   "default 1M, or 0.015M (128²) for the embedded toy model")
+                   "default: the model's own (its file's native_pn metadata: 0.015M = 128² for the "
+                   "embedded toy model; else 1M, Infinity's)")
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")

@@ -420,6 +420,7 @@ class Infinity(nn.Module):
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
+        self.native_pn = None  # the resolution preset it was trained at, when its file says (else Infinity's 1M)
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
         # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
         self.patch = None
@@ -433,6 +434,11 @@ class Infinity(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pos_start.device
+
+    def native_preset(self) -> str:
+        """The resolution preset this model was trained at: its file's ``native_pn`` metadata (the embedded toy
+        model's: 0.015M), else 1M, Infinity-2B's release resolution. What "auto" resolution means."""
+        return self.native_pn or "1M"
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -596,6 +602,23 @@ _NON_WEIGHTS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "In
 _WRAPPERS = (("trainer", "gpt_fsdp"), ("trainer", "gpt_wo_ddp"), ("model",))
 
 
+def _native_pn(source) -> str | None:
+    """The ``native_pn`` metadata of a safetensors file (a resolution preset), or None."""
+    if not isinstance(source, (str, os.PathLike)) or not str(source).endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+    from .schedules import resolve_preset
+    with safe_open(str(source), framework="pt") as f:
+        value = (f.metadata() or {}).get("native_pn")
+    if value is None:
+        return None
+    try:
+        return resolve_preset(value)
+    except ValueError as e:
+        raise CheckpointError(f"'{source}' has native_pn metadata {value!r} that is not a resolution preset: {e}") \
+            from None
+
+
 def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
 
@@ -626,6 +649,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     model.load_state_dict(sd, assign=True)
     model.special_token = special_token
     model.source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else None
+    model.native_pn = _native_pn(path_or_state_dict)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

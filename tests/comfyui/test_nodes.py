@@ -79,7 +79,7 @@ def test_train_apply_save_load(nodes, loaded, pack):
                          class_word="dog", token="<placeholder>", steps=3, learning_rate=1e-2, method="LoRA",
                          layers="ca+ffn (ARBooth)", rank=2, placeholder_vectors=2,
                          scale_weighting="ARBooth: coarse 1.0, fine 0.5", prior_weight=0.5,
-                         resolution="256² (0.06M, tests)", training_seed=0, preview_every=0)
+                         resolution="0.06M (256²)", training_seed=0, preview_every=0)
     assert subject.metadata["training"]["steps_done"] == 3 and curve.shape[-1] == 3 and curve.dim() == 4
     assert model.patch is None and not model.gradient_checkpointing
     (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog")
@@ -87,9 +87,9 @@ def test_train_apply_save_load(nodes, loaded, pack):
     (zero,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=0.0)
     (full,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
     assert not torch.equal(sample(nodes, full, vae, cond), base)
-    # strength 0 on the weights; the placeholder still means the learned vectors, so compare a plain prompt
-    (plain,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
-    assert torch.equal(sample(nodes, zero, vae, plain), sample(nodes, model, vae, plain))
+    # strength 0: the base model drawing the prompt with the class word, exactly
+    (plain,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of dog")
+    assert torch.equal(sample(nodes, zero, vae, cond), sample(nodes, model, vae, plain))
     for _ in range(2):
         nodes["VARBooth_SaveSubject"].execute(subject=subject, filename_prefix="trained dog")
     saved = sorted(p.name for p in (pack.base / "models/var_subjects").glob("trained_dog_*"))
@@ -103,7 +103,7 @@ def test_training_errors_and_cancel(nodes, loaded, pack, caplog):
     import comfy.model_management as mm
     args = dict(model=model, vae=vae, text_encoder=enc, class_word="cat", token="<placeholder>", steps=50,
                 learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
-                scale_weighting="uniform", prior_weight=0.0, resolution="256² (0.06M, tests)", training_seed=5,
+                scale_weighting="uniform", prior_weight=0.0, resolution="0.06M (256²)", training_seed=5,
                 preview_every=0)
     with pytest.raises(ValueError, match="No training images"):
         nodes["VARBooth_TrainSubject"].execute(images=torch.zeros(0, 64, 64, 3), **args)
@@ -129,7 +129,7 @@ def test_training_resumes_a_listed_checkpoint_and_says_what_it_did(nodes, loaded
     model, vae, enc = loaded
     args = dict(model=model, vae=vae, text_encoder=enc, class_word="owl", token="<owl>", steps=2,
                 learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
-                scale_weighting="uniform", prior_weight=0.5, resolution="256² (0.06M, tests)", training_seed=3,
+                scale_weighting="uniform", prior_weight=0.5, resolution="0.06M (256²)", training_seed=3,
                 preview_every=0)
     images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     out = nodes["VARBooth_TrainSubject"].execute(images=images, **args)
@@ -205,3 +205,34 @@ def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
     with pytest.raises(ValueError, match="guide_dog"):
         nodes["VARBooth_ExampleSubject"].execute(subject="unicorn")
     assert world.find_member("teacup").held_out
+
+
+AUTO = "auto (the model's own)"
+
+
+def test_auto_resolution_follows_the_model_wired_in(nodes, loaded):
+    """A Sampler, Per-Scale Schedule or Train Subject added by hand samples and trains the embedded model at its
+    own 128², and a schedule list of its 5 scales is accepted (the sampler checks it)."""
+    embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]
+    model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
+                          text_encoder_name=embedded, dtype="auto")
+    for node in ("VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject"):
+        inputs = {i.id: i for i in nodes[node].define_schema().inputs}
+        assert inputs["resolution"].default == AUTO, node
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    out = nodes["VARBooth_ScaleSchedule"].execute(resolution=AUTO, aspect_ratio="1.0 (h/w) 1024×1024", switch=3,
+                                                  cfg_coarse=4.0, cfg_fine=4.0, tau_coarse=0.5, tau_fine=0.5,
+                                                  strength_coarse=1.0, strength_fine=1.0, cfg_list="4,4,4,3,3")
+    assert "5 at 0.015M" in out.ui.as_dict()["text"][0] and "13 at 1M" in out.ui.as_dict()["text"][0]
+    images = sample(nodes, model, vae, cond, resolution=AUTO, aspect_ratio="1.0 (h/w) 1024×1024",
+                    schedule=out.args[0] if hasattr(out, "args") else out.result[0])
+    assert images.shape == (1, 128, 128, 3)
+    tiny_model = loaded[0]  # a file without native_pn: Infinity's own 1M
+    assert tiny_model.native_preset() == "1M" and model.native_preset() == "0.015M"
+    photos = torch.rand(2, 128, 128, 3)
+    out = nodes["VARBooth_TrainSubject"].execute(
+        model=model, vae=vae, text_encoder=enc, images=photos, class_word="dog", token="<placeholder>", steps=1,
+        learning_rate=0.0, method="LoRA", layers="ca+ffn (ARBooth)", rank=2, placeholder_vectors=2,
+        scale_weighting="uniform", prior_weight=0.0, resolution=AUTO, training_seed=0, preview_every=0)
+    text = out.ui.as_dict()["text"][0]
+    assert "at 0.015M, learning rate 0.001, placeholder 0.01" in text and "'<placeholder> dog'" in text

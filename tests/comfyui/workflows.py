@@ -48,13 +48,13 @@ def depths(api: dict) -> dict[str, int]:
 # The Note each template shows: what it does, and what to change (two lines).
 NOTES = {
     "text_to_image": "Text to image with the embedded toy model (128², 5 scales, CFG 4): no download needed.\n"
-                     "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/; resolution 1M.",
+                     "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/ (resolution auto: 1M).",
     "train_subject": "Teaches the model a subject from 4 photos (LoRA, 150 steps), saves it and draws it in the snow.\n"
-                     "For Infinity-2B: load it and your photos (Load Image + Batch); 500 steps, learning_rate 0 (its default), 512², 1M.",
+                     "For Infinity-2B: load it and your photos (Load Image + Batch); steps, learning rate, resolution: auto.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
-                                  "\nFor Infinity-2B: load it and a subject trained on it; resolution 1M, switch 8.",
+                                  "\nFor Infinity-2B: load it and a subject trained on it; switch 8 (of its 13 scales).",
     "two_subjects": "Two subjects in one picture, each with its own token (<guide_dog>, <teacup>).\nFor "
-                    "Infinity-2B: load it and two subjects trained on it with different tokens; resolution 1M.",
+                    "Infinity-2B: load it and two subjects trained on it with different tokens.",
     "proxy_tuning": "Proxy-Tuning: a model that knows the subject draws it in N contexts; Infinity is tuned on them.\n"
                     "For Infinity-2B: replace the supervisor (Load Subject + Sampler) by SDXL/Flux with your "
                     "DreamBooth LoRA and its trigger words.",

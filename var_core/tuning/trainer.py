@@ -154,6 +154,16 @@ class TrainConfig:
         return config
 
 
+def model_defaults(model) -> dict:
+    """The TrainConfig settings that suit ``model`` where the user gives none: for a model made at the embedded toy
+    model's resolution, the toy's own (128², ten times Infinity's learning rates, 150 steps: embedded.TUNING);
+    for Infinity, TrainConfig's (ARBooth's 500 steps, at 512²)."""
+    from ..embedded import TUNING
+    if model.native_preset() == TUNING["pn"]:
+        return dict(TUNING)
+    return {"pn": TrainConfig.pn, "steps": TrainConfig.steps}
+
+
 def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
 
