@@ -9,6 +9,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+WEB_DIRECTORY = "./web"  # a small frontend extension: shows the text the nodes return on the nodes themselves
 
 
 async def comfy_entrypoint():

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from toyworld import world
-from workflows import CONTENT, WORKFLOWS, api_twins, saved_images
+from workflows import CONTENT, SUBJECTS, WORKFLOWS, api_twins, saved_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,6 +70,51 @@ def build(page) -> dict:
     return page.evaluate("async () => (await window.app.graphToPrompt()).output")
 
 
+def overlapping(page) -> list:
+    """Pairs of nodes whose boxes (title bar included) overlap on the canvas, as the frontend has sized them."""
+    return page.evaluate("""() => {
+        const T = window.LiteGraph.NODE_TITLE_HEIGHT;
+        const box = n => [n.pos[0], n.pos[1] - T, n.pos[0] + n.size[0], n.pos[1] + n.size[1]];
+        const nodes = window.app.graph._nodes, out = [];
+        for (const a of nodes) for (const b of nodes) {
+            if (a.id >= b.id) continue;
+            const [p, q] = [box(a), box(b)];
+            if (p[0] < q[2] && q[0] < p[2] && p[1] < q[3] && q[1] < p[3]) out.push([a.title, b.title]);
+        }
+        return out;
+    }""")
+
+
+def focus(page, node_id: int) -> dict:
+    """Centre the canvas on a node at zoom 1 (as a user looks at it); its box on the page, for a screenshot."""
+    return page.evaluate("""async (id) => {
+        const app = window.app, node = app.graph.getNodeById(id), T = window.LiteGraph.NODE_TITLE_HEIGHT;
+        app.canvas.ds.scale = 1;
+        app.canvas.centerOnNode(node);
+        app.canvas.setDirty(true, true);
+        app.canvas.draw(true, true);
+        await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+        const rect = app.canvas.canvas.getBoundingClientRect(), [ox, oy] = app.canvas.ds.offset;
+        return {x: Math.max(0, rect.left + node.pos[0] + ox), y: Math.max(0, rect.top + node.pos[1] - T + oy),
+                width: node.size[0], height: node.size[1] + T};
+    }""", node_id)
+
+
+def client_id(page) -> str:
+    """The tab's id at the server: a prompt queued with it reports its progress and outputs to the tab."""
+    return page.evaluate("() => window.app.api.clientId")
+
+
+def node_texts(page) -> list[str]:
+    """The texts the pack's frontend extension shows on the nodes, read from the page (its text boxes)."""
+    return page.evaluate("() => [...document.querySelectorAll('textarea.varbooth-text')].map(t => t.value)")
+
+
+def glyph_agreement(images, member: str) -> float:
+    from toyworld.metrics import member_similarity
+    return sum(member_similarity(im, member) for im in images) / len(images)
+
+
 def shows(images, backgrounds) -> float:
     """The share of images whose background (from pixels) is the one their prompt asked for."""
     return sum(world.detect_background(im) == bg for im, bg in zip(images, backgrounds * len(images))) / len(images)
@@ -80,6 +125,7 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     load_template(page, name)
     page.wait_for_timeout(300)
     assert missing_nodes(page) == []
+    assert overlapping(page) == []
     built = build(page)
     expected = copy.deepcopy(api_twins()[name])
     for node in (*expected.values(), *built.values()):
@@ -91,9 +137,31 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     for node in built.values():  # saved anew even where an earlier test ran the same graph (cached nodes report nothing)
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] += f"_{uuid.uuid4().hex[:8]}"
-    images = saved_images(comfy.url, built)  # raises on a validation or execution error
+    images = saved_images(comfy.url, built, client_id=client_id(page))  # raises on a validation or execution error
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / f"{name}.png"))
+    assert overlapping(page) == []  # also with the texts and previews the run added
+    # what the nodes said, on the nodes (every template has a sampler): read from the page
+    page.wait_for_function("() => document.querySelectorAll('textarea.varbooth-text').length > 0", timeout=20_000)
+    assert any(t.startswith("5 scales, 128x128 px") for t in node_texts(page)), node_texts(page)
+    outputs = page.evaluate("() => window.app.graph._nodes.filter(n => n.type === 'SaveImage' || "
+                            "(n.widgets || []).some(w => w.name === 'varbooth_text')).map(n => [n.id, n.type])")
+    for node_id, kind in outputs:  # a zoomed look at each output node, kept with the test's output
+        clip = focus(page, node_id)
+        page.wait_for_timeout(200)
+        page.screenshot(path=str(screenshots / f"{name}_{node_id}_{kind}.png"), clip=clip)
+    if name in SUBJECTS:  # the subject, not only the background: against the same graph without it
+        member, apply_nodes, save_node = SUBJECTS[name]
+        tuned, untuned = copy.deepcopy(built), copy.deepcopy(built)
+        for nid in apply_nodes:
+            untuned[nid]["inputs"]["strength"] = 0.0
+        for graph, suffix in ((tuned, "_tuned"), (untuned, "_untuned")):  # a new prefix: saved again, not cached
+            graph[save_node]["inputs"]["filename_prefix"] += suffix
+        tuned_images = saved_images(comfy.url, tuned, node=save_node)
+        base_images = saved_images(comfy.url, untuned, node=save_node)
+        tuned, base = glyph_agreement(tuned_images, member), glyph_agreement(base_images, member)
+        print(f"{name}: glyph agreement with the {member} {tuned:.3f} with the subject, {base:.3f} without")
+        assert tuned > base + 0.02, (tuned, base)
     backgrounds = CONTENT[name]
     assert len(images) >= max(4, len(backgrounds)) and all(im.size == (128, 128) for im in images)
     assert shows(images, backgrounds) >= 0.5, [world.detect_background(im) for im in images]
@@ -106,6 +174,26 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # the thumbnail was made from such output
         tiles = [thumb.convert("RGB").crop((x, y, x + 128, y + 128)) for y in (0, 128) for x in (0, 128)]
     assert shows(tiles, backgrounds[-4:]) >= 0.5
+
+
+def test_a_misspelled_token_is_shown_on_the_sampler(page, comfy):
+    load_template(page, "two_subjects")
+    page.evaluate("""() => {
+        const prompt = window.app.graph._nodes.find(n => n.type === "VARBooth_TextEncode");
+        prompt.widgets.find(w => w.name === "text").value = "a photo of <guide_dgo> dog and <teacup> cup";
+    }""")
+    saved_images(comfy.url, build(page), client_id=client_id(page))
+    page.wait_for_function("() => [...document.querySelectorAll('textarea.varbooth-text')]"
+                           ".some(t => t.value.includes('<guide_dgo>'))", timeout=20_000)
+    sampler = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'VARBooth_Sampler').id")
+    focus(page, sampler)
+    page.wait_for_timeout(300)
+    texts = node_texts(page)
+    box = page.locator("textarea.varbooth-text").nth(texts.index(next(t for t in texts if "<guide_dgo>" in t)))
+    text = box.input_value()
+    assert "warning: <guide_dgo> is in the prompt but no applied subject has that token" in text
+    assert "warning: the applied subject <guide_dog> is not named in any prompt" in text
+    assert box.is_visible()
 
 
 def test_rerunning_after_a_prompt_change_reuses_the_trained_subject(page, comfy):

@@ -69,6 +69,13 @@ CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_s
            "proxy_tuning": ["beach", "snow", "yellow", "night", "desert", "desert", "desert", "desert"]}
 
 
+# Where a template applies a subject: the subject's member, its Apply Subject nodes, and the SaveImage node whose
+# images show it. The browser test draws them again with those nodes at strength 0 (the base model drawing the
+# prompt with the class word, same seeds): the subject's images must agree with its glyph better than those.
+SUBJECTS = {"train_subject": ("guide dog", ["10"], "13"), "subject_per_scale_strength": ("guide dog", ["3"], "7"),
+            "proxy_tuning": ("guide dog", ["11"], "14"), "two_subjects": ("guide dog", ["3", "5"], "8")}
+
+
 def thumbnail(images: list):
     """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
     from var_core.images import grid
@@ -130,14 +137,17 @@ def api_twins() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((WORKFLOWS / "api").glob("*.json"))}
 
 
-def saved_images(url: str, api: dict, timeout: float = 900) -> list:
-    """Queue an API workflow on a running ComfyUI, wait for it, and return its saved (type output) images as PIL."""
+def saved_images(url: str, api: dict, timeout: float = 900, node: str | None = None, client_id: str | None = None) -> list:
+    """Queue an API workflow on a running ComfyUI, wait for it, and return its saved (type output) images as PIL
+    (only those of SaveImage ``node``, when given). ``client_id``: a browser tab's, to which the nodes' outputs (their
+    texts, previews) are sent as to the tab that queued it."""
     import io
     import time
     import urllib.parse
     from PIL import Image
     url = url.rstrip("/")
-    request = urllib.request.Request(url + "/prompt", json.dumps({"prompt": api}).encode(),
+    body = {"prompt": api, **({"client_id": client_id} if client_id else {})}
+    request = urllib.request.Request(url + "/prompt", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})
     prompt_id = json.loads(urllib.request.urlopen(request).read())["prompt_id"]
     deadline = time.time() + timeout
@@ -149,7 +159,7 @@ def saved_images(url: str, api: dict, timeout: float = 900) -> list:
     if entry["status"]["status_str"] != "success":
         raise RuntimeError(f"the workflow failed: {entry['status']}")
     images = [img for nid in sorted(entry["outputs"], key=int) for img in entry["outputs"][nid].get("images", [])
-              if img["type"] == "output"]
+              if img["type"] == "output" and node in (None, nid)]
     return [Image.open(io.BytesIO(urllib.request.urlopen(f"{url}/view?" + urllib.parse.urlencode(
         {k: img[k] for k in ("filename", "subfolder", "type")})).read())).convert("RGB") for img in images]
 

@@ -1,0 +1,38 @@
+// Shows on each VARBooth node the text it returns (ui.text): Train Subject's summary and checkpoint path, the
+// sampler's scales and its warnings about placeholder tokens, the Per-Scale Schedule listing, saved paths. This
+// frontend draws ui.text for no custom node, so without this a warning would reach the browser and go unseen.
+import { app } from "../../scripts/app.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
+
+const NAME = "varbooth_text";
+
+function showText(node, text) {
+  let widget = node.widgets?.find((w) => w.name === NAME);
+  if (!widget) {
+    widget = ComfyWidgets.STRING(node, NAME, ["STRING", { multiline: true }], app).widget;
+    widget.inputEl.readOnly = true;
+    widget.inputEl.classList.add("varbooth-text");
+    widget.inputEl.style.opacity = 0.85;
+    // output, not input: never part of the prompt (it would change the cache key) or of the saved widget values
+    widget.options = { ...(widget.options || {}), serialize: false };
+    widget.serialize = false;
+  }
+  widget.value = text;
+  const [w, h] = node.computeSize();
+  node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+app.registerExtension({
+  name: "varbooth.nodeText",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData?.name?.startsWith("VARBooth_")) return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      const text = message?.text;
+      if (text == null || (Array.isArray(text) && text.length === 0)) return;
+      showText(this, Array.isArray(text) ? text.join("\n") : String(text));
+    };
+  },
+});
