@@ -123,6 +123,9 @@ def free_memory(nbytes: int = 0) -> None:
     mm.soft_empty_cache()
 
 
+Interrupted = mm.InterruptProcessingException  # what ComfyUI raises on Cancel
+
+
 def interrupted() -> bool:
     return mm.processing_interrupted()
 

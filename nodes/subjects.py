@@ -31,7 +31,11 @@ class SaveSubject(io.ComfyNode):
         folder = comfy_env.subjects_directory()
         os.makedirs(folder, exist_ok=True)
         path = save_subject(subject, comfy_env.free_name(folder, filename_prefix), overwrite=True)  # the reserved name
-        return io.NodeOutput(ui=ui.PreviewText(f"saved {path} ({os.path.getsize(path) / 2**20:.1f} MiB)"))
+        text = f"saved {path} ({os.path.getsize(path) / 2**20:.1f} MiB)"
+        safe = comfy_env.safe_name(filename_prefix, "subject")
+        if safe != filename_prefix:
+            text += f"\nthe prefix {filename_prefix!r} became {safe!r} (file names keep letters, digits, _ - .)"
+        return io.NodeOutput(ui=ui.PreviewText(text))
 
 
 class LoadSubject(io.ComfyNode):

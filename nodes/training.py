@@ -123,6 +123,10 @@ class TrainSubject(io.ComfyNode):
             finally:
                 text_encoder.to(comfy_env.offload_device())
                 comfy_env.free_memory()
+            if trainer.distills and config.prior_samples > 0:  # the first step's wait, shown as its own progress
+                logging.info("VARBooth: drawing %d class samples for prior distillation", config.prior_samples)
+                prior = comfy_env.progress_bar(config.prior_samples)
+                trainer.draw_prior_bank(lambda done, total: prior.update_absolute(done, total))
             bar = comfy_env.progress_bar(config.steps)
             history: dict[str, list[float]] = {"total": [], "CE": []}
 
@@ -135,12 +139,14 @@ class TrainSubject(io.ComfyNode):
                 bar.update_absolute(p.step, p.total, preview)
             path = checkpoint_path(config.class_word, config.seed)  # reserved only once the inputs are good
             t0 = time.perf_counter()
-            trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
-                        preview_every=preview_every)
-            if comfy_env.interrupted():
+            try:  # a Cancel is raised from ComfyUI's progress hook inside report(), or seen by should_stop
+                trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
+                            preview_every=preview_every)
+                comfy_env.raise_if_interrupted()
+            except comfy_env.Interrupted:
                 logging.warning("VARBooth: training cancelled after %d steps; checkpoint kept at %s",
                                 trainer.step_count, path)
-            comfy_env.raise_if_interrupted()  # cancelled: the checkpoint is written; tell ComfyUI
+                raise  # the checkpoint is written (run() saves on every exit); tell ComfyUI
         summary = training_summary(trainer, history, time.perf_counter() - t0, path)
         curve = to_image(from_pil(loss_curve(history)))
         return io.NodeOutput(trainer.delta, curve, ui=ui.PreviewText(summary))

@@ -14,6 +14,7 @@ from var_core.bitvae import BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
 from var_core.images import to_pil
 from builders import random_vae, subject_pictures
+from var_core.tuning.trainer import state_path
 from var_core.tuning import load_subject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,20 +131,32 @@ def test_train_then_sample_with_the_subject(toy_paths, tmp_path, capsys):
              str(toy_paths["text_encoder"]), "--images", str(photos), "--class", "dog", "--out", str(out),
              "--pn", "0.06M", "--steps", "2", "--rank", "4", "--lr", "1e-2", "--device", "cpu"]
     assert main(train) == 0
+    err = capsys.readouterr().err
+    assert "prior distillation: drawing 'a photo of dog'" in err  # the first step's wait, said and shown
+    assert not state_path(out).exists()  # a finished run keeps only the subject file
     assert main(train) == 2 and "already exists" in capsys.readouterr().err  # never overwritten silently
-    assert main(train[:-4] + ["--steps", "3", "--resume", str(out), "--device", "cpu"]) == 0
+    assert main(train[:-4] + ["--steps", "3", "--resume", str(out), "--device", "cpu", "--keep-state"]) == 0
     subject = load_subject(out)
     assert subject.metadata["training"]["steps_done"] == 3 and subject.rank == 4 and subject.class_word == "dog"
+    assert state_path(out).is_file() and "use it: write '<placeholder> dog'" in capsys.readouterr().out
 
     def run(name, *extra, prompt="a photo of <placeholder> dog"):
         return main(_sample_args(toy_paths, tmp_path / f"{name}.png", "--seed", "2", *extra, prompt=prompt))
-    assert run("base", prompt="a photo of a dog") == 0
-    assert run("zero", "--subject", f"{out}:0", prompt="a photo of a dog") == 0
+    assert run("base", prompt="a photo of dog") == 0
+    assert run("zero", "--subject", f"{out}:0") == 0  # the token in the prompt, read as the class word
     assert run("full", "--subject", str(out)) == 0
     assert run("sched", "--subject", f"{out}:1,1,1,1,0.5,0.5,0") == 0
     base, zero, full = (Image.open(tmp_path / f"{n}.png").tobytes() for n in ("base", "zero", "full"))
     assert zero == base and full != base  # strength 0 is the base model; the trained subject acts
     assert run("bad", "--subject", f"{out}:1,1") == 2
+    capsys.readouterr()
+    assert main(_sample_args(toy_paths, tmp_path / "b.png", "--seed", "5", "--batch", "2", prompt="a dog")
+                + ["--prompt", "a cat"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{tmp_path / 'b_00.png'}: 'a dog' (seed 5, image 1 of 4)",
+                     f"{tmp_path / 'b_01.png'}: 'a dog' (seed 5, image 2 of 4)",
+                     f"{tmp_path / 'b_02.png'}: 'a cat' (seed 5, image 3 of 4)",
+                     f"{tmp_path / 'b_03.png'}: 'a cat' (seed 5, image 4 of 4)"]
 
 
 def test_subject_argument_parsing():

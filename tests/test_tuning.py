@@ -185,6 +185,13 @@ def test_placeholder_vectors_replace_the_token_row(toy):
         encode_prompts(enc, ["x"], [a, a])
 
 
+def test_a_thumbnail_sized_photo_is_refused_with_its_size(tmp_path):
+    Image.new("RGB", (7, 7)).save(tmp_path / "tiny.png")
+    for source in (tmp_path / "tiny.png", Image.new("RGB", (300, 20)), torch.zeros(3, 7, 7)):
+        with pytest.raises(ValueError, match=r"Image 1 is \d+x\d+ pixels: too small.*at least 32"):
+            prepare_images([Image.new("RGB", (64, 64)), source], (128, 128), "<p>", "dog")
+
+
 def test_images_of_any_mode_become_rgb_at_the_training_size(tmp_path):
     gray = Image.new("L", (300, 200), 128)
     rgba = Image.new("RGBA", (64, 90), (255, 0, 0, 0))

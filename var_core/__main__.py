@@ -76,9 +76,10 @@ def cmd_sample(args) -> int:
     images = vc.sample(model, vae, text, schedule, cfg=args.cfg, tau=args.tau, top_k=args.top_k,
                        top_p=args.top_p, seed=args.seed, negative=negative, forced_bits=forced,
                        progress=_progress(len(schedule), "sampling"))
-    for pil, path in zip(to_pil(images), paths):
+    for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
         save_png(pil, path, overwrite=args.overwrite)
-        print(path)
+        # which prompt it drew, and what redraws it (one seed for the whole batch: same prompts, --batch, --seed)
+        print(f"{path}: {prompts[i]!r} (seed {args.seed}, image {i + 1} of {len(prompts)})")
     return 0
 
 
@@ -125,6 +126,7 @@ def cmd_train(args) -> int:
     import var_core as vc
     from var_core.tuning import (SubjectTrainer, TrainConfig, folder_captions, image_files, load_subject,
                                  model_defaults, prepare_images)
+    from var_core.tuning.trainer import state_path
 
     out = Path(args.out)
     if out.exists() and not args.overwrite and Path(args.resume or "") != out:
@@ -159,6 +161,11 @@ def cmd_train(args) -> int:
     del encoder
     print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups {','.join(config.groups)}, "
           f"{len(files)} images, {len(trainer.schedule)} scales) on {device}", file=sys.stderr)
+    if trainer.distills and config.prior_samples > 0:
+        prompt = config.prior_prompt.format(class_word=config.class_word)
+        prior = _bar(config.prior_samples, f"prior distillation: drawing '{prompt}'", "sample")
+        trainer.draw_prior_bank(lambda done, total: prior.update(done - prior.n))
+        prior.close()
     start = trainer.step_count
 
     stop = []
@@ -182,6 +189,11 @@ def cmd_train(args) -> int:
         bar.close()
     print(f"{'wrote' if finished else 'stopped early; kept'} {out} ({trainer.step_count} steps, "
           f"{out.stat().st_size / 2**20:.1f} MiB)")
+    state = state_path(out)
+    if finished and not args.keep_state:  # only a stopped run needs it (a finished one resumes from the file)
+        state.unlink(missing_ok=True)
+    elif state.is_file():
+        print(f"kept {state} ({state.stat().st_size / 2**20:.1f} MiB) for an exact --resume; delete it when done")
     if finished:
         models = "" if embedded else f" --model {model_path} --vae {vae_path} --text-encoder {encoder_path}"
         print(f"use it: write '{trainer.delta.token} {config.class_word}' in a prompt, e.g. python -m var_core sample"
@@ -340,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ARBooth's two optimizer steps per iteration")
     t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    t.add_argument("--keep-state", action="store_true",
+                   help="keep OUT.state.safetensors (optimizer moments, random streams: about twice the subject's "
+                        "size) after a finished run, to continue it exactly with more --steps later (default: it is "
+                        "kept only when training stops early; a finished subject resumes from its own file)")
     t.add_argument("--resume", default=None, help="subject file to continue from, with its own settings (only "
                    "--steps may change) and, if its .state.safetensors is beside it, exactly where it stopped")
     t.add_argument("--save-dtype", choices=DTYPES, default=None, help="e.g. bf16 halves a full-delta file")

@@ -91,7 +91,8 @@ def test_train_apply_save_load(nodes, loaded, pack):
     (plain,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of dog")
     assert torch.equal(sample(nodes, zero, vae, cond), sample(nodes, model, vae, plain))
     for _ in range(2):
-        nodes["VARBooth_SaveSubject"].execute(subject=subject, filename_prefix="trained dog")
+        out = nodes["VARBooth_SaveSubject"].execute(subject=subject, filename_prefix="trained dog")
+    assert "the prefix 'trained dog' became 'trained_dog'" in out.ui.as_dict()["text"][0]
     saved = sorted(p.name for p in (pack.base / "models/var_subjects").glob("trained_dog_*"))
     assert saved == ["trained_dog_00001.safetensors", "trained_dog_00002.safetensors"]
     (loaded_subject,) = run(nodes["VARBooth_LoadSubject"], subject_name="trained_dog_00002.safetensors")

@@ -90,6 +90,7 @@ def test_training_shows_progress_and_cancel_keeps_the_checkpoint(comfy):
     from var_core.tuning import load_subject
     saved = load_subject(comfy.base / "output/varbooth_checkpoints/cancelled_seed7_00001.safetensors")
     assert saved.metadata["training"]["steps_done"] >= 3
+    assert "training cancelled after" in comfy.log.read_text() and "cancelled_seed7_00001" in comfy.log.read_text()
     assert comfy.get("/object_info/VARBooth_Sampler")  # still serving
 
 

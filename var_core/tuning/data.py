@@ -65,6 +65,11 @@ def prepare_images(sources: Sequence, size: tuple[int, int], token: str, class_w
     default = instance_prompt(token, class_word, template)
     images, prompts = [], []
     for i, src in enumerate(sources):
+        w, h = _source_size(src)
+        if min(w, h) < MIN_PHOTO_SIDE:
+            raise ValueError(f"Image {i} is {w}x{h} pixels: too small to learn a subject from. Give photos at least "
+                             f"{MIN_PHOTO_SIDE} pixels on their shorter side (they are resized to "
+                             f"{size[1]}x{size[0]} for training).")
         images.append(_to_tensor(src, size))
         caption = (captions[i] if captions is not None else None) or default
         if require_token and token not in caption:
@@ -72,6 +77,22 @@ def prepare_images(sources: Sequence, size: tuple[int, int], token: str, class_w
                              f"write it where the subject is named, e.g. 'a photo of {token} {class_word} ...'.")
         prompts.append(caption)
     return SubjectImages(torch.cat(images), prompts)
+
+
+MIN_PHOTO_SIDE = 32  # below this a photo is a thumbnail or a mistake (a mask, an icon), not a subject
+
+
+def _source_size(src) -> tuple[int, int]:
+    """(width, height) of an image source, without decoding a file's pixels."""
+    if isinstance(src, (str, Path)):
+        with Image.open(src) as im:
+            w, h = im.size
+            return (h, w) if (im.getexif() or {}).get(0x0112) in (5, 6, 7, 8) else (w, h)  # EXIF-rotated
+    if isinstance(src, Image.Image):
+        return src.size
+    if isinstance(src, torch.Tensor):
+        return src.shape[-1], src.shape[-2]
+    raise TypeError(f"Unsupported image type {type(src).__name__}: give a path, a PIL image or a tensor.")
 
 
 def _to_tensor(src, size) -> torch.Tensor:

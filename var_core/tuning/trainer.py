@@ -298,18 +298,29 @@ class SubjectTrainer:
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule), dim=1)
         return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
 
+    def draw_prior_bank(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Draw the teacher's class samples for prior distillation (once; the first step does it otherwise). It takes
+        as long as sampling ``prior_samples`` pictures: call it first to show that with ``progress(done, total)``."""
+        m = self.config.prior_samples
+        if self.prior_bank is not None or m <= 0 or not self.distills:
+            return
+        # The teacher is frozen, so its samples are draws from a fixed distribution: draw a bank once (like
+        # DreamBooth's class images) instead of sampling every step, which would cost more than the step itself.
+        # Its own generator: a resumed run draws the same bank without replaying any other random stream.
+        g = torch.Generator(self.device).manual_seed(self.config.seed + 2)
+        chunk = max(1, self.config.batch_size)  # no more memory than a training step needs
+        parts = []
+        for i in range(0, m, chunk):
+            parts.append(self.teacher_samples(min(chunk, m - i), g))
+            if progress is not None:
+                progress(min(m, i + chunk), m)
+        self.prior_bank = tuple(torch.cat(p) for p in zip(*parts))
+
     def _teacher_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.config.prior_samples
         if m <= 0:
             return self.teacher_samples(n)
-        if self.prior_bank is None:
-            # The teacher is frozen, so its samples are draws from a fixed distribution: draw a bank once (like
-            # DreamBooth's class images) instead of sampling every step, which would cost more than the step itself.
-            # Its own generator: a resumed run draws the same bank without replaying any other random stream.
-            g = torch.Generator(self.device).manual_seed(self.config.seed + 2)
-            chunk = max(1, self.config.batch_size)  # no more memory than a training step needs
-            parts = [self.teacher_samples(min(chunk, m - i), g) for i in range(0, m, chunk)]
-            self.prior_bank = tuple(torch.cat(p) for p in zip(*parts))
+        self.draw_prior_bank()
         idx = torch.randint(m, (n,), generator=self.generator).to(self.device)
         return self.prior_bank[0][idx], self.prior_bank[1][idx]
 
