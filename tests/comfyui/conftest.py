@@ -7,6 +7,7 @@ VARBOOTH_REQUIRE_COMFYUI=1, which turns a missing install into a failure.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
 import os
@@ -142,16 +143,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    _require_comfyui()
-    base = make_base(tmp_path_factory.mktemp("comfy_base"))
+@contextlib.contextmanager
+def running_comfy(log: Path, base: Path, args=(), comfy_dir: Path = COMFY):
+    """A ComfyUI (of ``comfy_dir``, with the test venv) started with ``args``, serving until the block ends."""
     port = _free_port()
-    log = base / "comfyui.log"
     cmd = [str(COMFY_PYTHON), str(ROOT / "tests/comfyui/launch.py"), "--cpu", "--listen", "127.0.0.1", "--port",
-           str(port), "--disable-auto-launch", "--base-directory", str(base)]
+           str(port), "--disable-auto-launch", *args]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "VARBOOTH_COMFYUI": str(comfy_dir)})
     server = Comfy(f"http://127.0.0.1:{port}", base, log)
     try:
         end = time.time() + 180
@@ -170,6 +170,14 @@ def comfy(tmp_path_factory):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    _require_comfyui()
+    base = make_base(tmp_path_factory.mktemp("comfy_base"))
+    with running_comfy(base / "comfyui.log", base, ["--base-directory", str(base)]) as server:
+        yield server
 
 
 # ------------------------------------------------------------------------------------------------ in-process

@@ -21,4 +21,8 @@ PIP="$DEST/venv/bin/python -m pip"
 $PIP install -q torch==2.13.0
 $PIP install -q -r "$TMP/req.txt" -r "$ROOT/requirements.txt" requests trampoline kornia_rs
 $PIP install -q --no-deps torchsde 'kornia>=0.7.1' spandrel torchvision==0.28.0
+# ComfyUI-Manager, the way users install the pack (tests/comfyui/test_manager.py drives its cm-cli)
+$PIP install -q comfyui-manager==4.3
+# comfy-cli's registry validator (comfy node validate), in a venv of its own: its pins stay out of ComfyUI's
+[ -x "$DEST/comfy-cli/bin/comfy" ] || { python3 -m venv "$DEST/comfy-cli" && "$DEST/comfy-cli/bin/python" -m pip install -q comfy-cli==1.23.0 ruff==0.17.6; }
 echo "ComfyUI 0.3.75 installed in $DEST"
