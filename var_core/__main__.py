@@ -272,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m var_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sample", help="generate images from text")
+    # what every command that runs a model takes
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, default=None,
+                         help="CPU threads for torch (default: torch's, one per core)")
+    s = sub.add_parser("sample", help="generate images from text", parents=[threads])
     s.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
                    "embedded toy model, with its --vae and --text-encoder)")
     s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
@@ -297,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", choices=DTYPES, default=None, help="transformer blocks (default bf16 on GPU)")
     s.add_argument("--overwrite", action="store_true")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     s.set_defaults(func=cmd_sample)
 
-    t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
+    t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file",
+                       parents=[threads])
     t.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
                    "embedded toy model, with its --vae and --text-encoder)")
     t.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
@@ -362,7 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None)
     t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")
     t.add_argument("--overwrite", action="store_true")
-    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
@@ -374,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("demo", help="teach the embedded toy model a held-out subject from 4 photos and draw it in "
-                       "new contexts (one grid PNG; no download)")
+                       "new contexts (one grid PNG; no download)", parents=[threads])
     d.add_argument("--subject", default="guide_dog", help="a bundled example subject (var_core/bundle/subjects)")
     d.add_argument("--steps", type=int, default=150, help="tuning steps")
     d.add_argument("--out", default="demo.png")
@@ -383,7 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--work", default=None, help="folder for the working files (default: ~/.cache/varbooth/demo, "
                    "reused)")
     d.add_argument("--overwrite", action="store_true")
-    d.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's, one per core)")
     d.set_defaults(func=cmd_demo)
     return parser
 
