@@ -29,6 +29,9 @@ from .checkpoint import CheckpointError, check_keys, describe_source, load_state
 from .schedules import rope_grid
 
 LN_EPS = 1e-6
+# Bits per latent pixel of Infinity's patchified VAEs (infinity_vae_d56_f8_14_patchify.pth, Infinity-8B's): a model
+# whose tokens carry 4x one of these is read as spatially patchified (InfinityConfig.token_patch).
+PATCHIFIED_VAE_BITS = (14,)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,18 @@ class InfinityConfig:
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def token_patch(self) -> int:
+        """Spatial patchify: each token is a token_patch x token_patch block of VAE latent pixels (quantizer.py).
+        Infinity-8B's tokens are 2x2 blocks of its d14 VAE (4*14 = 56 bits); every other Infinity model has 1.
+        Read from the token width, which is all a checkpoint says: no plain Infinity VAE has 56 bits."""
+        return 2 if self.bits % 4 == 0 and self.bits // 4 in PATCHIFIED_VAE_BITS else 1
+
+    @property
+    def vae_bits(self) -> int:
+        """Bits per VAE latent pixel (d of the VAE this model pairs with)."""
+        return self.bits // self.token_patch ** 2
 
     @staticmethod
     def from_state_dict(sd) -> "InfinityConfig":
@@ -575,8 +590,10 @@ class Infinity(nn.Module):
         return self.logits(x, cond)
 
     def teacher_forced_logits(self, text, bits: list[torch.Tensor], schedule) -> torch.Tensor:
-        """Logits (B, L, 2d) of every scale given the per-scale bits of the earlier ones (no flips)."""
-        inputs = torch.cat(quantizer.inputs_from_bits([b.to(self.device) for b in bits], schedule), dim=1)
+        """Logits (B, L, 2d) of every scale given the per-scale bits (B, h_k, w_k, d) of the earlier ones (no flips),
+        bits in this model's token layout (patchified for Infinity-8B: quantizer.patchify)."""
+        bits = [b.to(self.device) for b in bits]
+        inputs = torch.cat(quantizer.inputs_from_bits(bits, schedule, self.config.token_patch), dim=1)
         return self(text, inputs, schedule)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -622,7 +639,8 @@ def _native_pn(source) -> str | None:
 def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
 
-    Accepts the released flat state dict, an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
+    Accepts the released flat state dict (one file, or Infinity-8B's folder of safetensors shards with its
+    model.safetensors.index.json), an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
     (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
     per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
     the text path and the head always stay fp32.

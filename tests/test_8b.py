@@ -1,0 +1,170 @@
+"""Infinity-8B's files and its spatial-patchify path: reference parity on the 8B-shaped golden fixture (sharded
+weights, f8/d14 VAE, 2x2 patchified 56-bit tokens; tests/fixtures/infinity/tiny_8b_square/README.md) and
+self-consistency of tiny random 8B-shaped models on other templates. Nothing here knows the fixture's sizes: every
+size comes from the checkpoint (token_patch, bits) and the schedule."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fixture_paths import TINY, TINY_8B
+from var_core import CheckpointError, check_compatible, load_transformer, load_vae, quantizer, sample
+from var_core.sampling import variation_bits
+from var_core.schedules import scale_schedule
+
+META = json.loads((TINY_8B / "meta.json").read_text())
+WEIGHTS = TINY_8B / META["files"]["transformer"]
+SCHEDULE = scale_schedule(META["h_div_w_template"], META["pn"])
+K = len(SCHEDULE)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return load_file(str(TINY_8B / "case.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def text(case):
+    return list(case["text_feats"].split(case["text_lens"].tolist()))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_transformer(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return load_vae(TINY_8B / "vae.pth")
+
+
+@pytest.fixture(scope="module")
+def bits(case):
+    """The transformer-layout (patchified) bits of every scale."""
+    return [case[f"bits_s{k}"] for k in range(K)]
+
+
+def vae_grid(model):
+    return quantizer.vae_schedule(SCHEDULE, model.config.token_patch)
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def test_shard_folder_loads_strictly_every_key_used(model):
+    index = json.loads((WEIGHTS / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(model.state_dict()) == set(index)
+    for shard in set(index.values()):
+        for key, value in load_file(str(WEIGHTS / shard)).items():
+            assert torch.equal(model.state_dict()[key], value), key
+    cfg = model.config
+    assert (cfg.bits, cfg.token_patch, cfg.vae_bits) == (META["model"]["d_vae"], 2, META["vae"]["codebook_dim"])
+    assert (cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.block_chunks, cfg.ffn_hidden, cfg.text_channels,
+            cfg.text_maxlen, cfg.text_pool_heads) == tuple(META["model"][k] for k in (
+                "depth", "embed_dim", "num_heads", "block_chunks", "ffn_hidden", "text_channels", "text_maxlen",
+                "text_pool_heads"))
+
+
+def test_f8_d14_vae_infers_its_architecture(vae):
+    v = META["vae"]
+    assert (vae.d, vae.patch_size, vae.token_patch) == (v["codebook_dim"], v["patch_size"], 2)
+    assert vae.config.base_ch == v["base_ch"] and list(vae.config.ch_mult) == v["ch_mult"]
+    assert vae.config.num_res_blocks == v["num_res_blocks"]
+    assert len(vae.decoder.up[0].block) == v["decoder_res_blocks_per_level"]
+
+
+def test_missing_shard_and_missing_key_name_file_and_key(tmp_path):
+    folder = tmp_path / "w"
+    shutil.copytree(WEIGHTS, folder)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[-1]
+    (folder / shard).rename(tmp_path / "away.safetensors")
+    with pytest.raises(CheckpointError, match=shard):
+        load_transformer(folder)
+    (tmp_path / "away.safetensors").rename(folder / shard)
+    index["weight_map"]["block_chunks.9.module.0.sa.proj.weight"] = shard  # the index names a key no shard holds
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"(?s)" + shard + ".*block_chunks\\.9\\.module\\.0\\.sa\\.proj"):
+        load_transformer(folder)
+    (folder / "model.safetensors.index.json").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
+        load_transformer(folder)
+
+
+def test_mismatched_pairs_are_refused_naming_both_files(model, vae, tiny_model, tiny_vae):
+    for m, v in ((tiny_model, vae), (model, tiny_vae)):
+        with pytest.raises(CheckpointError) as e:
+            check_compatible(m, v)
+        assert str(v.source) in str(e.value) and str(m.source) in str(e.value)
+    check_compatible(model, vae)
+    check_compatible(tiny_model, tiny_vae)
+
+
+def test_convert_handles_the_shard_folder(tmp_path, model):
+    from var_core.__main__ import main
+    out = tmp_path / "8b.safetensors"
+    assert main(["convert", str(WEIGHTS), str(out)]) == 0
+    again = load_transformer(out)
+    assert again.config == model.config and again.config.token_patch == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+
+
+# ---------------------------------------------------------------------------------------------------- parity
+def test_vae_encode_in_its_own_layout_and_patchify_match_reference(model, vae, case, bits):
+    latent = vae.encode_latent(case["images"])
+    assert (latent - case["vae_latent"]).abs().max() <= 1e-4
+    vae_bits = vae.encode_bits(case["images"], vae_grid(model))
+    p = model.config.token_patch
+    for k in range(K):
+        assert torch.equal(vae_bits[k], case[f"vae_bits_s{k}"]), k
+        assert torch.equal(quantizer.patchify(vae_bits[k], p), bits[k]), k
+        assert torch.equal(quantizer.unpatchify(bits[k], p), case[f"vae_bits_s{k}"]), k
+    assert torch.equal(quantizer.flatten_bits(bits), case["gt_bits"])
+
+
+def test_summed_codes_teacher_forcing_and_decode_match_reference(model, vae, case, bits):
+    p = model.config.token_patch
+    summed = quantizer.summed_codes(bits, SCHEDULE, p)
+    assert (summed - case["vae_summed_codes"]).abs().max() <= 1e-6
+    vae_bits = [case[f"vae_bits_s{k}"] for k in range(K)]
+    assert (quantizer.summed_codes(vae_bits, vae_grid(model)) - case["vae_summed_codes"]).abs().max() <= 1e-6
+    inputs = torch.cat(quantizer.inputs_from_bits(bits, SCHEDULE, p), dim=1)
+    assert (inputs - case["x_wo_prefix"]).abs().max() <= 1e-6
+    forced, labels = quantizer.teacher_forcing(case["vae_latent"], SCHEDULE, patch=p)
+    assert torch.equal(quantizer.flatten_bits(labels), case["gt_bits"])
+    assert (torch.cat(forced, 1) - case["x_wo_prefix"]).abs().max() <= 1e-6
+    assert (vae.decode_latent(case["vae_summed_codes"]) - case["vae_decoded"]).abs().max() <= 2e-4
+    assert (vae.decode_bits(vae_bits, vae_grid(model)) - case["vae_decoded"]).abs().max() <= 2e-4
+
+
+def test_teacher_forced_logits_match_reference(model, case, text, bits):
+    with torch.no_grad():
+        cond = model.teacher_forced_logits(text, bits, SCHEDULE)
+        null = model.teacher_forced_logits(model.null_text(text), bits, SCHEDULE)
+        direct = model(text, case["x_wo_prefix"], SCHEDULE)
+    assert (cond - case["logits_tf"]).abs().max() <= 1e-4
+    assert (null - case["logits_tf_null"]).abs().max() <= 1e-4
+    assert (direct - case["logits_tf"]).abs().max() <= 1e-4
+
+
+def test_kv_cached_cfg_sampler_matches_reference(model, vae, case, text, bits):
+    got_bits, logits = sample(model, None, text, SCHEDULE, cfg=3.0, tau=0.5, top_k=900, top_p=0.97,
+                              forced_bits=bits, return_logits=True)
+    for k in range(K):
+        assert (logits[k] - case[f"ar_logits_s{k}"]).abs().max() <= 5e-4, k
+        assert torch.equal(got_bits[k], bits[k]), k
+    _, plain = sample(model, None, text, SCHEDULE, cfg=1.0, tau=1.0, forced_bits=bits, return_logits=True)
+    for k in range(K):
+        assert (plain[k] - case[f"ar_plain_logits_s{k}"]).abs().max() <= 1e-4, k
+    images = sample(model, vae, text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=bits)
+    assert (images - case["ar_image"]).abs().max() <= 2e-4
+    as_uint8 = ((images + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).flip(-1)  # the reference's BGR
+    assert (as_uint8.int() - case["ar_image_uint8_bgr"].int()).abs().max() <= 1
+
+
+def test_variation_bits_are_the_patchified_encoding(model, vae, case, bits):
+    forced = variation_bits(vae, case["images"][:1], SCHEDULE, 3, batch=2)
+    assert len(forced) == 3
+    for k, f in enumerate(forced):
+        assert f.shape == (2, *bits[k].shape[1:]) and torch.equal(f[1], bits[k][0]), k
