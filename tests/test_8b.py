@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from fixture_paths import TINY, TINY_8B
 from var_core import CheckpointError, check_compatible, load_transformer, load_vae, quantizer, sample
 from var_core.sampling import variation_bits
-from var_core.schedules import scale_schedule
+from var_core.schedules import pixel_size, scale_schedule
 
 META = json.loads((TINY_8B / "meta.json").read_text())
 WEIGHTS = TINY_8B / META["files"]["transformer"]
@@ -168,3 +168,68 @@ def test_variation_bits_are_the_patchified_encoding(model, vae, case, bits):
     assert len(forced) == 3
     for k, f in enumerate(forced):
         assert f.shape == (2, *bits[k].shape[1:]) and torch.equal(f[1], bits[k][0]), k
+
+
+# ---------------------------------------------------------------------------------------------------- random 8B-shaped
+@pytest.fixture(scope="module")
+def toy8b(tmp_path_factory):
+    """A tiny random 8B-shaped transformer, written as release-style shards and loaded back, and its f8 VAE."""
+    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    folder = tmp_path_factory.mktemp("toy8b") / "weights"
+    save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=3).state_dict(), folder, shards=3)
+    return load_transformer(folder), random_vae(TOY_8B_VAE, seed=3)
+
+
+def test_patchify_puts_bit_c_of_pixel_dy_dx_at_channel_4c_2dy_dx():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (2, 6, 10, 5), generator=g, dtype=torch.uint8)  # a 3x5 token grid, d = 5
+    t = quantizer.patchify(x, 2)
+    assert t.shape == (2, 3, 5, 20)
+    for c, dy, dx in ((0, 0, 0), (4, 1, 0), (2, 0, 1), (3, 1, 1)):
+        assert torch.equal(t[:, :, :, 4 * c + 2 * dy + dx], x[:, dy::2, dx::2, c])
+    assert torch.equal(quantizer.unpatchify(t, 2), x)
+    assert quantizer.patchify(x, 1) is x and quantizer.unpatchify(x, 1) is x
+
+
+@pytest.mark.parametrize("aspect", [0.5, 1.333])
+def test_random_8b_shaped_model_is_self_consistent_on_non_square_templates(toy8b, aspect):
+    model, vae = toy8b
+    check_compatible(model, vae)
+    p, d = model.config.token_patch, model.config.bits
+    assert p == vae.token_patch == 2 and d == 4 * vae.d
+    schedule = scale_schedule(aspect, "0.015M")
+    assert any(h != w for h, w in schedule)
+    grid = quantizer.vae_schedule(schedule, p)
+    g = torch.Generator().manual_seed(0)
+    text = [torch.randn(5, model.config.text_channels, generator=g),
+            torch.randn(9, model.config.text_channels, generator=g)]
+
+    bits, logits = sample(model, None, text, schedule, cfg=2.5, tau=0.7, seed=0, return_logits=True)
+    assert [tuple(b.shape) for b in bits] == [(2, h, w, d) for h, w in schedule]
+    _, full = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_bits=bits, return_logits=True,
+                     use_cache=False)
+    for a, b in zip(logits, full):  # KV cache == recomputing the whole prefix
+        assert (a - b).abs().max() <= 1e-4
+    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_bits=bits, return_logits=True)
+    with torch.no_grad():
+        tf = model.teacher_forced_logits(text, bits, schedule)
+    assert (torch.cat(plain, 1) - tf).abs().max() <= 1e-4  # KV-cached sampler == teacher-forced forward
+    for b in bits:  # the sampled tokens round-trip through the VAE layout
+        assert torch.equal(quantizer.patchify(quantizer.unpatchify(b, p), p), b)
+
+    images = sample(model, vae, text, schedule, cfg=2.5, tau=0.7, seed=0)
+    assert images.shape == (2, 3, *pixel_size(schedule))
+    assert torch.equal(images, vae.decode_bits([quantizer.unpatchify(b, p) for b in bits], grid))
+
+    # the VAE's bits on its own grid, patchified, are the teacher-forcing labels of the transformer
+    encoded = vae.encode_bits(images[:1], grid)
+    assert [tuple(b.shape[1:3]) for b in encoded] == grid
+    _, labels = quantizer.teacher_forcing(vae.encode_latent(images[:1]), schedule, patch=p)
+    assert all(torch.equal(quantizer.patchify(a, p), b) for a, b in zip(encoded, labels))
+
+    keep = 2  # a variation keeps the first scales of the image and samples the rest
+    forced = variation_bits(vae, images[:1], schedule, keep, batch=2)
+    varied = sample(model, None, text, schedule, seed=1, forced_bits=forced)
+    for k in range(keep):
+        assert torch.equal(varied[k], forced[k]) and torch.equal(forced[k][0], labels[k][0])
+    assert not torch.equal(varied[-1], sample(model, None, text, schedule, seed=2, forced_bits=forced)[-1])
