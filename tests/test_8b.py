@@ -233,3 +233,31 @@ def test_random_8b_shaped_model_is_self_consistent_on_non_square_templates(toy8b
     for k in range(keep):
         assert torch.equal(varied[k], forced[k]) and torch.equal(forced[k][0], labels[k][0])
     assert not torch.equal(varied[-1], sample(model, None, text, schedule, seed=2, forced_bits=forced)[-1])
+
+
+def test_cli_samples_varies_and_trains_on_an_8b_shaped_shard_folder(toy_paths, tmp_path, capsys):
+    from PIL import Image
+    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    from var_core.__main__ import main
+    from var_core.checkpoint import save_safetensors_atomic
+    weights = save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=7).state_dict(), tmp_path / "w8b")
+    vae = save_safetensors_atomic(random_vae(TOY_8B_VAE, seed=7).state_dict(), tmp_path / "vae_f8.safetensors")
+    files = ["--model", str(weights), "--vae", str(vae), "--text-encoder", str(toy_paths["text_encoder"]),
+             "--pn", "0.015M", "--device", "cpu"]
+
+    def run(name, *extra, prompt="a photo of a dog"):
+        return main(["sample", *files, "--prompt", prompt, "--out", str(tmp_path / f"{name}.png"), "--seed", "1",
+                     "--aspect", "2:3", *extra])
+    assert run("a") == 0 and run("b") == 0
+    assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
+    assert run("v", "--init-image", str(tmp_path / "a.png"), "--keep-scales", "2", "--seed", "5") == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(tmp_path / "a.png").save(photos / "0.png")
+    out = tmp_path / "s.safetensors"
+    assert main(["train", *files, "--images", str(photos), "--class", "dog", "--out", str(out), "--steps", "1",
+                 "--rank", "2"]) == 0
+    assert run("s", "--subject", str(out), prompt="a photo of <placeholder> dog") == 0
+    wrong = main(["sample", *files[:2], "--vae", str(toy_paths["vae"]), *files[4:], "--prompt", "x", "--out",
+                  str(tmp_path / "x.png")])
+    assert wrong == 2 and str(weights) in capsys.readouterr().err

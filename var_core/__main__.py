@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="generate images from text")
-    s.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
+    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's folder of "
+                   "shards with model.safetensors.index.json; default: the "
                    "embedded toy model, with its --vae and --text-encoder)")
     s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
@@ -301,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
-    t.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
+    t.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's folder of "
+                   "shards with model.safetensors.index.json; default: the "
                    "embedded toy model, with its --vae and --text-encoder)")
     t.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     t.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
@@ -366,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
-    c.add_argument("input")
+    c.add_argument("input", help="checkpoint file, or a folder of safetensors shards (Infinity-8B's release)")
     c.add_argument("output")
     c.add_argument("--kind", choices=["auto", "transformer", "vae"], default="auto")
     c.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 halves the transformer's blocks")
