@@ -65,6 +65,14 @@ def test_shard_folder_loads_strictly_every_key_used(model):
                 "text_pool_heads"))
 
 
+def test_one_shard_stands_for_its_folder(model):
+    """File pickers (ComfyUI's) list the shards, not the folder: picking any shard loads the whole model."""
+    shard = sorted(WEIGHTS.glob("model-*.safetensors"))[-1]
+    again = load_transformer(shard)
+    assert again.config == model.config
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
 def test_f8_d14_vae_infers_its_architecture(vae):
     v = META["vae"]
     assert (vae.d, vae.patch_size, vae.token_patch) == (v["codebook_dim"], v["patch_size"], 2)

@@ -12,6 +12,7 @@ fp32; the blocks' linear layers may run in bf16/fp16 under autocast.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -25,7 +26,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
-from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
 from .schedules import rope_grid
 
 LN_EPS = 1e-6
@@ -636,15 +637,31 @@ def _native_pn(source) -> str | None:
             from None
 
 
+def _whole_shard_folder(source):
+    """One shard of a sharded checkpoint stands for its whole folder (file pickers list the shards, not the folder)."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
+        return source
+    index = os.path.join(os.path.dirname(os.path.abspath(source)), SHARD_INDEX)
+    if not os.path.isfile(index):
+        return source
+    try:
+        with open(index) as f:
+            shards = set(json.load(f)["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return source  # read_shards reports a broken index when the folder itself is given
+    return os.path.dirname(os.path.abspath(source)) if os.path.basename(source) in shards else source
+
+
 def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
 
     Accepts the released flat state dict (one file, or Infinity-8B's folder of safetensors shards with its
-    model.safetensors.index.json), an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
+    model.safetensors.index.json; any one of its shards stands for the folder), an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
     (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
     per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
     the text path and the head always stay fp32.
     """
+    path_or_state_dict = _whole_shard_folder(path_or_state_dict)
     sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS, what="an Infinity transformer"))
     for key in _NON_WEIGHTS:
         sd.pop(key, None)
