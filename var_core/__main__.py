@@ -273,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="generate images from text")
-    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's folder of "
-                   "shards with model.safetensors.index.json; default: the "
-                   "embedded toy model, with its --vae and --text-encoder)")
+    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
+                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
+                   "--vae and --text-encoder)")
     s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
@@ -302,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file")
-    t.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's folder of "
-                   "shards with model.safetensors.index.json; default: the "
-                   "embedded toy model, with its --vae and --text-encoder)")
+    t.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
+                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
+                   "--vae and --text-encoder)")
     t.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     t.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     t.add_argument("--images", required=True, help="folder of 1-N photos of the subject (any size/mode)")

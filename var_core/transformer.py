@@ -656,8 +656,8 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
 
     Accepts the released flat state dict (one file, or Infinity-8B's folder of safetensors shards with its
-    model.safetensors.index.json; any one of its shards stands for the folder), an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
-    (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
+    model.safetensors.index.json; any one of its shards stands for the folder), an Infinity training checkpoint
+    (``trainer.gpt_fsdp``) and an ARBooth file (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
     per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
     the text path and the head always stay fp32.
     """
