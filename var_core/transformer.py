@@ -658,8 +658,8 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     Accepts the released flat state dict (one file, or Infinity-8B's folder of safetensors shards with its
     model.safetensors.index.json; any one of its shards stands for the folder), an Infinity training checkpoint
     (``trainer.gpt_fsdp``) and an ARBooth file (``model``, whose learned ``special_token`` is kept as
-    ``model.special_token`` and whose blocks expect lvl_embed per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
-    the text path and the head always stay fp32.
+    ``model.special_token`` and whose blocks expect lvl_embed per chunk). Loading is strict. ``dtype`` is the
+    blocks' storage/compute dtype: default bf16 on CUDA, else fp32; the text path and the head always stay fp32.
     """
     path_or_state_dict = _whole_shard_folder(path_or_state_dict)
     sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS, what="an Infinity transformer"))
