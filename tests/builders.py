@@ -12,12 +12,18 @@ import torch
 from toyworld.t5 import make_t5
 from var_core.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
-from var_core.transformer import Infinity, InfinityConfig
+from var_core.transformer import PATCHIFIED_VAE_BITS, Infinity, InfinityConfig
 
 TOY_TEXT_WIDTH = 32
 TOY_TRANSFORMER = InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,
                                  text_channels=TOY_TEXT_WIDTH, text_maxlen=64, text_pool_heads=1)
 TOY_VAE = BitVAEConfig(d=16, base_ch=32)
+# Infinity-8B-shaped: an f8 VAE of d bits per latent pixel (ch_mult [1,2,4,4]) and a transformer whose tokens are
+# 2x2 patches of it (4d bits: spatial patchify, read from the token width).
+TOY_8B_VAE = BitVAEConfig(d=PATCHIFIED_VAE_BITS[0], base_ch=32, ch_mult=(1, 2, 4, 4))
+TOY_8B_TRANSFORMER = InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512,
+                                    bits=4 * TOY_8B_VAE.d, text_channels=TOY_TEXT_WIDTH, text_maxlen=64,
+                                    text_pool_heads=1)
 
 
 @torch.no_grad()
@@ -57,6 +63,27 @@ def make_random_models(folder, seed: int = 0) -> dict[str, Path]:
     if not (paths["text_encoder"] / "config.json").exists():
         make_t5(paths["text_encoder"], d_model=TOY_TEXT_WIDTH, seed=seed)
     return paths
+
+
+def save_shards(state_dict: dict, folder, shards: int = 2) -> Path:
+    """Write a state dict as Infinity-8B is released: model-0000i-of-0000N.safetensors split in state-dict order,
+    plus model.safetensors.index.json ({"metadata": {"total_size"}, "weight_map": {key: shard}})."""
+    import json
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(state_dict)
+    per = -(-len(keys) // shards)
+    weight_map, total = {}, 0
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: state_dict[k].detach().contiguous() for k in keys[i * per:(i + 1) * per]}
+        save_file(part, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return folder
 
 
 def subject_pictures(n: int = 3, size: int = 256, seed: int = 0) -> torch.Tensor:

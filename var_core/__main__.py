@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", type=int, default=None,
                          help="CPU threads for torch (default: torch's, one per core)")
     s = sub.add_parser("sample", help="generate images from text", parents=[threads])
-    s.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
-                   "embedded toy model, with its --vae and --text-encoder)")
+    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
+                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
+                   "--vae and --text-encoder)")
     s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
@@ -305,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file",
                        parents=[threads])
-    t.add_argument("--model", default=None, help="Infinity transformer (.pth or .safetensors; default: the "
-                   "embedded toy model, with its --vae and --text-encoder)")
+    t.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
+                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
+                   "--vae and --text-encoder)")
     t.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
     t.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
     t.add_argument("--images", required=True, help="folder of 1-N photos of the subject (any size/mode)")
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
-    c.add_argument("input")
+    c.add_argument("input", help="checkpoint file, or a folder of safetensors shards (Infinity-8B's release)")
     c.add_argument("output")
     c.add_argument("--kind", choices=["auto", "transformer", "vae"], default="auto")
     c.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 halves the transformer's blocks")

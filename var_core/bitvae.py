@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from . import quantizer
 from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .schedules import VAE_STRIDE
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,15 @@ class BitVAE(nn.Module):
     @property
     def patch_size(self) -> int:
         return self.config.patch_size
+
+    @property
+    def token_patch(self) -> int:
+        """Latent pixels per transformer token along each axis: a transformer token always covers 16x16 pixels
+        (schedules.VAE_STRIDE), so an f8 VAE (Infinity-8B's) gives 2x2-patchified tokens, an f16 VAE 1."""
+        if VAE_STRIDE % self.patch_size:
+            raise ValueError(f"A VAE with patch size {self.patch_size} cannot tile the transformer's "
+                             f"{VAE_STRIDE}-pixel tokens.")
+        return VAE_STRIDE // self.patch_size
 
     @property
     def device(self) -> torch.device:

@@ -6,6 +6,7 @@ file and says what was expected.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import secrets
@@ -46,9 +47,15 @@ def describe_source(source, capital: bool = False) -> str:
     return text[0].upper() + text[1:] if capital else text
 
 
+SHARD_INDEX = "model.safetensors.index.json"
+
+
 def read_file(path: str | os.PathLike) -> Mapping:
-    """Read a .pth/.pt/.ckpt/.bin pickle (weights only) or a .safetensors file onto the CPU."""
+    """Read a .pth/.pt/.ckpt/.bin pickle (weights only), a .safetensors file, or a folder of safetensors shards with
+    its model.safetensors.index.json (how Infinity-8B is released) onto the CPU."""
     path = Path(path)
+    if path.is_dir():
+        return read_shards(path)
     if not path.is_file():
         raise CheckpointError(f"Model file '{path}' does not exist (or is not a file).")
     if path.suffix.lower() == ".safetensors":
@@ -66,6 +73,41 @@ def read_file(path: str | os.PathLike) -> Mapping:
     except Exception as e:  # torch reports damaged files with many types (EOFError, KeyError, RuntimeError, ...)
         raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({_first_line(e)}). "
                               "It may be truncated or not a model file: re-download it.") from e
+
+
+def read_shards(folder: Path) -> dict:
+    """Every tensor of a sharded safetensors checkpoint (the Hugging Face layout: model-0000i-of-0000N.safetensors and
+    model.safetensors.index.json, whose weight_map names the shard of each key). Strict both ways: a key the index
+    names must be in its shard, and a shard may hold no key the index does not name."""
+    index_path = folder / SHARD_INDEX
+    if not index_path.is_file():
+        raise CheckpointError(f"'{folder}' is a folder but has no {SHARD_INDEX}: a sharded checkpoint is the folder "
+                              f"holding the model-0000i-of-0000N.safetensors files and their index.")
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"'{index_path}' is not a shard index (expected a JSON object with a 'weight_map' of "
+                              f"key -> shard file): {_first_line(e)}") from None
+    by_shard: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(key)
+    tensors = {}
+    for shard, keys in by_shard.items():
+        shard_path = folder / shard
+        if not shard_path.is_file():
+            raise CheckpointError(f"Shard '{shard_path}' is missing: {SHARD_INDEX} says it holds {len(keys)} "
+                                  f"tensors (e.g. '{keys[0]}'). Download every shard listed in the index.")
+        found = read_file(shard_path)
+        absent = [k for k in keys if k not in found]
+        if absent:
+            raise CheckpointError(f"Shard '{shard_path}' has no tensor '{absent[0]}', which {SHARD_INDEX} places "
+                                  f"there ({len(absent)} such keys). The shard or the index is from another copy.")
+        extra = [k for k in found if weight_map.get(k) != shard]
+        if extra:
+            raise CheckpointError(f"Shard '{shard_path}' holds '{extra[0]}', which {SHARD_INDEX} does not place "
+                                  f"there ({len(extra)} such keys). The shard or the index is from another copy.")
+        tensors.update(found)
+    return tensors
 
 
 def _first_line(e: Exception) -> str:
@@ -215,11 +257,19 @@ def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.
 
 
 def check_compatible(model, vae) -> None:
-    """Refuse a VAE whose bits per token differ from what the transformer was trained on (names both files)."""
-    if vae.d != model.config.bits:
+    """Refuse a VAE whose latent does not make the transformer's tokens (names both files): its bits per latent pixel
+    times the latent pixels per token (2x2 for an f8 VAE, spatial patchify) must be the transformer's token width,
+    and the transformer must read its tokens in that layout."""
+    patch = vae.token_patch
+    if vae.d * patch ** 2 != model.config.bits or patch != model.config.token_patch:
+        layout = f"{vae.d} bits per latent pixel" + (
+            f" and {patch}x{patch} latent pixels per token (f{vae.patch_size}, spatial patchify): "
+            f"{vae.d * patch ** 2} bits per token" if patch > 1 else f" (f{vae.patch_size}, one pixel per token)")
+        want = f"{model.config.bits} bits per token" + (
+            f" ({model.config.token_patch}x{model.config.token_patch} pixels of {model.config.vae_bits} bits)"
+            if model.config.token_patch > 1 else "")
         raise CheckpointError(
-            f"The VAE {describe_source(vae.source)} has {vae.d} bits per token but the transformer "
-            f"{describe_source(model.source)} expects "
-            f"{model.config.bits}. Use the VAE released with this transformer (Infinity-2B: infinity_vae_d32reg.pth, "
-            f"d=32).")
-
+            f"The VAE {describe_source(vae.source)} does not fit the transformer {describe_source(model.source)}: "
+            f"the VAE has {layout}, the transformer expects {want}. Use the VAE released with this transformer "
+            f"(Infinity-2B: infinity_vae_d32reg.pth, d=32, f16; Infinity-8B: infinity_vae_d56_f8_14_patchify.pth, "
+            f"d=14, f8).")

@@ -25,7 +25,9 @@ def variation_bits(vae, image: torch.Tensor, schedule, keep_scales: int, batch: 
                          f"{K}, the scales of this resolution (all of them reproduces the image).")
     if keep_scales == 0:
         return None
-    bits = vae.encode_bits(image, schedule)[:keep_scales]
+    patch = vae.token_patch  # the VAE quantises on its own grid; the sampler takes the transformer's token layout
+    bits = vae.encode_bits(image, quantizer.vae_schedule(schedule, patch))[:keep_scales]
+    bits = [quantizer.patchify(b, patch) for b in bits]
     return [b.expand(batch, *b.shape[1:]) for b in bits]
 
 
@@ -60,7 +62,9 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
 
     text: list of B (len_i, Ct5) tensors (or TextMix: a subject's strength on the text side). cfg, tau: scalar or one value per scale. negative: list of B tensors
     (default: the model's learned null text cfg_uncond[:len_i]). forced_bits: bits (B, h_k, w_k, d) for the first
-    N scales, used instead of sampling (variations / image-to-image). seed: same seed and device -> same images.
+    N scales, used instead of sampling (variations / image-to-image), in the model's token layout (d = 4*14
+    patchified bits for Infinity-8B: quantizer.patchify of the VAE's bits; variation_bits makes them).
+    seed: same seed and device -> same images.
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
     the CFG mix). vae may be None to skip decoding (then the per-scale bits are returned in place of images).
     use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).
@@ -104,7 +108,7 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
     cos, sin = model.rope(schedule)
     cache = KVCache(model.config.depth) if use_cache else None
     total = sum(h * w for h, w in schedule)
-    start, sequence, sums = 0, None, quantizer.CodeSum(schedule)
+    start, sequence, sums = 0, None, quantizer.CodeSum(schedule, model.config.token_patch)
     all_logits, all_bits = [], []
     with model.autocast():
         for k, (h, w) in enumerate(schedule):

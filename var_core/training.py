@@ -12,10 +12,11 @@ def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float 
     """Images (B, 3, H, W) in [-1, 1] -> (inputs (B, L-1, d) fp32, labels (B, L, d) uint8).
 
     flip_prob > 0 enables Bitwise Self-Correction (each scale flips bits with a probability drawn from
-    {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic.
+    {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic. ``schedule`` is the
+    transformer's; labels are in its token layout (patchified when the VAE is f8, as Infinity-8B's).
     """
     latent = vae.encode_latent(images)
-    inputs, labels = quantizer.teacher_forcing(latent, schedule, flip_prob, generator)
+    inputs, labels = quantizer.teacher_forcing(latent, schedule, flip_prob, generator, vae.token_patch)
     return torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
 
 

@@ -12,6 +12,7 @@ fp32; the blocks' linear layers may run in bf16/fp16 under autocast.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -25,10 +26,13 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
-from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
 from .schedules import rope_grid
 
 LN_EPS = 1e-6
+# Bits per latent pixel of Infinity's patchified VAEs (infinity_vae_d56_f8_14_patchify.pth, Infinity-8B's): a model
+# whose tokens carry 4x one of these is read as spatially patchified (InfinityConfig.token_patch).
+PATCHIFIED_VAE_BITS = (14,)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,18 @@ class InfinityConfig:
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def token_patch(self) -> int:
+        """Spatial patchify: each token is a token_patch x token_patch block of VAE latent pixels (quantizer.py).
+        Infinity-8B's tokens are 2x2 blocks of its d14 VAE (4*14 = 56 bits); every other Infinity model has 1.
+        Read from the token width, which is all a checkpoint says: no plain Infinity VAE has 56 bits."""
+        return 2 if self.bits % 4 == 0 and self.bits // 4 in PATCHIFIED_VAE_BITS else 1
+
+    @property
+    def vae_bits(self) -> int:
+        """Bits per VAE latent pixel (d of the VAE this model pairs with)."""
+        return self.bits // self.token_patch ** 2
 
     @staticmethod
     def from_state_dict(sd) -> "InfinityConfig":
@@ -575,8 +591,10 @@ class Infinity(nn.Module):
         return self.logits(x, cond)
 
     def teacher_forced_logits(self, text, bits: list[torch.Tensor], schedule) -> torch.Tensor:
-        """Logits (B, L, 2d) of every scale given the per-scale bits of the earlier ones (no flips)."""
-        inputs = torch.cat(quantizer.inputs_from_bits([b.to(self.device) for b in bits], schedule), dim=1)
+        """Logits (B, L, 2d) of every scale given the per-scale bits (B, h_k, w_k, d) of the earlier ones (no flips),
+        bits in this model's token layout (patchified for Infinity-8B: quantizer.patchify)."""
+        bits = [b.to(self.device) for b in bits]
+        inputs = torch.cat(quantizer.inputs_from_bits(bits, schedule, self.config.token_patch), dim=1)
         return self(text, inputs, schedule)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -619,14 +637,31 @@ def _native_pn(source) -> str | None:
             from None
 
 
+def _whole_shard_folder(source):
+    """One shard of a sharded checkpoint stands for its whole folder (file pickers list the shards, not the folder)."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
+        return source
+    index = os.path.join(os.path.dirname(os.path.abspath(source)), SHARD_INDEX)
+    if not os.path.isfile(index):
+        return source
+    try:
+        with open(index) as f:
+            shards = set(json.load(f)["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return source  # read_shards reports a broken index when the folder itself is given
+    return os.path.dirname(os.path.abspath(source)) if os.path.basename(source) in shards else source
+
+
 def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     """Load an Infinity transformer from a .pth/.safetensors file or a state dict; the architecture comes from shapes.
 
-    Accepts the released flat state dict, an Infinity training checkpoint (``trainer.gpt_fsdp``) and an ARBooth file
-    (``model``, whose learned ``special_token`` is kept as ``model.special_token`` and whose blocks expect lvl_embed
-    per chunk). Loading is strict. ``dtype`` is the blocks' storage/compute dtype: default bf16 on CUDA, else fp32;
-    the text path and the head always stay fp32.
+    Accepts the released flat state dict (one file, or Infinity-8B's folder of safetensors shards with its
+    model.safetensors.index.json; any one of its shards stands for the folder), an Infinity training checkpoint
+    (``trainer.gpt_fsdp``) and an ARBooth file (``model``, whose learned ``special_token`` is kept as
+    ``model.special_token`` and whose blocks expect lvl_embed per chunk). Loading is strict. ``dtype`` is the
+    blocks' storage/compute dtype: default bf16 on CUDA, else fp32; the text path and the head always stay fp32.
     """
+    path_or_state_dict = _whole_shard_folder(path_or_state_dict)
     sd = dict(load_state_dict(path_or_state_dict, wrappers=_WRAPPERS, what="an Infinity transformer"))
     for key in _NON_WEIGHTS:
         sd.pop(key, None)

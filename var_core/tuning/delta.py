@@ -20,7 +20,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Iterable, Sequence
 
 import torch
@@ -246,7 +246,8 @@ def check_fits(delta: SubjectDelta, model: Infinity) -> None:
     if known and not same_base(known, model):
         raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "
                          f"{delta.metadata.get('architecture')}) than this one (fingerprint {fingerprint(model)}, "
-                         f"{model.source or 'given in memory'}). Load the base model it was trained on.")
+                         f"{model.source or 'given in memory'}){_architecture_change(delta, model)}. Load the base "
+                         f"model it was trained on.")
     for key, t in delta.tensors.items():
         if key == "placeholder":
             if t.dim() != 2 or t.shape[1] != model.config.text_channels:
@@ -261,6 +262,27 @@ def check_fits(delta: SubjectDelta, model: Infinity) -> None:
                     "lora_B": (w.shape[0], delta.rank)}[kind]
         if tuple(t.shape) != expected:
             raise ValueError(f"{key} has shape {tuple(t.shape)}, expected {expected} for this model.")
+
+
+def _architecture_change(delta: SubjectDelta, model: Infinity) -> str:
+    """What differs between the subject's base architecture and ``model``'s, in words ("" when unknown or equal):
+    e.g. a subject of Infinity-2B (32-bit tokens) offered to Infinity-8B (56-bit 2x2-patchified tokens)."""
+    try:
+        theirs = json.loads(delta.metadata.get("architecture") or "{}")
+    except ValueError:
+        return ""
+    mine = asdict(model.config)
+    changed = [f"{k} {theirs[k]} (this model: {mine[k]})" for k in mine if k in theirs and theirs[k] != mine[k]]
+    if not changed:
+        return ""
+    tokens = ""
+    if "bits" in theirs and theirs["bits"] != model.config.bits:
+        def kind(bits, patch):
+            return f"{bits}-bit tokens" + (f" ({patch}x{patch}-patchified, Infinity-8B-shaped)" if patch > 1 else "")
+        mine_kind = kind(model.config.bits, model.config.token_patch)
+        theirs_kind = kind(theirs["bits"], replace(model.config, bits=theirs["bits"]).token_patch)
+        tokens = f"; it was trained on a model with {theirs_kind}, this one has {mine_kind}"
+    return f": the architectures differ ({', '.join(changed)}){tokens}"
 
 
 def _fingerprint_samples(model: Infinity) -> list[torch.Tensor]:

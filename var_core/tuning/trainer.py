@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 import torch
 
 from .. import quantizer
-from ..checkpoint import CheckpointError, load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic
+from ..checkpoint import (CheckpointError, check_compatible, load_optimizer_tensors, optimizer_tensors,
+                          save_safetensors_atomic)
 from ..sampling import sample
 from ..schedules import scale_schedule
 from ..training import bit_accuracy
@@ -204,6 +205,7 @@ class SubjectTrainer:
                  delta: SubjectDelta | None = None, start_step: int = 0):
         if model.patch is not None:
             raise ValueError("Train on the base model, not on a model with subjects applied.")
+        check_compatible(model, vae)  # the VAE's latent must make this model's tokens (2B: f16 d32, 8B: f8 d14)
         config.check()
         self.model, self.vae, self.config = model, vae, config
         self.device = model.device
@@ -275,7 +277,8 @@ class SubjectTrainer:
             flip = self.flipped is not None and torch.rand((), generator=self.generator).item() < 0.5
             latents.append((self.flipped if flip else self.latents)[i])
         latent = torch.cat(latents).to(self.device)
-        inputs, labels = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator)
+        inputs, labels = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator,
+                                                   self.model.config.token_patch)
         inputs, labels = torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
         vectors = self.delta.placeholder
         text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx]
@@ -295,7 +298,7 @@ class SubjectTrainer:
         bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
                       generator=generator or self.sample_generator)  # the base (no patch)
         bits = [b.clone() for b in bits]  # out of inference mode
-        inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule), dim=1)
+        inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule, self.model.config.token_patch), dim=1)
         return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
 
     def draw_prior_bank(self, progress: Callable[[int, int], None] | None = None) -> None:
@@ -327,7 +330,8 @@ class SubjectTrainer:
     def prior_loss(self, batch: int) -> torch.Tensor:
         """KL(base ‖ student) on class-prompt samples of the base."""
         bits, teacher = self._teacher_batch(batch)
-        inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule), 1)
+        inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule,
+                                                      self.model.config.token_patch), 1)
         student = self.student(self.prior_text * batch, inputs, self.schedule)
         return distillation_loss(student, teacher, per_bit=self.config.prior_per_bit)
 
