@@ -37,7 +37,7 @@ EMBEDDED_SUBJECT = "embedded: "  # + a bundled example subject's name (Load Subj
 
 def model_choices(folder: str) -> list[str]:
     """A loader's options: the embedded toy model first (when it ships), then the files in models/<folder>."""
-    return ([EMBEDDED] if embedded.available() else []) + (list_text_encoders() if folder == "text_encoders"
+    return ([EMBEDDED] if embedded.available() else []) + (list_folder_models(folder) if folder in FOLDER_MARKERS
                                                            else list_files(folder))
 
 
@@ -46,7 +46,7 @@ def model_path(folder: str, name: str) -> str:
     if name == EMBEDDED:
         part = {TRANSFORMERS: "transformer", "vae": "vae", "text_encoders": "text_encoder"}[folder]
         return str(embedded.bundle_paths()[part])
-    return text_encoder_path(name) if folder == "text_encoders" else full_path(folder, name)
+    return folder_model_path(folder, name) if folder in FOLDER_MARKERS else full_path(folder, name)
 
 
 def subject_choices() -> list[str]:
@@ -80,25 +80,31 @@ def full_path(folder: str, name: str) -> str:
     return path
 
 
-def list_text_encoders() -> list[str]:
-    """Hugging Face folders (with config.json) under models/text_encoders, listed as 'name/', plus single files."""
+# A model that is a folder, not a file: a Hugging Face T5 folder, Infinity-8B's folder of shards
+FOLDER_MARKERS = {"text_encoders": "config.json", TRANSFORMERS: "model.safetensors.index.json"}
+
+
+def list_folder_models(folder: str) -> list[str]:
+    """models/<folder>'s model folders (those holding FOLDER_MARKERS[folder]) listed once each as 'name/', then the
+    single files that are not inside one."""
     folders = []
-    for root in folder_paths.get_folder_paths("text_encoders"):
+    for root in folder_paths.get_folder_paths(folder):
         if os.path.isdir(root):
             for entry in sorted(os.listdir(root)):
-                if os.path.isfile(os.path.join(root, entry, "config.json")):
+                if os.path.isfile(os.path.join(root, entry, FOLDER_MARKERS[folder])):
                     folders.append(entry + "/")
     inside = tuple(folders)
-    return folders + [f for f in list_files("text_encoders") if not f.replace(os.sep, "/").startswith(inside)]
+    return folders + [f for f in list_files(folder) if not f.replace(os.sep, "/").startswith(inside)]
 
 
-def text_encoder_path(name: str) -> str:
+def folder_model_path(folder: str, name: str) -> str:
+    """The path a loader choice names: a model folder ('name/') or a file."""
     if name.endswith("/"):
-        for root in folder_paths.get_folder_paths("text_encoders"):
-            if os.path.isfile(os.path.join(root, name, "config.json")):
+        for root in folder_paths.get_folder_paths(folder):
+            if os.path.isfile(os.path.join(root, name, FOLDER_MARKERS[folder])):
                 return os.path.join(root, name.rstrip("/"))
-        raise FileNotFoundError(f"Text encoder folder '{name}' not found in models/text_encoders.")
-    return full_path("text_encoders", name)
+        raise FileNotFoundError(f"No model folder '{name}' (with {FOLDER_MARKERS[folder]}) in models/{folder}.")
+    return full_path(folder, name)
 
 
 def safe_name(text: str, default: str) -> str:

@@ -44,7 +44,8 @@ class LoadTransformer(io.ComfyNode):
             description="Loads an Infinity transformer (e.g. infinity_2b_reg.pth) from models/infinity.",
             inputs=[io.Combo.Input("model_name", options=comfy_env.model_choices(comfy_env.TRANSFORMERS),
                                    tooltip="The embedded toy model (no download), or a file in models/infinity "
-                                           "(.pth as released, or .safetensors)."),
+                                           "(.pth as released, or .safetensors), or Infinity-8B's folder of shards "
+                                           "(infinity_8b_weights/, listed once)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                    tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer.")])

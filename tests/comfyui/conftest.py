@@ -54,6 +54,11 @@ def make_base(base: Path) -> Path:
     shutil.copy(toy["vae"], base / "models/vae/toy_bitvae.safetensors")
     shutil.copytree(toy["text_encoder"], base / "models/text_encoders/toy_t5")
     save_safetensors_atomic(random_vae(BitVAEConfig(d=8, base_ch=32)).state_dict(), base / "models/vae/vae_d8.safetensors")
+    from fixture_paths import TINY_8B  # Infinity-8B-shaped, as released: a folder of shards and the f8/d14 VAE
+    shutil.copytree(TINY_8B / "infinity_8b_weights", base / "models/infinity/infinity_8b_weights")
+    shutil.copy(TINY_8B / "vae.pth", base / "models/vae/infinity_vae_d56_f8_14_patchify.pth")
+    from toyworld.t5 import make_t5
+    make_t5(base / "models/text_encoders/t5_192", d_model=192)  # the fixture's text width
     os.symlink(ROOT, base / "custom_nodes" / PACK)
     return base
 

@@ -237,3 +237,19 @@ def test_auto_resolution_follows_the_model_wired_in(nodes, loaded):
         scale_weighting="uniform", prior_weight=0.0, resolution=AUTO, training_seed=0, preview_every=0)
     text = out.ui.as_dict()["text"][0]
     assert "at 0.015M, learning rate 0.001, placeholder 0.01" in text and "'<placeholder> dog'" in text
+
+
+def test_an_8b_shaped_shard_folder_is_one_model_and_samples(nodes):
+    """Infinity-8B as released: models/infinity/infinity_8b_weights/ (shards + index) is listed once, loads with
+    its f8/d14 VAE through the same loaders, and samples (2x2-patchified tokens)."""
+    choices = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options
+    assert "infinity_8b_weights/" in choices and not any("model-0000" in c for c in choices)
+    model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name="infinity_8b_weights/",
+                          vae_name="infinity_vae_d56_f8_14_patchify.pth", text_encoder_name="t5_192/", dtype="auto")
+    assert model.config.bits == 56 and vae.d == 14
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    images = sample(nodes, model, vae, cond, aspect_ratio="1.0 (h/w) 1024×1024")
+    assert images.shape == (1, 256, 256, 3) and images.std() > 0.01
+    with pytest.raises(Exception, match="toy_bitvae"):  # a 2B-shaped VAE does not fit: both files named
+        run(nodes["VARBooth_LoadAll"], model_name="infinity_8b_weights/", vae_name="toy_bitvae.safetensors",
+            text_encoder_name="t5_192/", dtype="auto")
