@@ -118,3 +118,47 @@ def test_bad_inputs(tiny_model, case_text):
         sample(tiny_model, None, [torch.randn(4, 100)], SCHEDULE)
     with pytest.raises(ValueError, match="tau"):
         sample(tiny_model, None, case_text, SCHEDULE, tau=0)
+
+
+def test_kv_cache_is_freed_before_the_vae_decodes(tiny_model, tiny_vae, case_text, monkeypatch):
+    """The decode's activations do not come on top of the KV cache (benchmarks/memory.py: sampling's peak)."""
+    import weakref
+    import var_core.sampling as sampling
+
+    caches, alive = [], []
+
+    class Recorded(sampling.KVCache):
+        def __init__(self, depth):
+            super().__init__(depth)
+            caches.append(weakref.ref(self))
+
+    decode = tiny_vae.decode_latent
+
+    def checked(codes):
+        alive.append([c() is not None for c in caches])
+        return decode(codes)
+
+    monkeypatch.setattr(sampling, "KVCache", Recorded)
+    monkeypatch.setattr(tiny_vae, "decode_latent", checked)
+    images = sample(tiny_model, tiny_vae, case_text, SCHEDULE, cfg=3.0, seed=0)
+    assert images.shape == (2, 3, 256, 256)
+    assert alive == [[False]]
+
+
+def test_kv_cache_is_stored_in_the_blocks_compute_dtype(monkeypatch):
+    """bf16 blocks (load_transformer's default on CUDA) keep keys and values in bf16: half the cache of fp32."""
+    import var_core.sampling as sampling
+
+    caches = []
+
+    class Kept(sampling.KVCache):
+        def __init__(self, depth):
+            super().__init__(depth)
+            caches.append(self)
+
+    monkeypatch.setattr(sampling, "KVCache", Kept)
+    model = random_transformer().cast_blocks(torch.bfloat16)
+    sample(model, None, [torch.randn(5, model.config.text_channels)], SCHEDULE, cfg=3.0, seed=0)
+    L = sum(h * w for h, w in SCHEDULE)
+    assert len(caches) == 1 and len(caches[0].k) == model.config.depth
+    assert all(t.dtype == torch.bfloat16 and t.shape[0] == 2 and t.shape[2] == L for t in caches[0].k + caches[0].v)

@@ -257,6 +257,18 @@ def test_zero_delta_distillation_loss_and_gradient_are_zero(toy):
     assert tr.prior_loss(2).item() > 0
 
 
+def test_the_teacher_is_the_base_itself_no_second_copy_of_the_weights(toy):
+    """Prior distillation's teacher is the loaded model (no patch) and the student a view of it: the weights are in
+    memory once; the optimizer holds only the delta's fp32 tensors (benchmarks/memory.py)."""
+    tr = trainer(toy, mode="lora", rank=4, prior_samples=2)
+    model = toy[0]
+    assert tr.model is model and model.patch is None and tr.student.patch is not None
+    assert all(a is b for a, b in zip(tr.student.parameters(), model.parameters()))
+    trained = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
+    assert trained == {id(t) for t in tr.delta.tensors.values()}
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_a_tiny_model_overfits_two_images(toy):
     tr = trainer(toy, mode="lora", rank=16, lr=3e-3, prior_weight=0.0, flip_prob=0.0, steps=60)
     first = tr.step()

@@ -145,5 +145,8 @@ def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 
             if progress is not None:
                 progress(k + 1, K)
 
+    # Free the KV cache (Infinity-8B at 1M with CFG: 11 GiB, benchmarks/memory.py) before the VAE decode's
+    # activations come on top of it.
+    cache = conds = sequence = x = raw = None
     out = all_bits if vae is None else vae.decode_latent(sums.total)
     return (out, all_logits) if return_logits else out
