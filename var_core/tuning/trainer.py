@@ -5,15 +5,15 @@ Per step:
    Bitwise Self-Correction flips and bit labels; the student (base + delta) is trained on the instance prompts with
    the scale-weighted bitwise cross-entropy;
 2. prior distillation (λ > 0): the frozen base (the same weights with the delta switched off, no second copy)
-   samples class-prompt tokens scale by scale with the KV cache; the base's and the student's per-bit distributions
-   on those tokens (teacher-forced, same class prompt) are matched with KL(base ‖ student);
+   samples class-prompt tokens scale by scale with the KV cache; the base's per-bit distributions on those tokens (the
+   sampler's own logits) and the student's (teacher-forced, same class prompt) are matched with KL(base ‖ student);
 3. one AdamW step on L_wCE + λ·L_distill (or ARBooth's two separate steps, ``separate_steps=True``).
 
 The teacher's class samples (tokens and its distributions on them) are drawn once into a bank of ``prior_samples``
 and reused, as DreamBooth does with class images: the frozen teacher's samples do not change during training.
 
 Trainable tensors are fp32 master copies; frozen weights stay as loaded (bf16 on GPU) and run under autocast.
-T5 runs once, before training.
+T5 runs once, before training. Under torchrun the batch is split over the processes (distributed.py).
 """
 from __future__ import annotations
 
@@ -301,13 +301,19 @@ class SubjectTrainer:
     def teacher_samples(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n class-prompt samples of the frozen base: bits (n, L, d) uint8 and the base's logits (n, L, 2d) on them.
 
-        Tokens come from the KV-cached sampler; the target distributions from the teacher-forced forward that the
-        student also uses, so a zero delta gives exactly zero loss and gradient.
+        Tokens come from the KV-cached sampler. Without guidance (prior_cfg 1, ARBooth's) the sampler's own logits,
+        times tau, are the base's on those tokens (the teacher-forced forward's up to float rounding, ~1e-5): no
+        second forward. With guidance they are mixed with the unconditional ones, so the targets come from a
+        teacher-forced forward of the class prompt.
         """
         c = self.config
         text = self.prior_text * n
+        guided = c.prior_cfg != 1.0
         bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
-                      generator=generator or self.sample_generator)  # the base (no patch)
+                      generator=generator or self.sample_generator, return_logits=not guided)  # the base (no patch)
+        if not guided:
+            bits, logits = bits
+            return quantizer.flatten_bits([b.clone() for b in bits]), torch.cat(logits, dim=1).float() * c.prior_tau
         bits = [b.clone() for b in bits]  # out of inference mode
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule, self.model.config.token_patch), dim=1)
         return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
