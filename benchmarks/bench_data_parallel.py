@@ -49,7 +49,12 @@ def main():
     if args.volume_only:
         return infinity_2b_volume()
     ranks = distributed.start(torch.device("cpu"))
-    paths = make_random_models(tempfile.mkdtemp())
+    folder = os.path.join(tempfile.gettempdir(), f"bench_data_parallel_{os.environ.get('TORCHELASTIC_RUN_ID', os.getpid())}")
+    if ranks.is_main:
+        os.makedirs(folder, exist_ok=True)
+        make_random_models(folder)
+    ranks.barrier()
+    paths = make_random_models(folder)  # (the paths of what rank 0 wrote)
     model, vae = load_transformer(paths["transformer"]), load_vae(paths["vae"])
     images = prepare_images(list(subject_pictures(args.batch_size, 256)), (256, 256), "<placeholder>", "dog")
     config = TrainConfig(class_word="dog", pn="0.06M", batch_size=args.batch_size, steps=args.steps, prior_samples=4)
