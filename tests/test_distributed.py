@@ -1,5 +1,6 @@
 """Scaling subject tuning out: data parallel over torchrun's processes (gloo on CPU), a rank killed and restarted,
 and many subjects over the ranks (train-many). Tiny models, a few steps; every subprocess runs with one thread."""
+import contextlib
 import json
 import os
 import subprocess
@@ -22,10 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def torchrun(*args, procs=2, timeout=180):
+def torchrun(*args, procs=2, timeout=180, env=ENV):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
            "--monitor-interval=0.5", *map(str, args)]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """This process computes as the subprocesses do (OMP_NUM_THREADS=1), whatever pytest was started with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +79,8 @@ def relative_difference(a: dict, b: dict) -> float:
 def one_and_two(toy_paths, photos, tmp_path_factory):
     """The same training in one process (in this one) and data parallel over 2 ranks."""
     work = tmp_path_factory.mktemp("dp")
-    assert main(["train", *map(str, train_args(toy_paths, photos, work / "one.safetensors"))]) == 0
+    with one_thread():
+        assert main(["train", *map(str, train_args(toy_paths, photos, work / "one.safetensors"))]) == 0
     proc = torchrun("-m", "var_core", "train", *train_args(toy_paths, photos, work / "two.safetensors"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
@@ -125,7 +138,10 @@ def test_a_rank_killed_mid_run_is_restarted_and_finishes_the_same_subject(one_an
         "SubjectTrainer.step = dying\n"
         "sys.exit(main(sys.argv[1:]))\n")
     out = tmp_path / "restarted.safetensors"
-    proc = torchrun("--max-restarts=1", worker, "train", *train_args(toy_paths, photos, out))
+    # the restarted processes must not find the failed ones' addresses in torchrun's store (pytorch/pytorch#135712;
+    # without this, 2 of 3 restarts failed to connect here)
+    proc = torchrun("--max-restarts=1", worker, "train", *train_args(toy_paths, photos, out),
+                    env={**ENV, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed at step 2 with its optimizer state" in proc.stderr  # the checkpoint before the kill
     restarted, uninterrupted = load_file(out), load_file(work / "two.safetensors")
@@ -155,10 +171,11 @@ def test_train_many_spreads_jobs_over_ranks_reports_failures_and_skips_finished_
 
     # each subject file is the one `train` writes for the job
     reference = tmp_path / "reference.safetensors"
-    assert main(["train", "--model", common["model"], "--vae", common["vae"], "--text-encoder",
-                 common["text_encoder"], "--images", str(photos), "--class", "toy", "--token", "<toy>", "--out",
-                 str(reference), "--pn", "0.06M", "--rank", "2", "--steps", "2", "--prior-samples", "2", "--hflip",
-                 "--groups", "ffn", "--device", "cpu"]) == 0
+    with one_thread():
+        assert main(["train", "--model", common["model"], "--vae", common["vae"], "--text-encoder",
+                     common["text_encoder"], "--images", str(photos), "--class", "toy", "--token", "<toy>", "--out",
+                     str(reference), "--pn", "0.06M", "--rank", "2", "--steps", "2", "--prior-samples", "2",
+                     "--hflip", "--groups", "ffn", "--device", "cpu"]) == 0
     assert same_file_contents(reference, tmp_path / "toy.safetensors")
 
     # once more, in this process without torchrun: the finished jobs are skipped, the bad one fails again
