@@ -45,13 +45,18 @@ class Ranks:
         return values
 
     def sum_gradients(self, params: Sequence[torch.Tensor]) -> None:
-        """Replace every parameter's gradient by its sum over the ranks (one all_reduce of all of them together)."""
+        """Replace every gradient of ``params`` by its sum over the ranks (one all_reduce of all of them together).
+
+        A parameter without a gradient keeps none (the optimizer skips it, as in one process); which ones have one is
+        decided by the computation's structure, the same on every rank."""
         if self.world_size == 1:
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat)
-        for p, g in zip(params, flat.split([g.numel() for g in grads])):
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad = g.view_as(p)
 
     def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
