@@ -359,3 +359,17 @@ def test_placeholder_vectors_only_train_with_distillation_switched_on(toy):
     tr.run(callback=lambda p: history.append(p.parts))
     assert not tr.distills and "distill" not in history[-1]  # nothing it could change: no teacher is run
     assert tr.delta.placeholder.abs().sum() > 0
+
+
+def test_the_teachers_targets_are_the_samplers_own_logits_equal_to_a_teacher_forced_forward(toy):
+    """Unguided (prior_cfg 1), the class samples' targets come from the sampler's logits, with no second forward;
+    they are the teacher-forced forward's up to float rounding (seen: 1.7e-6 on logits up to 3.4), at any tau."""
+    from var_core import quantizer
+    model = toy[0]
+    for tau in (0.5, 0.7):
+        tr = make_trainer(toy, prior_tau=tau)
+        bits, teacher = tr.teacher_samples(3, torch.Generator().manual_seed(0))
+        inputs = quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1)
+        with torch.no_grad():
+            forced = model(tr.prior_text * 3, torch.cat(inputs, 1), tr.schedule).float()
+        torch.testing.assert_close(teacher, forced, rtol=0, atol=2e-5)

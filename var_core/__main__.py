@@ -1,4 +1,4 @@
-"""Command line: python -m var_core {sample,train,convert,demo} ...  (python -m var_core <command> -h for the flags)."""
+"""Command line: python -m var_core {sample,train,train-many,convert,demo} ...  (python -m var_core <command> -h for the flags)."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,9 @@ from var_core.tuning.delta import MODES
 
 
 
-def _bar(total: int, desc: str, unit: str, initial: int = 0):
+def _bar(total: int, desc: str, unit: str, initial: int = 0, show: bool = True):
     from tqdm import tqdm  # a requirement (transformers needs it too)
-    return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=not show)
 
 
 def _progress(total: int, desc: str):
@@ -114,26 +114,43 @@ def training_settings(args) -> dict:
         embedding_lr=args.embedding_lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, gradient_checkpointing=None if args.no_checkpointing is None else False,
         pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
-        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt,
+        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_samples=args.prior_samples,
         prior_per_bit=None if args.prior_kl is None else args.prior_kl == "bit", separate_steps=args.separate_steps,
         seed=args.seed)
     return {k: v for k, v in given.items() if v is not None}
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, ranks=None) -> int:
+    """Train one subject; under torchrun, data parallel over its processes (``ranks``: this process's place; default:
+    join the launch's process group, or a single process without one)."""
+    from var_core.tuning import distributed
+
+    device = distributed.local_device(args.device)
+    if ranks is not None:
+        return train_subject(args, device, ranks)
+    ranks = distributed.start(device)
+    try:
+        return train_subject(args, device, ranks)
+    finally:
+        distributed.stop()
+
+
+def train_subject(args, device, ranks) -> int:
     import signal
 
     import var_core as vc
-    from var_core.tuning import (SubjectTrainer, TrainConfig, folder_captions, image_files, load_subject,
+    from var_core.tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions, image_files, load_subject,
                                  model_defaults, prepare_images)
     from var_core.tuning.trainer import state_path
 
     out = Path(args.out)
+    if distributed.restarted() and not args.resume and out.is_file() and state_path(out).is_file():
+        args.resume = str(out)  # torchrun restarted a failed launch: go on from its last checkpoint
     if out.exists() and not args.overwrite and Path(args.resume or "") != out:
         raise FileExistsError(f"'{out}' already exists; choose another --out, --resume it, or pass --overwrite.")
     if not args.resume and not args.class_word:
         raise SystemExit("train: --class is required (the subject's class word, e.g. dog)")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    show = ranks.is_main  # data parallel: rank 0 speaks for all
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train")
     model = vc.load_transformer(model_path, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
@@ -153,17 +170,22 @@ def cmd_train(args) -> int:
                             config.class_word, captions, require_token=config.placeholder_vectors > 0)
     encoder = vc.load_text_encoder(encoder_path, device=device)
     if args.resume:
-        trainer = SubjectTrainer.resume(args.resume, model, vae, encoder, images, config.steps)
-        print(trainer.notes, file=sys.stderr)
+        trainer = SubjectTrainer.resume(args.resume, model, vae, encoder, images, config.steps, ranks=ranks)
+        if show:
+            print(trainer.notes, file=sys.stderr)
     else:
-        trainer = SubjectTrainer(model, vae, encoder, images, config)
+        trainer = SubjectTrainer(model, vae, encoder, images, config, ranks=ranks)
     encoder.to("cpu")
     del encoder
-    print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups {','.join(config.groups)}, "
-          f"{len(files)} images, {len(trainer.schedule)} scales) on {device}", file=sys.stderr)
+    if show:
+        where = f"{ranks.world_size} processes ({device.type}), {config.batch_size} images per step in all" \
+            if ranks.world_size > 1 else str(device)
+        print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups "
+              f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}",
+              file=sys.stderr)
     if trainer.distills and config.prior_samples > 0:
         prompt = config.prior_prompt.format(class_word=config.class_word)
-        prior = _bar(config.prior_samples, f"prior distillation: drawing '{prompt}'", "sample")
+        prior = _bar(config.prior_samples, f"prior distillation: drawing '{prompt}'", "sample", show=show)
         trainer.draw_prior_bank(lambda done, total: prior.update(done - prior.n))
         prior.close()
     start = trainer.step_count
@@ -176,7 +198,7 @@ def cmd_train(args) -> int:
         stop.append(1)
         print("\ninterrupted: saving after this step (Ctrl-C again to abort)", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    bar = _bar(config.steps, "training", "step", initial=start)
+    bar = _bar(config.steps, "training", "step", initial=start, show=show)
     def report(p):
         bar.update(p.step - bar.n)
         bar.set_postfix({k: f"{v:.4f}" for k, v in p.parts.items() if k != "lr"})
@@ -187,6 +209,8 @@ def cmd_train(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+    if not show:
+        return 0 if finished else 130
     print(f"{'wrote' if finished else 'stopped early; kept'} {out} ({trainer.step_count} steps, "
           f"{out.stat().st_size / 2**20:.1f} MiB)")
     state = state_path(out)
@@ -200,6 +224,70 @@ def cmd_train(args) -> int:
               f"{models} --subject {out} --prompt 'a photo of {trainer.delta.token} {config.class_word} on the beach' "
               f"--out subject.png")
     return 0 if finished else 130
+
+
+def cmd_train_many(args) -> int:
+    """Train every subject of a jobs file, each as `train` would; under torchrun, job i on rank i % world size."""
+    from var_core.tuning import distributed
+    from var_core.tuning.jobs import job_arguments, read_jobs
+
+    job_parser = argparse.ArgumentParser(prog="python -m var_core train (a job of train-many)")
+    add_train_arguments(job_parser)
+    flags = set(job_parser._option_string_actions)
+    common = [a for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder),
+                                    ("--device", args.device), ("--dtype", args.dtype)) if value for a in (flag, value)]
+    jobs = [common + job_arguments(job, flags) for job in read_jobs(args.jobs)]  # every job checked before any runs
+    # (gloo for the summary only: ranks wait at the end for the longest job, hence the long timeout)
+    ranks = distributed.start(torch.device("cpu"), timeout_minutes=7 * 24 * 60)
+    try:
+        mine = []
+        for i in range(ranks.rank, len(jobs), ranks.world_size):
+            status = _train_job(job_parser, jobs[i], f"job {i + 1}/{len(jobs)} (rank {ranks.rank})")
+            mine.append((i, status))
+            if status == "stopped":  # Ctrl-C: no further jobs
+                break
+        results = [mine]
+        if ranks.world_size > 1:
+            results = [None] * ranks.world_size
+            torch.distributed.all_gather_object(results, mine)
+    finally:
+        distributed.stop()
+    statuses = dict(r for part in results for r in part)
+    if ranks.is_main:
+        for i, argv in enumerate(jobs):
+            print(f"job {i + 1}/{len(jobs)} {job_parser.parse_known_args(argv)[0].out}: "
+                  f"{statuses.get(i, 'not run (stopped)')}")
+    return 0 if all(v.startswith(("done", "skipped")) for v in statuses.values()) and len(statuses) == len(jobs) \
+        else 1
+
+
+def _train_job(parser: argparse.ArgumentParser, argv: list[str], name: str) -> str:
+    """Run one job of train-many in this process; returns its status line."""
+    import time
+
+    from var_core.tuning.distributed import Ranks
+    from var_core.tuning.trainer import state_path
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # argparse said why
+        return "failed: invalid settings"
+    out = Path(args.out)
+    if out.is_file() and not state_path(out).is_file():
+        print(f"{name}: {out} exists, skipped", file=sys.stderr)
+        return "skipped (exists)"
+    if out.is_file():
+        args.resume = str(out)  # stopped before it finished: go on exactly where it stopped
+    print(f"{name}: {'resuming' if args.resume else 'training'} {out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        code = cmd_train(args, ranks=Ranks())
+    except (Exception, SystemExit) as e:  # a bad job is reported; the others go on
+        print(f"{name}: {out} failed: {e}", file=sys.stderr)
+        return f"failed: {e}"
+    if code != 0:
+        return "stopped"
+    return f"done in {time.perf_counter() - t0:.1f} s"
 
 
 def cmd_convert(args) -> int:
@@ -268,44 +356,8 @@ def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
     return str(paths["transformer"]), str(paths["vae"]), str(paths["text_encoder"]), True
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m var_core", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    # what every command that runs a model takes
-    threads = argparse.ArgumentParser(add_help=False)
-    threads.add_argument("--threads", type=int, default=None,
-                         help="CPU threads for torch (default: torch's, one per core)")
-    s = sub.add_parser("sample", help="generate images from text", parents=[threads])
-    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
-                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
-                   "--vae and --text-encoder)")
-    s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
-    s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
-    s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
-    s.add_argument("--negative", default=None, help="negative prompt (default: the model's learned null text)")
-    s.add_argument("--out", required=True, help="output PNG (numbered when several images)")
-    s.add_argument("--batch", type=int, default=1, help="images per prompt")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--cfg", type=float, default=4.0)
-    s.add_argument("--tau", type=float, default=0.5)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--top-p", type=float, default=0.97)
-    s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")
-    s.add_argument("--pn", default=None, help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024); "
-                   "default: the model's own (its file's native_pn metadata: 0.015M = 128² for the "
-                   "embedded toy model; else 1M, Infinity's)")
-    s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
-                   help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
-    s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")
-    s.add_argument("--keep-scales", type=int, default=4, help="with --init-image: how many scales to keep")
-    s.add_argument("--device", default=None)
-    s.add_argument("--dtype", choices=DTYPES, default=None, help="transformer blocks (default bf16 on GPU)")
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(func=cmd_sample)
-
-    t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file",
-                       parents=[threads])
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """The flags of `train` (and the settings a job of `train-many` may give)."""
     t.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
                    "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
                    "--vae and --text-encoder)")
@@ -352,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prior-weight", type=float, default=None, help="prior distillation weight λ (0 = off; "
                    "default 0.5)")
     t.add_argument("--prior-prompt", default=None, help="default 'a photo of {class_word}'")
+    t.add_argument("--prior-samples", type=int, default=None, help="class samples the teacher draws once and reuses "
+                   "(0 = fresh ones every step; default 64)")
     t.add_argument("--prior-kl", choices=["bit", "token"], default=None,
                    help="token = ARBooth's softmax over a token's whole logit vector")
     t.add_argument("--separate-steps", action="store_true", default=None,
@@ -368,7 +422,59 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None)
     t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")
     t.add_argument("--overwrite", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m var_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    # what every command that runs a model takes
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, default=None,
+                         help="CPU threads for torch (default: torch's, one per core)")
+    s = sub.add_parser("sample", help="generate images from text", parents=[threads])
+    s.add_argument("--model", default=None, help="Infinity transformer (.pth, .safetensors, or Infinity-8B's "
+                   "folder of shards with model.safetensors.index.json; default: the embedded toy model, with its "
+                   "--vae and --text-encoder)")
+    s.add_argument("--vae", default=None, help="BitVAE (.pth or .safetensors)")
+    s.add_argument("--text-encoder", default=None, help="flan-t5-xl folder (or encoder .safetensors file)")
+    s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
+    s.add_argument("--negative", default=None, help="negative prompt (default: the model's learned null text)")
+    s.add_argument("--out", required=True, help="output PNG (numbered when several images)")
+    s.add_argument("--batch", type=int, default=1, help="images per prompt")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cfg", type=float, default=4.0)
+    s.add_argument("--tau", type=float, default=0.5)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--top-p", type=float, default=0.97)
+    s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")
+    s.add_argument("--pn", default=None, help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024); "
+                   "default: the model's own (its file's native_pn metadata: 0.015M = 128² for the "
+                   "embedded toy model; else 1M, Infinity's)")
+    s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
+    s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")
+    s.add_argument("--keep-scales", type=int, default=4, help="with --init-image: how many scales to keep")
+    s.add_argument("--device", default=None)
+    s.add_argument("--dtype", choices=DTYPES, default=None, help="transformer blocks (default bf16 on GPU)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_sample)
+
+    t = sub.add_parser("train", help="teach the model a subject from a few photos; writes a small subject file",
+                       parents=[threads])
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("train-many", help="train several subjects listed in a jobs file (under torchrun: job i on "
+                       "process i %% number of processes); skips jobs whose output exists", parents=[threads])
+    m.add_argument("jobs", help="jobs file: JSON lines, a JSON list or TOML [[jobs]]; each job has train's settings "
+                   "without the dashes: images, class, out, and optionally token, steps, rank, batch_size, ...")
+    m.add_argument("--model", default=None, help="as for train (a job may give its own)")
+    m.add_argument("--vae", default=None)
+    m.add_argument("--text-encoder", default=None)
+    m.add_argument("--device", default=None)
+    m.add_argument("--dtype", choices=DTYPES, default=None)
+    m.set_defaults(func=cmd_train_many)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint as safetensors (validated, optionally bf16)")
     c.add_argument("input", help="checkpoint file, or a folder of safetensors shards (Infinity-8B's release)")

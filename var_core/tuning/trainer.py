@@ -5,15 +5,15 @@ Per step:
    Bitwise Self-Correction flips and bit labels; the student (base + delta) is trained on the instance prompts with
    the scale-weighted bitwise cross-entropy;
 2. prior distillation (λ > 0): the frozen base (the same weights with the delta switched off, no second copy)
-   samples class-prompt tokens scale by scale with the KV cache; the base's and the student's per-bit distributions
-   on those tokens (teacher-forced, same class prompt) are matched with KL(base ‖ student);
+   samples class-prompt tokens scale by scale with the KV cache; the base's per-bit distributions on those tokens (the
+   sampler's own logits) and the student's (teacher-forced, same class prompt) are matched with KL(base ‖ student);
 3. one AdamW step on L_wCE + λ·L_distill (or ARBooth's two separate steps, ``separate_steps=True``).
 
 The teacher's class samples (tokens and its distributions on them) are drawn once into a bank of ``prior_samples``
 and reused, as DreamBooth does with class images: the frozen teacher's samples do not change during training.
 
 Trainable tensors are fp32 master copies; frozen weights stay as loaded (bf16 on GPU) and run under autocast.
-T5 runs once, before training.
+T5 runs once, before training. Under torchrun the batch is split over the processes (distributed.py).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from ..training import bit_accuracy
 from ..transformer import Infinity
 from .data import SubjectImages
 from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
+from .distributed import Ranks
 from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
 from .placeholder import DEFAULT_TOKEN, substitute
 from .subject import load_subject, save_subject
@@ -198,11 +199,12 @@ class SubjectTrainer:
     """Holds everything one training needs; ``step()`` does one iteration, ``run()`` the loop.
 
     images: SubjectImages (see data.prepare_images). delta: resume from this SubjectDelta (e.g. load_subject);
-    start_step: the steps it already had.
+    start_step: the steps it already had. ranks: this process's place in a data-parallel training (distributed.py;
+    default: a single process): each rank trains on its rows of every batch and only rank 0 writes files.
     """
 
     def __init__(self, model: Infinity, vae, text_encoder, images: SubjectImages, config: TrainConfig,
-                 delta: SubjectDelta | None = None, start_step: int = 0):
+                 delta: SubjectDelta | None = None, start_step: int = 0, ranks: Ranks | None = None):
         if model.patch is not None:
             raise ValueError("Train on the base model, not on a model with subjects applied.")
         check_compatible(model, vae)  # the VAE's latent must make this model's tokens (2B: f16 d32, 8B: f8 d14)
@@ -212,6 +214,12 @@ class SubjectTrainer:
         self.schedule = scale_schedule(config.aspect, config.pn)
         if len(images.prompts) != images.images.shape[0]:
             raise ValueError("One prompt per training image is needed.")
+        self.ranks = ranks or Ranks()
+        batch = min(config.batch_size, len(images.prompts))
+        if batch < self.ranks.world_size:
+            raise ValueError(f"A batch of {batch} images cannot be split over {self.ranks.world_size} processes: "
+                             f"give a --batch-size (and photos) of at least {self.ranks.world_size}, or start fewer "
+                             f"processes (--nproc_per_node).")
         self.generator = torch.Generator().manual_seed(config.seed)  # data order, flips, BSC (CPU: reproducible)
         self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)  # fresh teacher samples
         delta = delta or SubjectDelta.create(
@@ -220,6 +228,7 @@ class SubjectTrainer:
         check_fits(delta, model)
         # our own fp32 copy: a delta given to resume from is not trained in place under its holder
         self.delta = delta.to(self.device, torch.float32, copy=True).requires_grad_(True)
+        self.ranks.broadcast(self.delta.parameters())  # every rank starts from rank 0's delta
         self.delta.metadata = {**delta.metadata, "fingerprint": fingerprint(model),
                                "architecture": json.dumps(asdict(model.config), sort_keys=True)}
         self.step_count = int(start_step)
@@ -271,7 +280,9 @@ class SubjectTrainer:
         batch, self._order = self._order[:size], self._order[size:]
         return batch
 
-    def instance_loss(self, idx: Sequence[int]):
+    def instance_loss(self, idx: Sequence[int], rows: slice = slice(None)):
+        """The loss on ``rows`` of the batch ``idx``; the randomness of the whole batch is drawn (data parallel: every
+        rank draws the same, so its rows get what a single process would give them)."""
         latents = []
         for i in idx:
             flip = self.flipped is not None and torch.rand((), generator=self.generator).item() < 0.5
@@ -279,9 +290,9 @@ class SubjectTrainer:
         latent = torch.cat(latents).to(self.device)
         inputs, labels = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator,
                                                    self.model.config.token_patch)
-        inputs, labels = torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
+        inputs, labels = torch.cat(inputs, dim=1)[rows], quantizer.flatten_bits(labels)[rows]
         vectors = self.delta.placeholder
-        text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx]
+        text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx[rows]]
         logits = self.student(text, inputs, self.schedule)
         return weighted_bitwise_loss(logits, labels, self.schedule, self.config.scale_weights), \
             bit_accuracy(logits.detach(), labels)
@@ -290,13 +301,19 @@ class SubjectTrainer:
     def teacher_samples(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n class-prompt samples of the frozen base: bits (n, L, d) uint8 and the base's logits (n, L, 2d) on them.
 
-        Tokens come from the KV-cached sampler; the target distributions from the teacher-forced forward that the
-        student also uses, so a zero delta gives exactly zero loss and gradient.
+        Tokens come from the KV-cached sampler. Without guidance (prior_cfg 1, ARBooth's) the sampler's own logits,
+        times tau, are the base's on those tokens (the teacher-forced forward's up to float rounding, ~1e-5): no
+        second forward. With guidance they are mixed with the unconditional ones, so the targets come from a
+        teacher-forced forward of the class prompt.
         """
         c = self.config
         text = self.prior_text * n
+        guided = c.prior_cfg != 1.0
         bits = sample(self.model, None, text, self.schedule, cfg=c.prior_cfg, tau=c.prior_tau, top_p=c.prior_top_p,
-                      generator=generator or self.sample_generator)  # the base (no patch)
+                      generator=generator or self.sample_generator, return_logits=not guided)  # the base (no patch)
+        if not guided:
+            bits, logits = bits
+            return quantizer.flatten_bits([b.clone() for b in bits]), torch.cat(logits, dim=1).float() * c.prior_tau
         bits = [b.clone() for b in bits]  # out of inference mode
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule, self.model.config.token_patch), dim=1)
         return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
@@ -327,12 +344,13 @@ class SubjectTrainer:
         idx = torch.randint(m, (n,), generator=self.generator).to(self.device)
         return self.prior_bank[0][idx], self.prior_bank[1][idx]
 
-    def prior_loss(self, batch: int) -> torch.Tensor:
-        """KL(base ‖ student) on class-prompt samples of the base."""
+    def prior_loss(self, batch: int, rows: slice = slice(None)) -> torch.Tensor:
+        """KL(base ‖ student) on class-prompt samples of the base (``rows`` of a batch of ``batch`` of them)."""
         bits, teacher = self._teacher_batch(batch)
+        bits, teacher = bits[rows], teacher[rows]
         inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule,
                                                       self.model.config.token_patch), 1)
-        student = self.student(self.prior_text * batch, inputs, self.schedule)
+        student = self.student(self.prior_text * bits.shape[0], inputs, self.schedule)
         return distillation_loss(student, teacher, per_bit=self.config.prior_per_bit)
 
     def _set_lr(self):
@@ -341,13 +359,20 @@ class SubjectTrainer:
         for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = lr * factor
 
-    def _backward(self, loss: torch.Tensor):
-        if not torch.isfinite(loss):  # refuse before any update: the delta keeps its last good values
-            raise FloatingPointError(f"The loss became {loss.item()} at step {self.step_count + 1}; lower the "
+    def _backward(self, loss: torch.Tensor, weight: float = 1.0, share: float = 1.0) -> float:
+        """Back-propagate ``weight`` times this rank's ``loss``, which is on its ``share`` of the batch; returns the
+        whole batch's (unweighted) loss, the same on every rank, so all of them refuse a non-finite one together."""
+        total = self.ranks.sum(loss.reshape(1) * share if share != 1.0 else loss.reshape(1)).item()
+        if not math.isfinite(total):  # refuse before any update: the delta keeps its last good values
+            raise FloatingPointError(f"The loss became {total} at step {self.step_count + 1}; lower the "
                                      f"learning rate.")
-        loss.backward()
+        if weight != 1.0:
+            loss = weight * loss
+        (loss * share if share != 1.0 else loss).backward()
+        return total
 
     def _update(self):
+        self.ranks.sum_gradients(self._params())  # data parallel: the whole batch's gradient on every rank
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.delta.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -357,18 +382,27 @@ class SubjectTrainer:
         """One iteration. The two losses are back-propagated one after the other (same gradient as their sum,
         half the activation memory), then one optimizer step (ARBooth: a step after each, separate_steps)."""
         c = self.config
-        self._set_lr()
-        idx = self._batch()
-        ce, acc = self.instance_loss(idx)
-        parts = {"ce": ce.item(), "bit_acc": acc.item(), "lr": self.optimizer.param_groups[0]["lr"]}
-        self._backward(ce)
-        if self.distills:
-            if c.separate_steps:
-                self._update()
-            kl = self.prior_loss(len(idx))
-            self._backward(c.prior_weight * kl)
-            parts["distill"] = kl.item()
-        self._update()
+        streams = self.generator.get_state(), self.sample_generator.get_state(), list(self._order)
+        try:
+            self._set_lr()
+            idx = self._batch()
+            rows, share = self.ranks.rows(len(idx)), self.ranks.share(len(idx))
+            ce, acc = self.instance_loss(idx, rows)
+            parts = {"ce": self._backward(ce, share=share),
+                     "bit_acc": self.ranks.sum(acc.reshape(1) * share if share != 1.0 else acc.reshape(1)).item(),
+                     "lr": self.optimizer.param_groups[0]["lr"]}
+            if self.distills:
+                if c.separate_steps:
+                    self._update()
+                kl = self.prior_loss(len(idx), rows)
+                parts["distill"] = self._backward(kl, c.prior_weight, share)
+            self._update()
+        except BaseException:  # a failed step leaves the streams as of the last finished one: a save stays exact
+            self.generator.set_state(streams[0])
+            self.sample_generator.set_state(streams[1])
+            self._order = streams[2]
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
         parts["loss"] = parts["ce"] + c.prior_weight * parts.get("distill", 0.0)
         self.step_count += 1
         return parts
@@ -421,14 +455,15 @@ class SubjectTrainer:
 
     @classmethod
     def resume(cls, path, model: Infinity, vae, text_encoder, images: SubjectImages, steps: int | None = None,
-               **explicit) -> "SubjectTrainer":
+               ranks: Ranks | None = None, **explicit) -> "SubjectTrainer":
         """Continue the training that wrote the subject file ``path``: its settings (``TrainConfig.resumed``), its
         step count, and, when its state file is beside it, its optimizer and random streams, so the run goes on
         exactly as if it had not stopped. ``notes`` says what was restored."""
         delta = load_subject(path, model)
         saved = delta.metadata.get("training", {})
         config = TrainConfig.resumed(saved, steps, **explicit)
-        trainer = cls(model, vae, text_encoder, images, config, delta=delta, start_step=int(saved.get("steps_done", 0)))
+        trainer = cls(model, vae, text_encoder, images, config, delta=delta, start_step=int(saved.get("steps_done", 0)),
+                      ranks=ranks)
         if "data" in saved:  # (files of earlier versions do not record their data)
             differences = _data_differences(saved["data"], trainer.data)
             if differences:
@@ -453,28 +488,35 @@ class SubjectTrainer:
             save_dtype: torch.dtype | None = None) -> bool:
         """Train until ``config.steps`` steps are done. Returns True if finished, False if stopped early.
 
-        ``should_stop`` is polled before every step. The delta is written to ``checkpoint_path`` atomically every
-        ``checkpoint_every`` steps and when the loop ends for any reason (finished, stopped, or an exception, e.g. a
-        cancel raised from ``callback``), as of the last finished step.
+        ``should_stop`` is polled before every step (data parallel: all ranks stop when one is asked to). The delta is
+        written to ``checkpoint_path`` atomically every ``checkpoint_every`` steps and when the loop ends for any
+        reason (finished, stopped, or an exception, e.g. a cancel raised from ``callback``), as of the last finished
+        step; data parallel, by rank 0 only.
         """
         t0 = time.perf_counter()
-        finished = True
+        finished, failed = True, False
         try:
             while self.step_count < self.config.steps:
-                if should_stop is not None and should_stop():
+                if should_stop is not None and self.ranks.any(should_stop()):  # every rank stops at the same step
                     finished = False
                     break
                 parts = self.step()
                 self._record()
                 preview = self.preview() if preview_every and self.step_count % preview_every == 0 else None
-                if checkpoint_path is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
+                if checkpoint_path is not None and checkpoint_every and self.step_count % checkpoint_every == 0 \
+                        and self.ranks.is_main:
                     self.save(checkpoint_path, dtype=save_dtype)
                 if callback is not None:
                     callback(Progress(self.step_count, self.config.steps, parts["loss"], parts,
                                       time.perf_counter() - t0, preview))
+        except BaseException:
+            failed = True
+            raise
         finally:
             self._record()
-            if checkpoint_path is not None:
+            # data parallel, an error usually means another rank failed: its launcher may kill this one at any moment,
+            # so the last regular checkpoint stands rather than being rewritten now
+            if checkpoint_path is not None and self.ranks.is_main and not (failed and self.ranks.world_size > 1):
                 self.save(checkpoint_path, dtype=save_dtype)
         return finished
 

@@ -1,0 +1,117 @@
+"""Data-parallel subject tuning over the processes of a ``torchrun`` launch (torch.distributed).
+
+Every process (rank) holds the whole subject delta and draws the randomness of the whole global batch (data order,
+flips, Bitwise Self-Correction, teacher samples) from the same seeded streams, then trains on its own rows of that
+batch. Its loss is weighted by its share of the rows, and the gradients are summed over the ranks with one
+``all_reduce``: every rank then takes the same optimizer step, and the result is the single-process run's with the same
+global batch, up to float rounding. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes training one subject; ``Ranks()`` is a single process."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")  # where collectives' tensors live (NCCL: this rank's GPU)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, n: int) -> slice:
+        """This rank's rows of a global batch of ``n`` (contiguous; sizes differ by at most one)."""
+        return slice(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
+
+    def share(self, n: int) -> float:
+        """The fraction of a global batch of ``n`` rows that this rank trains on: the weight of its loss."""
+        r = self.rows(n)
+        return (r.stop - r.start) / n
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks (a copy)."""
+        values = values.detach().clone()
+        if self.world_size > 1:
+            dist.all_reduce(values)
+        return values
+
+    def sum_gradients(self, params: Sequence[torch.Tensor]) -> None:
+        """Replace every gradient of ``params`` by its sum over the ranks (one all_reduce of all of them together).
+
+        A parameter without a gradient keeps none (the optimizer skips it, as in one process); which ones have one is
+        decided by the computation's structure, the same on every rank."""
+        if self.world_size == 1:
+            return
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
+
+    def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Give every rank rank 0's values of ``tensors`` (in place)."""
+        if self.world_size > 1:
+            with torch.no_grad():
+                for t in tensors:
+                    dist.broadcast(t, 0)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on any (e.g. a stop request seen by one rank only)."""
+        if self.world_size == 1:
+            return flag
+        return bool(self.sum(torch.tensor([float(flag)], device=self.device)).item() > 0)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def launched() -> bool:
+    """True inside a process started by torchrun (torch.distributed.run), which sets these variables."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def restarted() -> bool:
+    """True when torchrun (``--max-restarts``) restarted this launch's processes after one of them failed."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def local_device(requested: str | None) -> torch.device:
+    """The device a process uses: ``requested``, else this node's GPU for its local rank, else the CPU."""
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", "0")) if launched() else 0
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def start(device: torch.device, timeout_minutes: float = 30) -> Ranks:
+    """Join the process group of a torchrun launch (NCCL on GPUs, gloo on CPUs); a single process without one.
+
+    ``timeout_minutes``: how long a collective may wait for the slowest rank before failing.
+    """
+    if not launched():
+        return Ranks()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
+    return Ranks(dist.get_rank(), dist.get_world_size(), device)
+
+
+def stop() -> None:
+    """Leave the process group (if this process joined one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
