@@ -118,7 +118,7 @@ class _Checkpoint:
         self.path, self.total = path, total_steps
         self.made_from = json.loads(json.dumps(made_from))  # as the sidecar will hold it (tuples become lists)
         self.runs: list[dict] = []
-        self.loaded_step, self.saved, self.restarted = 0, False, False
+        self.loaded_step, self.saved = 0, False
 
     def load(self, model, optimizer) -> tuple[int, dict, float]:
         if not self.path.is_file():
@@ -142,14 +142,16 @@ class _Checkpoint:
         weights, the steps, seconds and runs its manifest records, and a fresh optimizer (the run says so)."""
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(weights)))
-        self.runs, self.loaded_step, self.restarted = stage["runs"], stage["step"], True
+        self.runs, self.loaded_step = stage["runs"], stage["step"]
+        # this invocation's run, recorded at once: a later invocation resuming its state must not lose the restart
+        self.runs.append({"from": stage["step"], "to": stage["step"], "of": self.total,
+                          "restart": "from the bundle's bf16 weights, fresh optimizer state"})
+        self.saved = True
         return stage["step"], stage["history"], stage["seconds"]
 
     def save(self, model, optimizer, step: int, history: dict, seconds: float) -> None:
         if not self.saved and step > self.loaded_step:  # this invocation's first progress: a new run
             self.runs.append({"from": self.loaded_step, "to": step, "of": self.total})
-            if self.restarted:
-                self.runs[-1]["restart"] = "from the bundle's bf16 weights, fresh optimizer state"
             self.saved = True
         if self.saved:
             self.runs[-1]["to"] = step
