@@ -229,3 +229,32 @@ def test_nodes_added_from_the_library_keep_their_defaults_through_save_and_load(
     train = dict(result["after"])["VARBooth_TrainSubject"]
     names = [n for n, _ in train]
     assert "control_after_generate" not in names and dict(train)["training_seed"] == 0
+
+
+def test_a_graph_built_by_hand_with_every_default_runs_on_the_embedded_model(page, comfy):
+    """A newcomer's first graph: each node added from the library and wired, no widget touched. The defaults follow
+    the model wired in (auto resolution, steps and learning rate), so it trains and samples the embedded model at
+    its own 128² and says so on the nodes."""
+    page.evaluate("""() => {
+        const app = window.app, LG = window.LiteGraph;
+        app.graph.clear();
+        const add = (type, x, y) => { const n = LG.createNode(type); n.pos = [x, y]; app.graph.add(n); return n; };
+        const load = add("VARBooth_LoadAll", 0, 0), photos = add("VARBooth_ExampleSubject", 0, 400);
+        const train = add("VARBooth_TrainSubject", 450, 0), apply = add("VARBooth_ApplySubject", 900, 0);
+        const text = add("VARBooth_TextEncode", 900, 300), schedule = add("VARBooth_ScaleSchedule", 900, 600);
+        const sampler = add("VARBooth_Sampler", 1350, 0), save = add("SaveImage", 1800, 0);
+        load.connect(0, train, 0); load.connect(1, train, 1); load.connect(2, train, 2); photos.connect(0, train, 3);
+        load.connect(0, apply, 0); train.connect(0, apply, 1); load.connect(2, text, 0);
+        apply.connect(0, sampler, 0); load.connect(1, sampler, 1); text.connect(0, sampler, 2);
+        sampler.connect(0, save, 0);
+        const slot = sampler.inputs.findIndex(i => i.name === "schedule");
+        schedule.connect(0, sampler, slot);
+    }""")
+    built = build(page)
+    images = saved_images(comfy.url, built, client_id=client_id(page))
+    assert len(images) == 1 and images[0].size == (128, 128)
+    page.wait_for_function("() => document.querySelectorAll('textarea.varbooth-text').length >= 3", timeout=20_000)
+    texts = node_texts(page)
+    assert any(t.startswith("5 scales, 128x128 px") for t in texts), texts
+    assert any("at 0.015M, learning rate 0.001" in t for t in texts), texts  # Train Subject: the toy's own settings
+    assert any("a list takes one value per scale: 5 at 0.015M" in t for t in texts), texts  # the schedule on auto

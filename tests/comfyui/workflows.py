@@ -85,6 +85,13 @@ def thumbnail(images: list):
     return grid([("", last[:2]), ("", last[2:])], 128, label=0)
 
 
+# Room a node takes once it has run: the text box the pack's frontend extension adds (web/varbooth.js), and Train
+# Subject's live preview, the images an image node shows; without it a grown node would cover the one below.
+GROWS = {"VARBooth_TrainSubject": 560, "VARBooth_Sampler": 140, "VARBooth_ScaleSchedule": 160,
+         "VARBooth_SaveSubject": 100, "VARBooth_ExampleSubject": 100, "VARBooth_ProxyPrompts": 200,
+         "PreviewImage": 360, "SaveImage": 360}
+
+
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
     nodes, links = [], []
     level = depths(api)
@@ -117,7 +124,7 @@ def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
             slot += 1
         outs = [{"name": n, "type": t, "links": outputs.get((nid, i), []), "slot_index": i}
                 for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))]
-        height = 120 + 26 * (len(widgets) + len(inputs))
+        height = 120 + 26 * (len(widgets) + len(inputs)) + GROWS.get(node["class_type"], 0)
         top = rows.get(level[nid], 60)  # nodes of one column stacked by their heights: none covers another
         rows[level[nid]] = top + height + 60
         nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 420 * level[nid], top],
