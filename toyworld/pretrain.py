@@ -143,10 +143,10 @@ class _Checkpoint:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(weights)))
         self.runs, self.loaded_step = stage["runs"], stage["step"]
-        # this invocation's run, recorded at once: a later invocation resuming its state must not lose the restart
-        self.runs.append({"from": stage["step"], "to": stage["step"], "of": self.total,
-                          "restart": "from the bundle's bf16 weights, fresh optimizer state"})
-        self.saved = True
+        if stage["step"] < self.total:  # a run to come, recorded at once: a later resume must not lose the restart
+            self.runs.append({"from": stage["step"], "to": stage["step"], "of": self.total,
+                              "restart": "from the bundle's bf16 weights, fresh optimizer state"})
+            self.saved = True
         return stage["step"], stage["history"], stage["seconds"]
 
     def save(self, model, optimizer, step: int, history: dict, seconds: float) -> None:

@@ -129,10 +129,13 @@ def cmd_train(args, ranks=None) -> int:
     if ranks is not None:
         return train_subject(args, device, ranks)
     ranks = distributed.start(device)
+    ended = False
     try:
-        return train_subject(args, device, ranks)
+        code = train_subject(args, device, ranks)
+        ended = True
+        return code
     finally:
-        distributed.stop()
+        distributed.stop(together=ended)
 
 
 def train_subject(args, device, ranks) -> int:

@@ -111,7 +111,10 @@ def start(device: torch.device, timeout_minutes: float = 30) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size(), device)
 
 
-def stop() -> None:
-    """Leave the process group (if this process joined one)."""
+def stop(together: bool = False) -> None:
+    """Leave the process group (if this process joined one). ``together`` (after a run that ended normally): wait
+    for every rank first, so that none tears down its connections while another still uses them (gloo aborts)."""
     if dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
