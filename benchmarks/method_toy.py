@@ -337,8 +337,8 @@ def main(argv=None):
                         help="default: the embedded model's (the demo's)")
     parser.add_argument("--seeds", type=int, default=4, help="samples per prompt")
     parser.add_argument("--contexts", type=int, default=4, help="new-context prompts per subject")
-    parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--cfg", type=float, default=None, help="default: the model's own")
+    parser.add_argument("--tau", type=float, default=None, help="default: the model's own")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--grid", help="write a PNG of the first subject's samples here")
@@ -355,6 +355,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model, vae, text_encoder = load_models(args.bundle)
+    own = model.sampling_defaults()  # what a user gets unless told otherwise
+    args.cfg, args.tau = (own[k] if getattr(args, k) is None else getattr(args, k) for k in ("cfg", "tau"))
     effnet = EffNetFeatures()
     print(f"{len(members)} subjects ({', '.join(m.name for m in members)}) x {len(variants)} variants, "
           f"{args.steps} steps, {args.contexts} contexts x {args.seeds} samples; bundle {args.bundle}; "

@@ -8,11 +8,12 @@ from comfy_api.latest import io, ui
 import var_core
 from var_core.images import fit_tensor
 from var_core.sampling import variation_bits
+from var_core.schedules import per_scale
 from var_core.tuning import subjects_of
 from var_core.tuning.delta import with_strength_schedule
 
 from . import comfy_env
-from .schedule import resolve
+from .schedule import OWN, OWN_TAU, resolve
 from .text import encode
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image)
@@ -44,10 +45,11 @@ class Sampler(io.ComfyNode):
                                tooltip="Resolution preset: the number of scales (13 at 1024²). auto = the resolution "
                                        "the loaded model was trained at (128² for the embedded toy model, 1M for "
                                        "Infinity-2B)."),
-                io.Float.Input("cfg", default=4.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="Classifier-free guidance on the logits (the schedule input overrides it)."),
-                io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01,
-                               tooltip="Sampling temperature (the schedule input overrides it)."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1,
+                               tooltip=f"Classifier-free guidance on the logits; {OWN} (the schedule input "
+                                       f"overrides it)."),
+                io.Float.Input("tau", default=0.0, min=0.0, max=5.0, step=0.01,
+                               tooltip=f"Sampling temperature; {OWN_TAU} (the schedule input overrides it)."),
                 io.Int.Input("top_k", default=0, min=0, max=10000, tooltip="Per-bit top-k filter (0 = off)."),
                 io.Float.Input("top_p", default=0.97, min=0.0, max=1.0, step=0.01,
                                tooltip="Per-bit nucleus filter (1 = off)."),
@@ -87,12 +89,20 @@ class Sampler(io.ComfyNode):
         def progress(k, n):
             bar.update_absolute(k, n)
             comfy_env.raise_if_interrupted()
-        images = var_core.sample(model, vae, text, scales, cfg=resolve(schedule, "cfg", cfg, K),
-                                 tau=resolve(schedule, "tau", tau, K), top_k=top_k, top_p=top_p, seed=seed,
+        own = model.sampling_defaults()
+        # 0 on a widget or in a schedule: the model's own value, scale by scale
+        cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
+                      for key, value in (("cfg", cfg), ("tau", tau)))
+        images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
                                  negative=neg, forced_bits=forced, progress=progress)
-        notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px"] + \
+        notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {_values(cfgs)}, "
+                 f"tau {_values(taus)}"] + \
             token_warnings(positive["prompts"], model)
         return io.NodeOutput(to_image(images), ui=ui.PreviewText("\n".join(notes)))
+
+
+def _values(values: list[float]) -> str:
+    return f"{values[0]:g}" if len(set(values)) == 1 else ",".join(f"{v:g}" for v in values)
 
 
 def token_warnings(prompts: list[str], model) -> list[str]:

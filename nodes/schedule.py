@@ -12,7 +12,10 @@ from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLU
 
 ALL_PRESETS = list(RESOLUTION_LABELS.values())
 # the same ranges as the scalar widgets
-RANGES = {"cfg": (0.0, 30.0), "tau": (0.01, 5.0), "strength": (0.0, 2.0)}
+RANGES = {"cfg": (0.0, 30.0), "tau": (0.0, 5.0), "strength": (0.0, 2.0)}
+# 0 on a cfg or tau widget or in a list: the loaded model's own value (Infinity.sampling_defaults), set by the sampler
+OWN = "0 = the model's own (4 for Infinity-2B and the embedded model, 3 for Infinity-8B)"
+OWN_TAU = "0 = the model's own (0.5 for Infinity-2B and the embedded model, 1.0 for Infinity-8B)"
 
 
 def parse_list(text: str, name: str, key: str | None = None) -> list[float] | None:
@@ -30,6 +33,10 @@ def parse_list(text: str, name: str, key: str | None = None) -> list[float] | No
             raise ValueError(f"{name}: every value must be between {lo:g} and {hi:g}, as on the {key} widgets; got "
                              f"{', '.join(f'{v:g}' for v in bad)}.")
     return values
+
+
+def shown(v: float, key: str) -> str:
+    return "own" if v == 0 and key in ("cfg", "tau") else f"{v:g}"
 
 
 def resolve(schedule: dict | None, key: str, default, num_scales: int):
@@ -57,12 +64,14 @@ class ScaleSchedule(io.ComfyNode):
                 io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
                                tooltip="Only used to show the token grid of each scale."),
                 io.Int.Input("switch", default=8, min=0, max=16, tooltip="First scale that uses the 'fine' values."),
-                io.Float.Input("cfg_coarse", default=4.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance on coarse scales."),
-                io.Float.Input("cfg_fine", default=4.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance on fine scales."),
-                io.Float.Input("tau_coarse", default=0.5, min=0.01, max=5.0, step=0.01,
-                               tooltip="Temperature on coarse scales."),
-                io.Float.Input("tau_fine", default=0.5, min=0.01, max=5.0, step=0.01,
-                               tooltip="Temperature on fine scales."),
+                io.Float.Input("cfg_coarse", default=0.0, min=0.0, max=30.0, step=0.1,
+                               tooltip=f"Guidance on coarse scales; {OWN}."),
+                io.Float.Input("cfg_fine", default=0.0, min=0.0, max=30.0, step=0.1,
+                               tooltip=f"Guidance on fine scales; {OWN}."),
+                io.Float.Input("tau_coarse", default=0.0, min=0.0, max=5.0, step=0.01,
+                               tooltip=f"Temperature on coarse scales; {OWN_TAU}."),
+                io.Float.Input("tau_fine", default=0.0, min=0.0, max=5.0, step=0.01,
+                               tooltip=f"Temperature on fine scales; {OWN_TAU}."),
                 io.Float.Input("strength_coarse", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="Multiplier of every applied subject's strength on coarse scales (weights "
                                        "and placeholder, see Apply Subject)."),
@@ -90,8 +99,9 @@ class ScaleSchedule(io.ComfyNode):
                      + ", ".join(f"{len(scale_schedule(1.0, p))} at {p}" for p in ALL_PRESETS)]
             for key in ("cfg", "tau", "strength"):
                 value = schedule[key]
-                lines.append(f"{key}: " + (f"{value[0]:g} before scale {switch}, {value[1]:g} from it"
-                                           if isinstance(value, tuple) else ", ".join(f"{v:g}" for v in value)))
+                lines.append(f"{key}: " + (f"{shown(value[0], key)} before scale {switch}, {shown(value[1], key)} "
+                                           f"from it" if isinstance(value, tuple)
+                                           else ", ".join(shown(v, key) for v in value)))
             lines.append("training loss weights (ARBooth): coarse on the first "
                          + ", ".join(f"{ScaleWeights().coarse_scales(n)} of {n}" for n in
                                      sorted({len(scale_schedule(1.0, p)) for p in ALL_PRESETS})) + " scales")
@@ -102,7 +112,7 @@ class ScaleSchedule(io.ComfyNode):
         if switch >= K:
             lines.append(f"switch {switch} >= {K} scales: every scale uses the coarse values here")
         for key in ("cfg", "tau", "strength"):
-            lines.append(f"{key}: " + ", ".join(f"{v:g}" for v in resolve(schedule, key, None, K)))
+            lines.append(f"{key}: " + ", ".join(shown(v, key) for v in resolve(schedule, key, None, K)))
         weights = ScaleWeights().scale_weights(scales)  # what Train Subject's ARBooth weighting uses here
         lines.append("training loss weights (ARBooth): " + ", ".join(f"{v:g}" for v in weights))
         return io.NodeOutput(schedule, ui=ui.PreviewText("\n".join(lines)))

@@ -3,20 +3,19 @@ and many subjects over the ranks (train-many). Tiny models, a few steps; every s
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from builders import subject_pictures
-from var_core import load_text_encoder, load_transformer, load_vae
 from var_core.__main__ import main
 from var_core.images import to_pil
-from var_core.tuning import SubjectTrainer, TrainConfig, image_files, prepare_images
+from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
 from var_core.tuning.distributed import Ranks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +198,33 @@ def test_a_batch_smaller_than_the_ranks_is_refused_with_what_to_do(toy):
     with pytest.raises(ValueError, match="--batch-size .* of at least 4"):
         SubjectTrainer(model, vae, enc, images, TrainConfig(class_word="dog", pn="0.06M", batch_size=2),
                        ranks=Ranks(0, 4))
+
+
+@pytest.fixture(scope="module")
+def toy_8b_paths(toy_paths, tmp_path_factory):
+    """A tiny random Infinity-8B-shaped model as released (shard folder) with its f8 VAE, and the toy text encoder."""
+    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    from var_core.checkpoint import save_safetensors_atomic
+    folder = tmp_path_factory.mktemp("toy8b")
+    return {"transformer": save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=5).state_dict(), folder / "w"),
+            "vae": save_safetensors_atomic(random_vae(TOY_8B_VAE, seed=5).state_dict(), folder / "vae.safetensors"),
+            "text_encoder": toy_paths["text_encoder"]}
+
+
+def test_fsdp_shards_an_8b_shaped_base_and_trains_the_subject_one_process_trains(toy_8b_paths, photos, tmp_path):
+    """--fsdp: each of 2 ranks keeps half of every block's weights (checked in the run's log) and the LoRA subject
+    equals one process's; a full delta is refused on a sharded base."""
+    args = [*train_args(toy_8b_paths, photos, tmp_path / "one.safetensors"), "--pn", "0.015M"]
+    with one_thread():
+        assert main(["train", *map(str, args)]) == 0
+    args[args.index("--out") + 1] = tmp_path / "fsdp.safetensors"
+    proc = torchrun("-m", "var_core", "train", *args, "--fsdp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    held, total = map(lambda v: int(v.replace(",", "")), re.search(
+        r"the base's blocks sharded over them \(FSDP\): ([\d,]+) of their ([\d,]+) weights", proc.stderr).groups())
+    assert total > 10_000 and abs(held - total / 2) <= total * 0.01
+    one, fsdp = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "fsdp.safetensors")
+    assert relative_difference(one, fsdp) <= 1e-5
+    args[args.index("--out") + 1] = tmp_path / "full.safetensors"
+    proc = torchrun("-m", "var_core", "train", *args, "--fsdp", "--mode", "full")
+    assert proc.returncode != 0 and "train LoRA (--mode lora) on a sharded base" in proc.stderr

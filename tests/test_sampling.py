@@ -162,3 +162,27 @@ def test_kv_cache_is_stored_in_the_blocks_compute_dtype(monkeypatch):
     L = sum(h * w for h, w in SCHEDULE)
     assert len(caches) == 1 and len(caches[0].k) == model.config.depth
     assert all(t.dtype == torch.bfloat16 and t.shape[0] == 2 and t.shape[2] == L for t in caches[0].k + caches[0].v)
+
+
+def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
+    """cfg / tau left out: a file's own cfg / tau metadata, else the release's (2B: 4 / 0.5; a patchified model,
+    Infinity-8B: 3 / 1.0); the defaults are really used (equal to passing them, unequal to other values)."""
+    from safetensors.torch import save_file
+    from builders import TOY_8B_TRANSFORMER
+    from var_core import load_transformer
+    from var_core.checkpoint import CheckpointError
+    assert tiny_model.sampling_defaults() == {"cfg": 4.0, "tau": 0.5}
+    assert random_transformer(TOY_8B_TRANSFORMER).sampling_defaults() == {"cfg": 3.0, "tau": 1.0}
+    sd = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    save_file(sd, tmp_path / "own.safetensors", metadata={"cfg": "6", "tau": "0.8"})
+    own = load_transformer(tmp_path / "own.safetensors")
+    assert own.sampling_defaults() == {"cfg": 6.0, "tau": 0.8}
+    sched = scale_schedule(1.0, "0.06M")[:4]
+    text = case_text[:1]
+    default = sample(own, None, text, sched, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(default, sample(own, None, text, sched, cfg=6.0, tau=0.8, seed=5)))
+    assert not all(torch.equal(a, b) for a, b in zip(default, sample(own, None, text, sched, cfg=4.0, tau=0.5,
+                                                                            seed=5)))
+    save_file(sd, tmp_path / "bad.safetensors", metadata={"cfg": "strong"})
+    with pytest.raises(CheckpointError, match="bad.safetensors.*cfg='strong'"):
+        load_transformer(tmp_path / "bad.safetensors")

@@ -18,9 +18,10 @@ def prompt(cls: str, background: str) -> str:
     return f"a photo of {world.article(cls)} {world.PHRASES[background][0]}"
 
 
-def generate(model, vae, text_encoder, jobs, pn: str, batch: int = 48, cfg: float = 4.0, tau: float = 0.5,
-             seed: int = 0, quiet: bool = False) -> list[Image.Image]:
-    """One picture per job (class, background, k), in order; batch i is drawn with seed (seed, i)."""
+def generate(model, vae, text_encoder, jobs, pn: str, batch: int = 48, cfg: float | None = None,
+             tau: float | None = None, seed: int = 0, quiet: bool = False) -> list[Image.Image]:
+    """One picture per job (class, background, k), in order; batch i is drawn with seed (seed, i). cfg / tau: the
+    model's own by default."""
     schedule = vc.scale_schedule(1.0, pn)
     features = text_encoder([prompt(c, b) for c, b, _ in jobs])
     out = []

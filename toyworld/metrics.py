@@ -164,15 +164,18 @@ def _references(background: str, roundtrip: Roundtrip | None) -> References:
 
 
 def tokenizer_roundtrip(vae, schedule, batch: int = 32) -> Roundtrip:
-    """Pictures -> the same pictures encoded to bits by ``vae`` (a BitVAE) and decoded again."""
+    """Pictures -> the same pictures encoded to bits by ``vae`` (a BitVAE) and decoded again, on the grids it
+    quantises on for the transformer ``schedule`` (twice as fine for a patchified, f8 VAE)."""
     import torch
     from var_core.images import from_pil, to_pil
+    from var_core.quantizer import vae_schedule
+    grids = vae_schedule(schedule, vae.token_patch)
 
     def roundtrip(pictures: list[Image.Image]) -> list[Image.Image]:
         out = []
         for i in range(0, len(pictures), batch):
             images = torch.cat([from_pil(p) for p in pictures[i:i + batch]])
-            out += to_pil(vae.decode_bits(vae.encode_bits(images, schedule), schedule))
+            out += to_pil(vae.decode_bits(vae.encode_bits(images, grids), grids))
         return out
     return roundtrip
 

@@ -28,7 +28,7 @@ from var_core.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic, write_atomic
 from var_core.embedded import PN
 from var_core.images import loss_curve, save_png
-from var_core.schedules import scale_schedule
+from var_core.schedules import VAE_STRIDE, scale_schedule
 from var_core.training import bitwise_token_loss
 from var_core.transformer import Infinity, InfinityConfig
 
@@ -43,7 +43,7 @@ class PretrainConfig:
     vae_lr: float = 5e-4  # 2e-3 never learns the background colours (measured)
     vae_base_ch: int = 32  # levels 32, 64, 64, 96, 128 wide: narrow where the pixels are many (full resolution)
     vae_ch_mult: tuple[int, ...] = (1, 2, 2, 3, 4)
-    bits: int = 32
+    bits: int = 32  # per VAE latent pixel; a transformer token carries (16 / VAE patch size)² times as many
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
     # the transformer's pictures: one glyph per class word ("prototypes"), so that a class prompt asks for one
@@ -77,9 +77,15 @@ class PretrainConfig:
     def vae_config(self) -> BitVAEConfig:
         return BitVAEConfig(d=self.bits, base_ch=self.vae_base_ch, ch_mult=self.vae_ch_mult, num_res_blocks=1)
 
+    @property
+    def token_patch(self) -> int:
+        """VAE latent pixels per transformer token along each axis: 2 for an f8 VAE (Infinity-8B's spatial patchify)."""
+        return VAE_STRIDE // self.vae_config().patch_size
+
     def transformer_config(self) -> InfinityConfig:
         return InfinityConfig(depth=self.depth, embed_dim=self.width, num_heads=self.heads, block_chunks=2,
-                              ffn_hidden=4 * self.width, bits=self.bits, text_channels=self.text_width,
+                              ffn_hidden=4 * self.width, bits=self.bits * self.token_patch ** 2,
+                              text_channels=self.text_width,
                               text_maxlen=32, text_pool_heads=2)
 
 
@@ -211,7 +217,7 @@ def train_vae(cfg: PretrainConfig, work: Path, bundle_stage: dict | None = None)
         ckpt.save(vae, opt, step, history, seconds)  # the stage state exists from here on, as after a run
     t0 = time.perf_counter() - seconds
     history = history or {"l1": [], "commit": []}
-    schedule = scale_schedule(1.0, PN)
+    schedule = quantizer.vae_schedule(scale_schedule(1.0, PN), cfg.token_patch)  # the VAE's own grids
     bar = _bar(cfg.vae_steps, "BitVAE", step)
     vae.train()
     while step < cfg.vae_steps:
@@ -319,7 +325,7 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_ke
     n = latents.shape[0]
     while step < cfg.steps:
         idx = torch.randint(n, (cfg.batch,), generator=g, device=device)
-        inputs, labels = quantizer.teacher_forcing(latents[idx], schedule, cfg.flip_prob, g)
+        inputs, labels = quantizer.teacher_forcing(latents[idx], schedule, cfg.flip_prob, g, cfg.token_patch)
         inputs, labels = torch.cat(inputs, 1), quantizer.flatten_bits(labels)
         drop = torch.rand(cfg.batch, generator=g, device=device) < cfg.cond_drop
         batch_text = [model.cfg_uncond[:text[i].shape[0]] if d else text[i] for i, d in zip(idx.tolist(), drop)]
@@ -446,7 +452,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     model = train_transformer(cfg, latents, text, work, key, bundle_stage(
         out, "infinity", transformer_made_from(cfg, key), lambda old: transformer_made_from(old, key)))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
-                            out / "infinity.safetensors", {"native_pn": PN}, overwrite=True)  # "auto" resolution
+                            out / "infinity.safetensors", {"native_pn": PN, **{k: str(v) for k, v in SAMPLING.items()}},
+                            overwrite=True)  # what "auto" resolution and the sampler's own cfg / tau mean for it
     vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
     vae_hist, inf_hist = vae_state["history"], inf_state["history"]
@@ -500,6 +507,9 @@ def bundle_stage(out: Path, stage: str, made_from: dict, made_from_of) -> dict |
 
 
 EVALUATION_BACKGROUNDS = ("red", "white", "beach", "night")
+# The toy's own sampling settings, written into its file (Infinity.sampling_defaults): Infinity-2B's (a patchified
+# toy would otherwise get Infinity-8B's 3 / 1.0); measured against others in docs/benchmarks.md
+SAMPLING = {"cfg": 4.0, "tau": 0.5}
 
 
 def evaluate(out, device=None) -> dict:

@@ -73,7 +73,11 @@ def cmd_sample(args) -> int:
     if args.init_image:
         image = load_image(args.init_image, vc.pixel_size(schedule)).to(device)
         forced = variation_bits(vae, image, schedule, args.keep_scales, len(prompts))
-    images = vc.sample(model, vae, text, schedule, cfg=args.cfg, tau=args.tau, top_k=args.top_k,
+    own = model.sampling_defaults()
+    cfg, tau = (own[k] if getattr(args, k) is None else getattr(args, k) for k in ("cfg", "tau"))
+    print(f"cfg {cfg:g}, tau {tau:g}" + (" (the model's own)" if args.cfg is None and args.tau is None else ""),
+          file=sys.stderr)
+    images = vc.sample(model, vae, text, schedule, cfg=cfg, tau=tau, top_k=args.top_k,
                        top_p=args.top_p, seed=args.seed, negative=negative, forced_bits=forced,
                        progress=_progress(len(schedule), "sampling"))
     for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
@@ -156,7 +160,13 @@ def train_subject(args, device, ranks) -> int:
     show = ranks.is_main  # data parallel: rank 0 speaks for all
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train")
-    model = vc.load_transformer(model_path, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    if args.fsdp:  # loaded on the CPU; only this rank's shards go to its device
+        model = vc.load_transformer(model_path, device="cpu",
+                                    dtype=dtype or (torch.bfloat16 if device.type == "cuda" else None))
+        distributed.shard_base(model, ranks)
+    else:
+        model = vc.load_transformer(model_path, device=device, dtype=dtype)
     if not args.resume:  # the loaded model's own tuning defaults (the embedded toy model's: the demo's)
         for key, value in model_defaults(model).items():
             settings.setdefault(key, value)
@@ -182,6 +192,8 @@ def train_subject(args, device, ranks) -> int:
     del encoder
     if show:
         where = f"{ranks.world_size} processes ({device.type}), {config.batch_size} images per step in all" \
+            + (", the base's blocks sharded over them (FSDP): {:,} of their {:,} weights on each".format(
+                *distributed.block_weights_held(model)) if model.sharded else "") \
             if ranks.world_size > 1 else str(device)
         print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups "
               f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}",
@@ -424,6 +436,9 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--save-dtype", choices=DTYPES, default=None, help="e.g. bf16 halves a full-delta file")
     t.add_argument("--device", default=None)
     t.add_argument("--dtype", choices=DTYPES, default=None, help="frozen blocks (default bf16 on GPU)")
+    t.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: split the frozen base's blocks over the processes (FSDP) instead of a whole "
+                        "copy on each, for a base one GPU cannot hold (Infinity-8B on 24-40 GB); LoRA only")
     t.add_argument("--overwrite", action="store_true")
 
 
@@ -446,8 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output PNG (numbered when several images)")
     s.add_argument("--batch", type=int, default=1, help="images per prompt")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--cfg", type=float, default=4.0)
-    s.add_argument("--tau", type=float, default=0.5)
+    s.add_argument("--cfg", type=float, default=None, help="classifier-free guidance; default: the model's own "
+                   "(its file's cfg metadata, else 4 for Infinity-2B and 3 for Infinity-8B)")
+    s.add_argument("--tau", type=float, default=None, help="sampling temperature; default: the model's own "
+                   "(its file's tau metadata, else 0.5 for Infinity-2B and 1.0 for Infinity-8B)")
     s.add_argument("--top-k", type=int, default=0)
     s.add_argument("--top-p", type=float, default=0.97)
     s.add_argument("--aspect", default="1.0", help="h/w as a number, 'h:w' (e.g. 3:4) or a template key")

@@ -53,29 +53,41 @@ def sample_bits(logits: torch.Tensor, top_k: int, top_p: float, generator: torch
     return (u.to(p1.device) < p1).to(torch.uint8)
 
 
-@torch.inference_mode()
-def sample(model: Infinity, vae, text, schedule, cfg=4.0, tau=0.5, top_k: int = 0, top_p: float = 0.97,
+def sample(model: Infinity, vae, text, schedule, cfg=None, tau=None, top_k: int = 0, top_p: float = 0.97,
            seed: int | None = None, negative=None, forced_bits: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
            progress: Callable[[int, int], None] | None = None, use_cache: bool = True):
     """Generate images (B, 3, H, W) in [-1, 1].
 
-    text: list of B (len_i, Ct5) tensors (or TextMix: a subject's strength on the text side). cfg, tau: scalar or one value per scale. negative: list of B tensors
-    (default: the model's learned null text cfg_uncond[:len_i]). forced_bits: bits (B, h_k, w_k, d) for the first
-    N scales, used instead of sampling (variations / image-to-image), in the model's token layout (d = 4*14
-    patchified bits for Infinity-8B: quantizer.patchify of the VAE's bits; variation_bits makes them).
+    text: list of B (len_i, Ct5) tensors (or TextMix: a subject's strength on the text side). cfg, tau: scalar or one
+    value per scale; None: the model's own (model.sampling_defaults(): 4 / 0.5 for Infinity-2B, 3 / 1.0 for 8B).
+    negative: list of B tensors (default: the model's learned null text cfg_uncond[:len_i]). forced_bits: bits
+    (B, h_k, w_k, d) for the first N scales, used instead of sampling (variations / image-to-image), in the model's
+    token layout (d = 4*14 patchified bits for Infinity-8B: quantizer.patchify of the VAE's bits; variation_bits
+    makes them).
     seed: same seed and device -> same images.
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
     the CFG mix). vae may be None to skip decoding (then the per-scale bits are returned in place of images).
     use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).
     """
+    # inference mode, except on an FSDP-sharded base (training's teacher samples): FSDP reuses the buffers it gathers
+    # blocks into, and a buffer made in inference mode could not be used by the training step after
+    with torch.inference_mode(not model.sharded), torch.no_grad():
+        return _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, forced_bits,
+                       return_logits, generator, progress, use_cache)
+
+
+def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, forced_bits, return_logits, generator,
+            progress, use_cache):
     schedule = [tuple(s) for s in schedule]
     K, device = len(schedule), model.device
     if K > model.config.num_levels:
         raise ValueError(f"The schedule has {K} scales; this model supports at most {model.config.num_levels}.")
     if vae is not None:
         check_compatible(model, vae)
-    cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
+    own = model.sampling_defaults()
+    cfgs = per_scale(own["cfg"] if cfg is None else cfg, K, "cfg")
+    taus = per_scale(own["tau"] if tau is None else tau, K, "tau")
     if model.patch is not None and hasattr(model.patch, "check_scales"):
         model.patch.check_scales(K)
     if any(t <= 0 for t in taus):

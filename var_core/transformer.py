@@ -437,6 +437,7 @@ class Infinity(nn.Module):
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
         self.native_pn = None  # the resolution preset it was trained at, when its file says (else Infinity's 1M)
+        self.native_sampling: dict[str, float] = {}  # its file's own cfg / tau, when it says (native_sampling())
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
         # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
         self.patch = None
@@ -455,6 +456,17 @@ class Infinity(nn.Module):
         """The resolution preset this model was trained at: its file's ``native_pn`` metadata (the embedded toy
         model's: 0.015M), else 1M, Infinity-2B's release resolution. What "auto" resolution means."""
         return self.native_pn or "1M"
+
+    @property
+    def sharded(self) -> bool:
+        """Whether FSDP split the blocks' weights over processes (tuning.distributed.shard_base)."""
+        from torch.distributed.tensor import DTensor
+        return isinstance(self.blocks[0].ffn.fc1.weight, DTensor)
+
+    def sampling_defaults(self) -> dict[str, float]:
+        """{"cfg", "tau"} this model samples with by default: its file's ``cfg`` / ``tau`` metadata, else the release's
+        own (Infinity-2B's infer.sh: 4 / 0.5; Infinity-8B's notebook, a patchified model: 3 / 1.0)."""
+        return {**RELEASE_SAMPLING[min(self.config.token_patch, 2)], **self.native_sampling}
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -620,21 +632,29 @@ _NON_WEIGHTS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "In
 _WRAPPERS = (("trainer", "gpt_fsdp"), ("trainer", "gpt_wo_ddp"), ("model",))
 
 
-def _native_pn(source) -> str | None:
-    """The ``native_pn`` metadata of a safetensors file (a resolution preset), or None."""
+# Sampling settings of the released models (token_patch -> settings), for files that do not carry their own.
+RELEASE_SAMPLING = {1: {"cfg": 4.0, "tau": 0.5}, 2: {"cfg": 3.0, "tau": 1.0}}
+
+
+def _native_settings(source) -> tuple[str | None, dict[str, float]]:
+    """A safetensors file's ``native_pn`` (a resolution preset) and ``cfg`` / ``tau`` metadata: what the model was
+    trained at and samples best with. (None, {}) for files without them."""
     if not isinstance(source, (str, os.PathLike)) or not str(source).endswith(".safetensors"):
-        return None
+        return None, {}
     from safetensors import safe_open
     from .schedules import resolve_preset
     with safe_open(str(source), framework="pt") as f:
-        value = (f.metadata() or {}).get("native_pn")
-    if value is None:
-        return None
+        meta = f.metadata() or {}
+    pn, sampling = meta.get("native_pn"), {}
     try:
-        return resolve_preset(value)
+        pn = resolve_preset(pn) if pn is not None else None
+        for key in ("cfg", "tau"):
+            if key in meta:
+                sampling[key] = float(meta[key])
     except ValueError as e:
-        raise CheckpointError(f"'{source}' has native_pn metadata {value!r} that is not a resolution preset: {e}") \
-            from None
+        raise CheckpointError(f"'{source}' has metadata native_pn={pn!r}, cfg={meta.get('cfg')!r}, "
+                              f"tau={meta.get('tau')!r}; expected a resolution preset and numbers: {e}") from None
+    return pn, sampling
 
 
 def _whole_shard_folder(source):
@@ -684,7 +704,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     model.load_state_dict(sd, assign=True)
     model.special_token = special_token
     model.source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else None
-    model.native_pn = _native_pn(path_or_state_dict)
+    model.native_pn, model.native_sampling = _native_settings(path_or_state_dict)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

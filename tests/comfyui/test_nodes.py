@@ -170,7 +170,7 @@ def test_the_sampler_says_what_it_did_and_warns_about_tokens(nodes, loaded, pack
                                             aspect_ratio="1.0 (h/w) 1024×1024", resolution="0.06M (256²)", cfg=4.0,
                                             tau=0.5, top_k=0, top_p=0.97, batch_size=1)
     text = "".join(out.ui["text"]) if isinstance(out.ui, dict) else str(out.ui.as_dict())
-    assert "7 scales, 256x256 px" in text and "<dog9> is in the prompt but no applied subject" in text
+    assert "7 scales, 256x256 px, cfg 4, tau 0.5" in text and "<dog9> is in the prompt but no applied subject" in text
     subject = SubjectDelta.create(model, "lora", rank=2, token="<cat7>", class_word="cat")
     (tuned,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
     out = nodes["VARBooth_Sampler"].execute(model=tuned, vae=vae, positive=cond, seed=1,
@@ -196,7 +196,7 @@ def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
     embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]
     model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
                           text_encoder_name=embedded, dtype="auto")
-    assert model.config.bits == vae.d == 32 and enc.width == model.config.text_channels
+    assert model.config.bits == vae.d * vae.token_patch ** 2 and enc.width == model.config.text_channels
     out = nodes["VARBooth_ExampleSubject"].execute(subject="teacup")
     photos, word = out.args if hasattr(out, "args") else out.result
     assert word == "cup" and photos.shape == (4, 128, 128, 3) and 0 <= photos.min() and photos.max() <= 1
@@ -250,6 +250,13 @@ def test_an_8b_shaped_shard_folder_is_one_model_and_samples(nodes):
     (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
     images = sample(nodes, model, vae, cond, aspect_ratio="1.0 (h/w) 1024×1024")
     assert images.shape == (1, 256, 256, 3) and images.std() > 0.01
+    # the sampler's defaults (0) follow the model: the reference's 8B settings, cfg 3 and tau 1.0
+    inputs = {i.id: i for i in nodes["VARBooth_Sampler"].define_schema().inputs}
+    assert inputs["cfg"].default == 0 and inputs["tau"].default == 0
+    out = nodes["VARBooth_Sampler"].execute(model=model, vae=vae, positive=cond, seed=1, aspect_ratio="1.0 (h/w) "
+                                            "1024×1024", resolution="0.06M (256²)", cfg=0.0, tau=0.0, top_k=0,
+                                            top_p=0.97, batch_size=1)
+    assert "cfg 3, tau 1" in out.ui.as_dict()["text"][0]
     with pytest.raises(Exception, match="toy_bitvae"):  # a 2B-shaped VAE does not fit: both files named
         run(nodes["VARBooth_LoadAll"], model_name="infinity_8b_weights/", vae_name="toy_bitvae.safetensors",
             text_encoder_name="t5_192/", dtype="auto")

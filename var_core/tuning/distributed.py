@@ -5,6 +5,11 @@ flips, Bitwise Self-Correction, teacher samples) from the same seeded streams, t
 batch. Its loss is weighted by its share of the rows, and the gradients are summed over the ranks with one
 ``all_reduce``: every rank then takes the same optimizer step, and the result is the single-process run's with the same
 global batch, up to float rounding. Only rank 0 writes files.
+
+With ``shard_base`` (``train --fsdp``) the frozen base is also split over the ranks (FSDP, torch.distributed.fsdp's
+``fully_shard``): each rank keeps 1/N of every block's weights, a block's whole weights exist only while it runs, so a
+base whose one copy overflows a GPU (Infinity-8B on 24-40 GB) can still be tuned. The subject's own tensors stay
+whole on every rank and are summed as above.
 """
 from __future__ import annotations
 
@@ -118,3 +123,31 @@ def stop(together: bool = False) -> None:
         if together:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def shard_base(model, ranks: Ranks) -> None:
+    """Shard ``model``'s transformer blocks over the ranks (FSDP2, ``fully_shard`` per block), in place, and move the
+    rest of it (text path, head: small) to this rank's device. Load the model on the CPU first: only the shards reach
+    the GPU. Only low-rank subjects (LoRA) and placeholders can be trained on a sharded base: a full delta would need
+    each whole weight (refused by SubjectTrainer)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from .delta import fingerprint
+
+    if ranks.world_size == 1:
+        model.to(ranks.device)
+        return
+    # the fingerprint reads a few weights, which are split over the ranks from here on: taken now, while whole
+    model.sharded_fingerprint = fingerprint(model)
+    mesh = init_device_mesh(ranks.device.type, (ranks.world_size,))
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)  # gathered before the block runs, split again after (also in the backward)
+    model.to(ranks.device)
+
+
+def block_weights_held(model) -> tuple[int, int]:
+    """(numbers of the blocks' weights this rank holds, numbers in all blocks): half each for 2 sharded ranks."""
+    from torch.distributed.tensor import DTensor
+    params = [p for b in model.blocks for p in b.parameters()]
+    return (sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params),
+            sum(p.numel() for p in params))

@@ -226,6 +226,9 @@ class SubjectTrainer:
             model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
             config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
         check_fits(delta, model)
+        if model.sharded and delta.mode not in ("lora", "none"):
+            raise ValueError(f"A {delta.mode} delta changes whole weights, which a sharded base (--fsdp) splits over "
+                             f"the processes: train LoRA (--mode lora) on a sharded base, or leave out --fsdp.")
         # our own fp32 copy: a delta given to resume from is not trained in place under its holder
         self.delta = delta.to(self.device, torch.float32, copy=True).requires_grad_(True)
         self.ranks.broadcast(self.delta.parameters())  # every rank starts from rank 0's delta
