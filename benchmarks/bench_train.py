@@ -35,14 +35,15 @@ def run(args):
     encoder = load_text_encoder(make_t5(tempfile.mkdtemp() + "/t5", d_model=model.config.text_channels))
     pns = args.pn.split(",") if args.pn else (["0.25M", "1M"] if args.size == "2b" else ["0.06M"])
     print(f"size={args.size} device={device} frozen blocks={args.dtype} batch={args.batch_size} "
-          f"checkpointing={not args.no_checkpointing}")
+          f"checkpointing={args.checkpointing}")
     for pn in pns:
         size = pixel_size(scale_schedule(1.0, pn))
         data = prepare_images(list(subject_pictures(4, size[0])), size, "<placeholder>", "dog")
         for mode in args.modes.split(","):
             for prior in (0.0, 0.5):
                 cfg = TrainConfig(class_word="dog", mode=mode, rank=args.rank, pn=pn, batch_size=args.batch_size,
-                                  prior_weight=prior, gradient_checkpointing=not args.no_checkpointing,
+                                  prior_weight=prior,
+                                  gradient_checkpointing={"on": True, "off": False}.get(args.checkpointing),
                                   steps=10**9)
                 trainer = None
                 try:
@@ -85,7 +86,8 @@ if __name__ == "__main__":
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps, the first included (at least 1)")
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--no-checkpointing", action="store_true")
+    p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
+                   help="gradient checkpointing (default auto: the library's, only when memory needs it)")
     a = p.parse_args()
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
     run(a)

@@ -41,10 +41,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from var_core.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
-from var_core.transformer import PER_SCALE_MIN_TOKENS, Infinity, InfinityConfig  # noqa: E402
+from var_core.transformer import Infinity, InfinityConfig  # noqa: E402
+from var_core.tuning.memory import F32, dtype_size, tokens, training_activation_bytes  # noqa: E402
 
 GIB = 2 ** 30
-F32 = 4
 
 # The released architectures (docs: Infinity-2B's run_infinity.py defaults; Infinity-8B: depth 40, C 3584, 28 heads,
 # block_chunks 8, tokens 2x2 patches of the f8 d14 VAE = 56 bits). FFN hidden is 4C in both.
@@ -56,21 +56,6 @@ MODELS = {
 # flan-t5-xl's encoder, what Infinity's text path reads (Ct5 2048): vocab 32128, 24 layers, d_ff 5120 (gated GELU).
 T5_XL = dict(vocab=32128, d_model=2048, layers=24, d_ff=5120, heads=32, d_kv=64)
 
-# Per-token bytes of autograd's saved tensors in one block, read off transformer.Block (s: compute dtype size, f: fp32)
-# with LoRA on ca and ffn and a text condition that needs gradients (placeholder vectors):
-#   self-attention: block input (LayerNorm) f, LN output (·(1+scale)) f, q and k in fp32 (normalize) 2f, q and k after
-#     RoPE s+s, the qkv output (v is a view of it, SDPA keeps it) 3s, attention output s, proj output (·gamma1) s
-#   cross-attention: residual (ca_norm) f, ca_norm output (mat_q's LoRA A) f, q s and attention output s (SDPA),
-#     proj's fp32 input (its LoRA A) f
-#   FFN: residual (LN) f, LN output f, modulated input (fc1's LoRA A) f, fc1 output (GELU) f·F, GELU output (fc2's
-#     LoRA A) f·F, fc2 output (·gamma2) f
-# = (11f + 9s)·C + 2f·F per token.
-SAVED_F_C, SAVED_S_C, SAVED_F_FFN = 11, 9, 2
-# Working set of a block's backward beyond what it saved: the gradients of the residual stream (in and out), of the
-# attention/FFN input, and of the FFN hidden (fc2's input grad, GELU's input grad, fp32; the base fc1 input grad in s).
-BWD_F_C, BWD_F_FFN, BWD_S_FFN = 3, 2, 1
-
-
 @dataclass
 class Item:
     name: str
@@ -79,10 +64,6 @@ class Item:
 
 def gib(n: float) -> str:
     return f"{n / GIB:.2f}"
-
-
-def dtype_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 # ---------------------------------------------------------------------------------------------------------- parts
@@ -98,10 +79,6 @@ def vae_weight_bytes(vcfg: BitVAEConfig, dtype=torch.float32) -> int:
     with torch.device("meta"):
         vae = BitVAE(vcfg)
     return sum(p.numel() for p in itertools.chain(vae.parameters(), vae.buffers())) * dtype_size(dtype)
-
-
-def tokens(schedule) -> int:
-    return sum(h * w for h, w in schedule)
 
 
 def kv_cache_bytes(cfg: InfinityConfig, schedule, sequences: int, dtype: torch.dtype) -> int:
@@ -120,33 +97,6 @@ def sampling_activation_bytes(cfg: InfinityConfig, schedule, sequences: int, dty
     attention = (4 * F32 + 4 * s) * C
     ffn = (2 * F32 + s) * C + 2 * s * F
     return n * max(attention, ffn) + n * 2 * cfg.bits * F32 * 2
-
-
-def mask_bytes(schedule, dtype: torch.dtype) -> int:
-    """The block-causal mask's copy that one block's masked SDPA makes in the compute dtype (L, L) and keeps for
-    backward; only below PER_SCALE_MIN_TOKENS tokens (longer sequences run per scale, without a mask). Measured on the
-    CPU's flash kernel (about 2.2 bytes per L² element in bf16, independent of batch and heads); assumed the same for
-    CUDA's memory-efficient kernel."""
-    L = tokens(schedule)
-    return 0 if L >= PER_SCALE_MIN_TOKENS else L * L * dtype_size(dtype)
-
-
-def training_activation_bytes(cfg: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
-                              checkpointing: bool) -> int:
-    """Peak of one teacher-forced forward + backward of the student (instance or prior half: they run one after the
-    other, so one counts). Without checkpointing every block's saved tensors are kept; with it each block's input
-    (fp32) is, and one block's saved tensors are rebuilt at a time in backward."""
-    s, C, F = dtype_size(dtype), cfg.embed_dim, cfg.ffn_hidden
-    n = batch * tokens(schedule)
-    saved = n * ((SAVED_F_C * F32 + SAVED_S_C * s) * C + SAVED_F_FFN * F32 * F)
-    working = n * (BWD_F_C * F32 * C + (BWD_F_FFN * F32 + BWD_S_FFN * s) * F)
-    mask = mask_bytes(schedule, dtype)
-    if checkpointing:
-        kept = cfg.depth * n * F32 * C + saved + mask
-    else:
-        kept = cfg.depth * (saved + mask)
-    logits = n * 2 * cfg.bits * F32 * 5  # logits, their fp32 copy, log-softmax pairs, the loss's per-bit terms
-    return kept + working + logits
 
 
 def lora_targets(cfg: InfinityConfig, groups=("ca", "ffn")) -> list[tuple[int, int]]:

@@ -85,8 +85,8 @@ class TrainSubject(io.ComfyNode):
                                 tooltip="Optional: one prompt per image, one per line, each with the token "
                                         "(e.g. for generated proxy images). Empty: 'a photo of <token> <class>'."),
                 io.Boolean.Input("gradient_checkpointing", default=True, optional=True,
-                                 tooltip="Recompute activations in the backward pass: much less memory, about 7-30 % "
-                                         "slower. Turn off when memory is plentiful (small models, large GPUs)."),
+                                 tooltip="Recompute activations in the backward pass (much less memory, slower) when "
+                                         "a step would not fit in the free memory without it; off: never."),
             ],
             outputs=[Subject.Output(display_name="subject", tooltip="The trained subject (save it, or apply it)."),
                      io.Image.Output(display_name="loss_curve", tooltip="The losses over the steps.")])
@@ -95,13 +95,14 @@ class TrainSubject(io.ComfyNode):
     def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
                 placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
                 resume_from="none", caption_list=None, captions="", gradient_checkpointing=True):
+        checkpointing = None if gradient_checkpointing else False  # on: when memory needs it
         lines = list(caption_list) if caption_list else \
             [c.strip() for c in (captions or "").splitlines() if c.strip()] or None
         resume = None if resume_from in (None, "", "none") else \
             os.path.join(comfy_env.checkpoints_directory(), resume_from)
         if resume is not None:
             config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps or None,
-                                         gradient_checkpointing=gradient_checkpointing)
+                                         gradient_checkpointing=checkpointing)
         else:
             auto = model_defaults(model)  # 0 and "auto": what suits the model wired in
             config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
@@ -110,7 +111,7 @@ class TrainSubject(io.ComfyNode):
                                  embedding_lr=auto.get("embedding_lr"), scale_weights=WEIGHTING[scale_weighting],
                                  prior_weight=prior_weight, seed=training_seed,
                                  pn=auto["pn"] if resolution == AUTO else preset(resolution),
-                                 gradient_checkpointing=gradient_checkpointing)
+                                 gradient_checkpointing=checkpointing)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
         with torch.inference_mode(False):
             data = prepare_images(list(from_image(images)), size, config.token, config.class_word, lines,
@@ -118,7 +119,7 @@ class TrainSubject(io.ComfyNode):
             text_encoder.to(comfy_env.device())
             try:
                 trainer = SubjectTrainer.resume(resume, model, vae, text_encoder, data, config.steps,
-                                                gradient_checkpointing=gradient_checkpointing) if resume else \
+                                                gradient_checkpointing=checkpointing) if resume else \
                     SubjectTrainer(model, vae, text_encoder, data, config)
             finally:
                 text_encoder.to(comfy_env.offload_device())
@@ -158,6 +159,7 @@ def training_summary(trainer, history: dict[str, list[float]], seconds: float, p
     c = trainer.config
     lines = [f"{trainer.step_count}/{c.steps} steps in {seconds:.1f} s ({losses or 'no new steps'})",
              f"at {c.pn}, learning rate {c.resolved_lr():g}, placeholder {c.resolved_embedding_lr():g}",
+             trainer.checkpointing,
              f"checkpoint: {path}",
              f"use it: Apply Subject, then write '{c.token} {c.class_word}' in a prompt"]
     if trainer.notes:

@@ -206,6 +206,22 @@ def test_gradient_checkpointing_belongs_to_the_training(toy):
     assert model.gradient_checkpointing == before
 
 
+def test_gradient_checkpointing_by_default_only_when_a_step_would_not_fit(toy, monkeypatch):
+    """Default (None): off when the step's activations fit in the free memory with room to spare, on when not; the
+    decision and its two numbers are said (the CLI and the node show it)."""
+    from var_core.tuning import memory
+    auto = make_trainer(toy, steps=1)
+    need = memory.training_activation_bytes(toy[0].config, auto.schedule, 2, toy[0].compute_dtype, False)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: int(need / memory.HEADROOM) + 1)
+    roomy = make_trainer(toy, steps=1)
+    assert not roomy.student.gradient_checkpointing and roomy.checkpointing.startswith("gradient checkpointing off")
+    monkeypatch.setattr(memory, "free_bytes", lambda device: int(need / memory.HEADROOM) - 1)
+    tight = make_trainer(toy, steps=1)
+    assert tight.student.gradient_checkpointing and f"{need / 2**30:.2f} GiB of activations" in tight.checkpointing
+    monkeypatch.setattr(memory, "free_bytes", lambda device: None)
+    assert make_trainer(toy, steps=1).student.gradient_checkpointing  # unknown: the safe choice
+
+
 @pytest.mark.parametrize("bad", [dict(prior_weight=-0.5), dict(flip_prob=1.0), dict(flip_prob=-0.1),
                                  dict(weight_decay=-1e-3), dict(grad_clip=float("nan")), dict(warmup_steps=-1),
                                  dict(prior_top_p=0.0), dict(rank=0)])

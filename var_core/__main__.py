@@ -116,7 +116,7 @@ def training_settings(args) -> dict:
         groups=tuple(args.groups.split(",")) if args.groups else None, blocks=args.blocks, rank=args.rank,
         alpha=args.alpha, placeholder_vectors=args.vectors, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         embedding_lr=args.embedding_lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip, gradient_checkpointing=None if args.no_checkpointing is None else False,
+        grad_clip=args.grad_clip, gradient_checkpointing={"on": True, "off": False}.get(args.checkpointing),
         pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
         prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_samples=args.prior_samples,
         prior_per_bit=None if args.prior_kl is None else args.prior_kl == "bit", separate_steps=args.separate_steps,
@@ -196,8 +196,8 @@ def train_subject(args, device, ranks) -> int:
                 *distributed.block_weights_held(model)) if model.sharded else "") \
             if ranks.world_size > 1 else str(device)
         print(f"training {trainer.num_trainable:,} parameters ({trainer.delta.mode}, groups "
-              f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}",
-              file=sys.stderr)
+              f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}; "
+              f"{trainer.checkpointing}", file=sys.stderr)
     if trainer.distills and config.prior_samples > 0:
         prompt = config.prior_prompt.format(class_word=config.class_word)
         prior = _bar(config.prior_samples, f"prior distillation: drawing '{prompt}'", "sample", show=show)
@@ -402,8 +402,11 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 0)")
     t.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay on the delta (default 0.005)")
     t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 = off, the default)")
-    t.add_argument("--no-checkpointing", action="store_true", default=None,
-                   help="keep activations (faster, more memory)")
+    t.add_argument("--checkpointing", choices=["auto", "on", "off"], default=None,
+                   help="gradient checkpointing: recompute activations in the backward pass (less memory, slower); "
+                        "default auto: only when a step would not fit in the device's free memory without it")
+    t.add_argument("--no-checkpointing", dest="checkpointing", action="store_const", const="off",
+                   help=argparse.SUPPRESS)  # the earlier spelling of --checkpointing off
     t.add_argument("--pn", default=None, help="training resolution preset (0.25M = 512², 1M = 1024²; default "
                    "0.25M, or 0.015M = 128² for the embedded toy model)")
     t.add_argument("--aspect", default=None, help="h/w of the training pictures (default 1.0)")

@@ -37,6 +37,7 @@ from ..transformer import Infinity
 from .data import SubjectImages
 from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
 from .distributed import Ranks
+from .memory import needs_checkpointing
 from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
 from .placeholder import DEFAULT_TOKEN, substitute
 from .subject import load_subject, save_subject
@@ -67,7 +68,7 @@ class TrainConfig:
     weight_decay: float = 0.005
     betas: tuple[float, float] = (0.9, 0.97)
     grad_clip: float = 0.0  # 0 = off
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | None = None  # None: only when a step would not fit without it (memory.py)
     # data and loss
     pn: str = "0.25M"  # 512²; "1M" = 1024²
     aspect: float | str = 1.0
@@ -261,7 +262,14 @@ class SubjectTrainer:
 
         self.student = apply_subjects(model, [(self.delta, 1.0)])
         # on this training's own view of the model: the shared base (and other trainers on it) stay as they are
-        self.student.gradient_checkpointing = config.gradient_checkpointing
+        if config.gradient_checkpointing is None:
+            rows = -(-batch // self.ranks.world_size)  # the most rows one rank trains on
+            on, why = needs_checkpointing(model.config, self.schedule, rows, model.compute_dtype, self.device)
+        else:
+            on, why = config.gradient_checkpointing, "on (asked for)" if config.gradient_checkpointing else \
+                "off (asked for)"
+        self.student.gradient_checkpointing = on
+        self.checkpointing = "gradient checkpointing " + why
         groups = [{"params": [t for k, t in self.delta.tensors.items() if k != "placeholder"],
                    "lr": config.resolved_lr()}]
         if self.delta.placeholder is not None:
