@@ -437,7 +437,8 @@ class Infinity(nn.Module):
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
         self.native_pn = None  # the resolution preset it was trained at, when its file says (else Infinity's 1M)
-        self.native_sampling: dict[str, float] = {}  # its file's own cfg / tau, when it says (native_sampling())
+        self.native_sampling: dict[str, float] = {}  # its file's own cfg / tau, when it says (sampling_defaults())
+        self.sharded_fingerprint = None  # its identity, taken before FSDP split its blocks (tuning.distributed)
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
         # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
         self.patch = None

@@ -297,7 +297,7 @@ def fingerprint(model: Infinity) -> str:
     Weights are compared with a tolerance (same_base), not hashed: fp32, bf16 and fp16 copies of one checkpoint (and
     fp16 -> bf16 double rounding) differ in the last bits, while another checkpoint differs far more.
     """
-    if getattr(model, "sharded_fingerprint", None):  # an FSDP-sharded base (distributed.shard_base)
+    if model.sharded_fingerprint:  # an FSDP-sharded base (distributed.shard_base): its weights are split
         return model.sharded_fingerprint
     arch = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode()).hexdigest()[:12]
     values = torch.cat([t.detach().float().flatten().cpu() for t in _fingerprint_samples(model)])
