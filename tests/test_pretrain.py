@@ -24,7 +24,8 @@ def bundle(tmp_path_factory):
 def test_the_bundle_is_read_by_the_public_loaders(bundle):
     assert available(bundle)
     model, vae, encoder = load_models(bundle)
-    assert model.config.depth == 2 and model.config.text_channels == encoder.width and vae.d == model.config.bits
+    assert model.config.depth == 2 and model.config.text_channels == encoder.width
+    assert vae.d * vae.token_patch ** 2 == model.config.bits
     images = vc.sample(model, vae, encoder(["a photo of a dog on the beach"]), vc.scale_schedule(1.0, PN), seed=0)
     assert images.shape == (1, 3, 128, 128)
     info = manifest(bundle)

@@ -41,16 +41,18 @@ class PretrainConfig:
     vae_steps: int = 2400
     vae_batch: int = 8
     vae_lr: float = 5e-4  # 2e-3 never learns the background colours (measured)
-    vae_base_ch: int = 32  # levels 32, 64, 64, 96, 128 wide: narrow where the pixels are many (full resolution)
-    vae_ch_mult: tuple[int, ...] = (1, 2, 2, 3, 4)
-    bits: int = 32  # per VAE latent pixel; a transformer token carries (16 / VAE patch size)² times as many
+    vae_base_ch: int = 32  # levels 32, 64, 96, 128 wide: narrow where the pixels are many (full resolution)
+    # four levels: an f8 VAE, Infinity-8B's kind (d 14, each transformer token a 2x2 block of latents, 56 bits): a grid
+    # twice as fine as an f16 VAE's keeps thin and many-coloured glyphs readable (docs/benchmarks.md)
+    vae_ch_mult: tuple[int, ...] = (1, 2, 3, 4)
+    bits: int = 14  # per VAE latent pixel; a transformer token carries (16 / VAE patch size)² times as many
     # transformer
     images: int = 12000  # world pictures rendered and encoded once
     # the transformer's pictures: one glyph per class word ("prototypes"), so that a class prompt asks for one
     # shape and colour (with all training members, "train", the model drew one brown blob, the mean of a class's
     # glyphs, for every class: docs/benchmarks.md); the BitVAE always sees every training member
     dataset_split: str = "prototypes"
-    steps: int = 3000
+    steps: int = 5000
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 100
