@@ -355,8 +355,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model, vae, text_encoder = load_models(args.bundle)
-    own = model.sampling_defaults()  # what a user gets unless told otherwise
-    args.cfg, args.tau = (own[k] if getattr(args, k) is None else getattr(args, k) for k in ("cfg", "tau"))
+    args.cfg, args.tau = model.sampling_settings(args.cfg, args.tau)  # what a user gets unless told otherwise
     effnet = EffNetFeatures()
     print(f"{len(members)} subjects ({', '.join(m.name for m in members)}) x {len(variants)} variants, "
           f"{args.steps} steps, {args.contexts} contexts x {args.seeds} samples; bundle {args.bundle}; "

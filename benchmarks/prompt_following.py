@@ -105,8 +105,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model, vae, text_encoder = load_models(args.bundle)
-    own = model.sampling_defaults()
-    args.cfg, args.tau = (own[k] if getattr(args, k) is None else getattr(args, k) for k in ("cfg", "tau"))
+    args.cfg, args.tau = model.sampling_settings(args.cfg, args.tau)  # what a user gets unless told otherwise
     pictures = generate(model, vae, text_encoder, jobs, PN, args.batch, args.cfg, args.tau, args.seed)
     t_sample = time.perf_counter() - t0
     roundtrip = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, PN))

@@ -73,8 +73,7 @@ def cmd_sample(args) -> int:
     if args.init_image:
         image = load_image(args.init_image, vc.pixel_size(schedule)).to(device)
         forced = variation_bits(vae, image, schedule, args.keep_scales, len(prompts))
-    own = model.sampling_defaults()
-    cfg, tau = (own[k] if getattr(args, k) is None else getattr(args, k) for k in ("cfg", "tau"))
+    cfg, tau = model.sampling_settings(args.cfg, args.tau)
     print(f"cfg {cfg:g}, tau {tau:g}" + (" (the model's own)" if args.cfg is None and args.tau is None else ""),
           file=sys.stderr)
     images = vc.sample(model, vae, text, schedule, cfg=cfg, tau=tau, top_k=args.top_k,

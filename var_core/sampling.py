@@ -85,9 +85,8 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
         raise ValueError(f"The schedule has {K} scales; this model supports at most {model.config.num_levels}.")
     if vae is not None:
         check_compatible(model, vae)
-    own = model.sampling_defaults()
-    cfgs = per_scale(own["cfg"] if cfg is None else cfg, K, "cfg")
-    taus = per_scale(own["tau"] if tau is None else tau, K, "tau")
+    cfg, tau = model.sampling_settings(cfg, tau)
+    cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
     if model.patch is not None and hasattr(model.patch, "check_scales"):
         model.patch.check_scales(K)
     if any(t <= 0 for t in taus):

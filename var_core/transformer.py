@@ -469,6 +469,11 @@ class Infinity(nn.Module):
         own (Infinity-2B's infer.sh: 4 / 0.5; Infinity-8B's notebook, a patchified model: 3 / 1.0)."""
         return {**RELEASE_SAMPLING[min(self.config.token_patch, 2)], **self.native_sampling}
 
+    def sampling_settings(self, cfg=None, tau=None) -> tuple:
+        """(cfg, tau) as given, each None replaced by this model's own (sampling_defaults)."""
+        own = self.sampling_defaults()
+        return own["cfg"] if cfg is None else cfg, own["tau"] if tau is None else tau
+
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype of the blocks' weights: linear layers run in it (autocast when it is not fp32)."""
