@@ -3,9 +3,13 @@ prior distillation.
 
     python benchmarks/bench_train.py                                  # tiny random model on the CPU
     python benchmarks/bench_train.py --size 2b --device cuda          # Infinity-2B architecture, 512² and 1024²
+    python benchmarks/bench_train.py --modes full,lora --reference ~/ARBooth   # side by side with ARBooth's code
 
 Weights are random (the architecture decides speed and memory); the text encoder is a 2-layer T5 of the right width
 (T5 runs once before training and is not timed). Frozen blocks are bf16 on the GPU, trainable tensors fp32.
+With --reference (a checkout of github.com/jiwoogit/ARBooth), its training iteration runs on the same weights, photos
+and batch (reference_arbooth.py), and each distilling row says how its time per step, the first step (the teacher's
+sample bank) spread over --iterations, compares.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ def run(args):
     for pn in pns:
         size = pixel_size(scale_schedule(1.0, pn))
         data = prepare_images(list(subject_pictures(4, size[0])), size, "<placeholder>", "dog")
+        reference = time_reference(args, model, vae, encoder, data, pn) if args.reference else None
         for mode in args.modes.split(","):
             for prior in (0.0, 0.5):
                 cfg = TrainConfig(class_word="dog", mode=mode, rank=args.rank, pn=pn, batch_size=args.batch_size,
@@ -62,8 +67,11 @@ def run(args):
                         trainer.step()
                     sync(device)
                     sec = (time.perf_counter() - t0) / args.steps
+                    run = (first + (args.iterations - 1) * sec) / args.iterations  # the bank, spread over the run
+                    versus = f"  {run / reference:.2f}x the reference" if reference and prior else ""
                     print(f"  {pn:>6} {mode:4} distill={prior:<3}  trains {trainer.num_trainable / 1e6:8.1f} M  "
-                          f"{sec:6.3f} s/step  first step {first:5.1f} s  500 steps {(first + 499 * sec) / 60:5.1f} min  "
+                          f"{sec:6.3f} s/step  first step {first:5.1f} s  {args.iterations} steps "
+                          f"{run * args.iterations / 60:5.1f} min ({run:.3f} s/step){versus}  "
                           f"peak {peak_memory(device)}",
                           flush=True)
                 except torch.OutOfMemoryError:
@@ -73,6 +81,28 @@ def run(args):
                     gc.collect()
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
+
+
+def time_reference(args, model, vae, encoder, data, pn: str) -> float:
+    """Seconds of one iteration of the reference ARBooth code (a checkout at args.reference) on the same weights,
+    photos and batch size (reference_arbooth.py)."""
+    from benchmarks.reference_arbooth import ReferenceIteration
+    images = data.images[:args.batch_size].to(model.device)
+    ref = ReferenceIteration(args.reference, model, vae, encoder, images, "dog", pn)
+    print(f"  {pn:>6} reference: the same model (largest logit difference {ref.max_logit_difference(model, vae):.1e}"
+          f", its bf16 cross-attention)", flush=True)
+    for _ in range(args.warmup):
+        ref.step()
+    sync(model.device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        ref.step()
+    sync(model.device)
+    sec = (time.perf_counter() - t0) / args.steps
+    print(f"  {pn:>6} reference ARBooth iteration (CA + FFN full, prior distillation)  trains "
+          f"{ref.trainable() / 1e6:8.1f} M  {sec:6.3f} s/step, of which the VAE encoding the photos "
+          f"{ref.vae_seconds():.3f} s", flush=True)
+    return sec
 
 
 if __name__ == "__main__":
@@ -88,6 +118,10 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing (default auto: the library's, only when memory needs it)")
+    p.add_argument("--iterations", type=int, default=500,
+                   help="the run the first step (the teacher's bank) is spread over (default: ARBooth's 500)")
+    p.add_argument("--reference", metavar="CHECKOUT",
+                   help="a checkout of github.com/jiwoogit/ARBooth: time its iteration on the same weights too")
     a = p.parse_args()
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
     run(a)

@@ -7,8 +7,9 @@
 Subjects: the first held-out member (by name) of each of SUBJECT_CLASSES: glyphs pretraining never drew, of classes
 whose word the model knows. Each variant is trained on 4 rendered photos of the subject (world.render_subject_photos,
 seed 0, "a photo of <placeholder> {class}") and then sampled (CFG 4, tau 0.5, top-p 0.97) with ``--seeds`` samples of
-each prompt: the subject in ``--contexts`` new contexts ("a photo of <placeholder> dog on the beach", ...; the first
-of CONTEXTS that none of the subject's photos shows) and the plain class prompt ("a photo of a dog").
+each subject prompt: the subject in ``--contexts`` new contexts ("a photo of <placeholder> dog on the beach", ...; the
+first of CONTEXTS that none of the subject's photos shows), and as many samples of the plain class prompt ("a photo of
+a dog") as of those together.
 
 Measures (each a mean over the subject's samples, then mean ± std over subjects):
 * EffNet cos: subject fidelity by a fixed ImageNet feature extractor: cosine between EfficientNet-Lite0 features
@@ -70,13 +71,15 @@ class Variant:
     groups: tuple[str, ...] = ("ca", "ffn")
     prior_weight: float = 0.5
     scale_weights: ScaleWeights = COARSE_HEAVY
+    prior_prompt: str = TrainConfig.prior_prompt
     about: str = ""
 
     def config(self, class_word: str, steps: int, lr: float | None, embedding_lr: float | None,
                seed: int) -> TrainConfig:
         return TrainConfig(class_word=class_word, pn=PN, mode=self.mode, groups=self.groups, rank=16, steps=steps,
                            lr=lr, embedding_lr=embedding_lr, prior_weight=self.prior_weight,
-                           scale_weights=self.scale_weights, placeholder_vectors=4, seed=seed)
+                           scale_weights=self.scale_weights, prior_prompt=self.prior_prompt, placeholder_vectors=4,
+                           seed=seed)
 
 
 def _ablations(name, mode, groups, about):
@@ -89,6 +92,9 @@ VARIANTS = [Variant("base", "base", about="the pretrained model, no tuning; prom
             *_ablations("full-all", "full", ("sa", "ca", "ffn"), "full deltas of every layer (sa, ca, ffn)"),
             *_ablations("arbooth", "full", ("ca", "ffn"), "ARBooth: full deltas of ca + ffn"),
             *_ablations("lora", "lora", ("ca", "ffn"), "LoRA rank 16 on ca + ffn (the library default)"),
+            Variant("lora article-prior", "lora", prior_prompt="a photo of {article} {class_word}",
+                    about="the library default distilling \"a photo of a dog\" (with the article, as the world's "
+                          "captions and the class prompt measured here) instead of ARBooth's \"a photo of dog\""),
             Variant("placeholder", "none", prior_weight=0.0,
                     about="the 4 placeholder vectors only (no prior distillation: the class prompt never reaches "
                           "them)")]
@@ -204,8 +210,7 @@ class Result:
     subject: str
     variant: str
     values: dict[str, float]
-    images: list[Image.Image] = field(default_factory=list, repr=False)  # seeds samples of each prompt, in order
-    per_prompt: int = 1
+    images: list[Image.Image] = field(default_factory=list, repr=False)  # the first sample of each prompt
 
 
 def train(variant, member, photos, model, vae, text_encoder, args):
@@ -231,10 +236,13 @@ def evaluate(variant, member, photos, references, model, vae, text_encoder, effn
     places = contexts(photos, args.contexts)
     noun = f"{delta.token} {member.cls}" if delta is not None else article(member.cls)
     prompts = [subject_prompt(noun, c) for c in places] + [f"a photo of {article(member.cls)}"]
-    text = encode_prompts(text_encoder, [p for p in prompts for _ in range(args.seeds)], view)
+    # the class prompt as many samples as the subject prompts together: its figures are as precise as theirs
+    counts = [args.seeds] * len(places) + [args.seeds * len(places)]
+    text = encode_prompts(text_encoder, [p for p, n in zip(prompts, counts) for _ in range(n)], view)
     g = torch.Generator(model.device).manual_seed(args.sample_seed)
     images = to_pil(vc.sample(view, vae, text, vc.scale_schedule(1.0, PN), cfg=args.cfg, tau=args.tau, generator=g))
-    by_prompt = [images[i * args.seeds:(i + 1) * args.seeds] for i in range(len(prompts))]
+    starts = np.cumsum([0] + counts)
+    by_prompt = [images[a:b] for a, b in zip(starts[:-1], starts[1:])]
     subject_samples, class_samples = [s for ss in by_prompt[:-1] for s in ss], by_prompt[-1]
     values = {
         "EffNet cos": effnet_cosine_to_references(effnet, subject_samples, references),
@@ -246,7 +254,7 @@ def evaluate(variant, member, photos, references, model, vae, text_encoder, effn
         "drift nearest": nearest_rate(class_samples, member),
         "diversity": float(np.mean([diversity(effnet, ss) for ss in by_prompt[:-1]])),  # NaN for 1 seed
         **cost}
-    return Result(member.name, variant.name, values, images, args.seeds)
+    return Result(member.name, variant.name, values, [ss[0] for ss in by_prompt])
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -284,7 +292,7 @@ def save_grid(results: list[Result], photos, path) -> None:
     """For the first subject: its photos on the first row, then one row per variant (first sample of each prompt)."""
     first = results[0].subject
     mine = [r for r in results if r.subject == first]
-    rows = [("photos", [p.image for p in photos])] + [(r.variant, r.images[::r.per_prompt]) for r in mine]
+    rows = [("photos", [p.image for p in photos])] + [(r.variant, r.images) for r in mine]
     grid(rows, SIZE).save(path)
     print(f"grid: {path} ({first}; rows: its photos, {', '.join(r.variant for r in mine)}; columns: the new "
           f"contexts, then the plain class prompt)")
@@ -315,7 +323,8 @@ def write_report(path, lines, members, variants, args, argv, minutes) -> None:
             "",
             f"Subjects ({len(members)}, held out from pretraining): "
             f"{', '.join(f'{m.name} ({m.cls})' for m in members)}; {PHOTOS} rendered photos each. {args.steps} steps, "
-            f"learning rate {lr}. {args.seeds} samples of each prompt (CFG {args.cfg:g}, tau {args.tau:g}). "
+            f"learning rate {lr}. {args.seeds} samples of each subject prompt, {args.seeds * args.contexts} of the "
+            f"class prompt (CFG {args.cfg:g}, tau {args.tau:g}). "
             f"New contexts: {places}.",
             ""]
     legend = ["", "Variants:", *[f"* {v.name}: {v.about}" for v in variants], "", MEASURES, ""]

@@ -389,3 +389,18 @@ def test_the_teachers_targets_are_the_samplers_own_logits_equal_to_a_teacher_for
         with torch.no_grad():
             forced = model(tr.prior_text * 3, torch.cat(inputs, 1), tr.schedule).float()
         torch.testing.assert_close(teacher, forced, rtol=0, atol=2e-5)
+
+
+def test_prior_distillations_class_prompt_is_arbooths_or_ones_own_with_its_article(toy):
+    """The teacher's class prompt: ARBooth's "a photo of dog" by default; a template of one's own may take the
+    article ("a photo of an owl"); that is the text the teacher and the student are fed."""
+    enc = toy[2]
+    assert TrainConfig(class_word="dog").class_prompt() == "a photo of dog"
+    assert TrainConfig(class_word="owl", prior_prompt="a photo of {article} {class_word}").class_prompt() == \
+        "a photo of an owl"
+    for template, text in (("a photo of {article} {class_word}", "a photo of a dog"),
+                           ("a photo of {class_word}", "a photo of dog")):
+        tr = make_trainer(toy, prior_prompt=template)
+        torch.testing.assert_close(tr.prior_text[0], enc([text])[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"prior prompt 'a photo of \{cls\}'.*\{class_word\}"):
+        TrainConfig(class_word="dog", prior_prompt="a photo of {cls}").check()

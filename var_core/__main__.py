@@ -198,7 +198,7 @@ def train_subject(args, device, ranks) -> int:
               f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}; "
               f"{trainer.checkpointing}", file=sys.stderr)
     if trainer.distills and config.prior_samples > 0:
-        prompt = config.prior_prompt.format(class_word=config.class_word)
+        prompt = config.class_prompt()
         prior = _bar(config.prior_samples, f"prior distillation: drawing '{prompt}'", "sample", show=show)
         trainer.draw_prior_bank(lambda done, total: prior.update(done - prior.n))
         prior.close()
@@ -420,7 +420,8 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--scale-weights", default=None, help="explicit per-scale loss weights, comma separated")
     t.add_argument("--prior-weight", type=float, default=None, help="prior distillation weight λ (0 = off; "
                    "default 0.5)")
-    t.add_argument("--prior-prompt", default=None, help="default 'a photo of {class_word}'")
+    t.add_argument("--prior-prompt", default=None,
+                   help="default 'a photo of {class_word}' (ARBooth's); {article} is a or an")
     t.add_argument("--prior-samples", type=int, default=None, help="class samples the teacher draws once and reuses "
                    "(0 = fresh ones every step; default 64)")
     t.add_argument("--prior-kl", choices=["bit", "token"], default=None,

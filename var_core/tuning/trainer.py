@@ -77,7 +77,7 @@ class TrainConfig:
     scale_weights: ScaleWeights = field(default_factory=ScaleWeights)
     # prior distillation
     prior_weight: float = 0.5  # λ; 0 = off
-    prior_prompt: str = "a photo of {class_word}"
+    prior_prompt: str = "a photo of {class_word}"  # ARBooth's; may also hold {article} ("a" / "an")
     prior_tau: float = 0.5
     prior_top_p: float = 0.97
     prior_cfg: float = 1.0  # ARBooth's teacher samples without CFG
@@ -114,8 +114,19 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not ok(value):
                 raise ValueError(f"{name} = {value!r} is not a valid setting: {hint}.")
+        try:
+            self.class_prompt()
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"The prior prompt {self.prior_prompt!r} cannot be filled in ({e!r}): write the class "
+                             f"as {{class_word}} and its article as {{article}}, e.g. 'a photo of {{class_word}}'.") \
+                from None
         if not isinstance(self.scale_weights, ScaleWeights):
             raise ValueError(f"scale_weights must be a ScaleWeights, got {type(self.scale_weights).__name__}.")
+
+    def class_prompt(self) -> str:
+        """The class prompt of prior distillation: prior_prompt with {class_word} and {article} ("a" or "an")."""
+        article = "an" if self.class_word.strip()[:1].lower() in tuple("aeiou") else "a"
+        return self.prior_prompt.format(class_word=self.class_word, article=article)
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
@@ -254,7 +265,7 @@ class SubjectTrainer:
         if self.delta.placeholder is not None and not any(self.positions):
             raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
                              f"would never be used.")
-        prior = config.prior_prompt.format(class_word=config.class_word)
+        prior = config.class_prompt()
         # Placeholder vectors alone never change the class prompt's output: nothing to distil, so no teacher.
         self.distills = config.prior_weight > 0 and self.delta.mode != "none"
         self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if self.distills else None
