@@ -236,7 +236,7 @@ def evaluate(variant, member, photos, references, model, vae, text_encoder, effn
     places = contexts(photos, args.contexts)
     noun = f"{delta.token} {member.cls}" if delta is not None else article(member.cls)
     prompts = [subject_prompt(noun, c) for c in places] + [f"a photo of {article(member.cls)}"]
-    # the class prompt as many samples as the subject prompts together: its figures are as precise as theirs
+    # the class prompt gets as many samples as the subject prompts together: its figures are as precise as theirs
     counts = [args.seeds] * len(places) + [args.seeds * len(places)]
     text = encode_prompts(text_encoder, [p for p, n in zip(prompts, counts) for _ in range(n)], view)
     g = torch.Generator(model.device).manual_seed(args.sample_seed)
