@@ -72,14 +72,15 @@ class Variant:
     prior_weight: float = 0.5
     scale_weights: ScaleWeights = COARSE_HEAVY
     prior_prompt: str = TrainConfig.prior_prompt
+    prior_cfg: float = TrainConfig.prior_cfg
     about: str = ""
 
     def config(self, class_word: str, steps: int, lr: float | None, embedding_lr: float | None,
                seed: int) -> TrainConfig:
         return TrainConfig(class_word=class_word, pn=PN, mode=self.mode, groups=self.groups, rank=16, steps=steps,
                            lr=lr, embedding_lr=embedding_lr, prior_weight=self.prior_weight,
-                           scale_weights=self.scale_weights, prior_prompt=self.prior_prompt, placeholder_vectors=4,
-                           seed=seed)
+                           scale_weights=self.scale_weights, prior_prompt=self.prior_prompt,
+                           prior_cfg=self.prior_cfg, placeholder_vectors=4, seed=seed)
 
 
 def _ablations(name, mode, groups, about):
@@ -95,6 +96,9 @@ VARIANTS = [Variant("base", "base", about="the pretrained model, no tuning; prom
             Variant("lora article-prior", "lora", prior_prompt="a photo of {article} {class_word}",
                     about="the library default distilling \"a photo of a dog\" (with the article, as the world's "
                           "captions and the class prompt measured here) instead of ARBooth's \"a photo of dog\""),
+            Variant("lora guided-prior", "lora", prior_cfg=4.0,
+                    about="the library default with the teacher's class samples drawn with guidance (CFG 4, as they are "
+                          "sampled) instead of ARBooth's unguided ones"),
             Variant("placeholder", "none", prior_weight=0.0,
                     about="the 4 placeholder vectors only (no prior distillation: the class prompt never reaches "
                           "them)")]
