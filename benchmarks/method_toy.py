@@ -97,8 +97,8 @@ VARIANTS = [Variant("base", "base", about="the pretrained model, no tuning; prom
                     about="the library default distilling \"a photo of a dog\" (with the article, as the world's "
                           "captions and the class prompt measured here) instead of ARBooth's \"a photo of dog\""),
             Variant("lora guided-prior", "lora", prior_cfg=4.0,
-                    about="the library default with the teacher's class samples drawn with guidance (CFG 4, as they are "
-                          "sampled) instead of ARBooth's unguided ones"),
+                    about="the library default keeping the base's guided prediction (CFG 4, on class samples drawn "
+                          "with it: --prior-cfg 4) instead of ARBooth's conditional one on unguided samples"),
             Variant("placeholder", "none", prior_weight=0.0,
                     about="the 4 placeholder vectors only (no prior distillation: the class prompt never reaches "
                           "them)")]

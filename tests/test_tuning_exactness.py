@@ -404,3 +404,41 @@ def test_prior_distillations_class_prompt_is_arbooths_or_ones_own_with_its_artic
         torch.testing.assert_close(tr.prior_text[0], enc([text])[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"prior prompt 'a photo of \{cls\}'.*\{class_word\}"):
         TrainConfig(class_word="dog", prior_prompt="a photo of {cls}").check()
+
+
+def test_guided_prior_distillation_matches_the_guided_predictions(toy):
+    """prior_cfg g > 1: the teacher's class samples are drawn with guidance, its targets are the base's guided logits
+    g·cond + (1 − g)·uncond on them, and the student's guided logits are matched to them."""
+    from var_core import quantizer
+    from var_core.tuning.losses import distillation_loss
+    model, g = toy[0], 3.0
+    tr = make_trainer(toy, prior_cfg=g, prior_samples=2, lr=1e-2)
+    tr.step()  # the delta leaves zero: the student differs from the base
+    bits, teacher = tr.prior_bank
+    inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1), 1)
+    text = tr.prior_text * 2
+    with torch.no_grad():
+        want = g * model(text, inputs, tr.schedule) + (1 - g) * model(model.null_text(text), inputs, tr.schedule)
+    torch.testing.assert_close(teacher, want.float(), rtol=1e-5, atol=1e-5)
+    state = tr.generator.get_state()
+    got = tr.prior_loss(2)
+    tr.generator.set_state(state)
+    bits, teacher = tr._teacher_batch(2)
+    inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1), 1)
+    student = g * tr.student(text, inputs, tr.schedule) + (1 - g) * tr.student(model.null_text(text), inputs,
+                                                                                 tr.schedule)
+    expected = distillation_loss(student, teacher)
+    assert expected > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_the_cli_passes_the_prior_settings_through():
+    from var_core.__main__ import add_train_arguments, training_settings
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    needed = ["--images", "photos", "--out", "dog.safetensors"]
+    args = parser.parse_args(needed + ["--prior-cfg", "4", "--prior-prompt", "a photo of {article} {class_word}"])
+    given = training_settings(args)
+    assert given["prior_cfg"] == 4.0 and given["prior_prompt"] == "a photo of {article} {class_word}"
+    assert "prior_cfg" not in training_settings(parser.parse_args(needed))  # not given: the default, or the file's

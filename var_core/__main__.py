@@ -117,7 +117,8 @@ def training_settings(args) -> dict:
         embedding_lr=args.embedding_lr, warmup_steps=args.warmup, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, gradient_checkpointing={"on": True, "off": False}.get(args.checkpointing),
         pn=args.pn, aspect=args.aspect, hflip=args.hflip, flip_prob=args.flip_prob, scale_weights=weights,
-        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_samples=args.prior_samples,
+        prior_weight=args.prior_weight, prior_prompt=args.prior_prompt, prior_cfg=args.prior_cfg,
+        prior_samples=args.prior_samples,
         prior_per_bit=None if args.prior_kl is None else args.prior_kl == "bit", separate_steps=args.separate_steps,
         seed=args.seed)
     return {k: v for k, v in given.items() if v is not None}
@@ -422,6 +423,9 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
                    "default 0.5)")
     t.add_argument("--prior-prompt", default=None,
                    help="default 'a photo of {class_word}' (ARBooth's); {article} is a or an")
+    t.add_argument("--prior-cfg", type=float, default=None,
+                   help="1 (default, ARBooth's): keep the base's conditional prediction on unguided class samples; "
+                        "e.g. the model's CFG: keep its guided prediction, on samples drawn with that guidance")
     t.add_argument("--prior-samples", type=int, default=None, help="class samples the teacher draws once and reuses "
                    "(0 = fresh ones every step; default 64)")
     t.add_argument("--prior-kl", choices=["bit", "token"], default=None,

@@ -80,7 +80,7 @@ class TrainConfig:
     prior_prompt: str = "a photo of {class_word}"  # ARBooth's; may also hold {article} ("a" / "an")
     prior_tau: float = 0.5
     prior_top_p: float = 0.97
-    prior_cfg: float = 1.0  # ARBooth's teacher samples without CFG
+    prior_cfg: float = 1.0  # 1: ARBooth's (unguided samples, conditional prediction); > 1: the guided prediction
     prior_per_bit: bool = True  # False: ARBooth's softmax over the whole 2d-vector of a token
     prior_samples: int = 64  # teacher samples drawn once and reused (0: fresh ones every step, as ARBooth)
     separate_steps: bool = False  # True: ARBooth's two optimizer steps per iteration
@@ -325,8 +325,9 @@ class SubjectTrainer:
 
         Tokens come from the KV-cached sampler. Without guidance (prior_cfg 1, ARBooth's) the sampler's own logits,
         times tau, are the base's on those tokens (the teacher-forced forward's up to float rounding, ~1e-5): no
-        second forward. With guidance they are mixed with the unconditional ones, so the targets come from a
-        teacher-forced forward of the class prompt.
+        second forward. With guidance (prior_cfg g > 1) the samples are drawn as users draw them and the targets
+        are the base's guided logits on them, g·cond + (1 − g)·uncond (teacher-forced), which the student's own
+        guided logits are matched to (prior_loss).
         """
         c = self.config
         text = self.prior_text * n
@@ -338,7 +339,14 @@ class SubjectTrainer:
             return quantizer.flatten_bits([b.clone() for b in bits]), torch.cat(logits, dim=1).float() * c.prior_tau
         bits = [b.clone() for b in bits]  # out of inference mode
         inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule, self.model.config.token_patch), dim=1)
-        return quantizer.flatten_bits(bits), self.model(text, inputs, self.schedule).float()
+        return quantizer.flatten_bits(bits), self._guided(self.model, text, inputs).float()
+
+    def _guided(self, model, text: list, inputs: torch.Tensor) -> torch.Tensor:
+        """g·cond + (1 − g)·uncond logits of ``model`` (g = prior_cfg), as the sampler guides: one forward of the
+        prompts and their null text."""
+        g = self.config.prior_cfg
+        cond, uncond = model(text + self.model.null_text(text), torch.cat([inputs, inputs]), self.schedule).chunk(2)
+        return g * cond + (1 - g) * uncond
 
     def draw_prior_bank(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Draw the teacher's class samples for prior distillation (once; the first step does it otherwise). It takes
@@ -367,12 +375,15 @@ class SubjectTrainer:
         return self.prior_bank[0][idx], self.prior_bank[1][idx]
 
     def prior_loss(self, batch: int, rows: slice = slice(None)) -> torch.Tensor:
-        """KL(base ‖ student) on class-prompt samples of the base (``rows`` of a batch of ``batch`` of them)."""
+        """KL(base ‖ student) on class-prompt samples of the base (``rows`` of a batch of ``batch`` of them): of the
+        conditional prediction, or with prior_cfg > 1 of the guided one."""
         bits, teacher = self._teacher_batch(batch)
         bits, teacher = bits[rows], teacher[rows]
         inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule,
                                                       self.model.config.token_patch), 1)
-        student = self.student(self.prior_text * bits.shape[0], inputs, self.schedule)
+        text = self.prior_text * bits.shape[0]
+        student = self._guided(self.student, text, inputs) if self.config.prior_cfg != 1.0 else \
+            self.student(text, inputs, self.schedule)
         return distillation_loss(student, teacher, per_bit=self.config.prior_per_bit)
 
     def _set_lr(self):
