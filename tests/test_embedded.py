@@ -10,7 +10,7 @@ from toyworld import following, metrics, world
 from var_core.tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, load_subject, prepare_images
 
 SCHEDULE = vc.scale_schedule(1.0, embedded.PN)
-CLASS_MIN = 0.45  # measured 61.9 % over 480 samples (docs/benchmarks.md; 63-77 % on white and night); chance is 5 %
+CLASS_MIN = 0.6  # the goal; measured 86.9 % over 480 samples (docs/benchmarks.md; 85-93 % on white and night)
 SUBJECT_GAIN = 0.06
 
 
@@ -54,6 +54,18 @@ def test_samples_follow_the_requested_class_and_background(bundle):
     assert rates["class"] >= CLASS_MIN and rates["background"] >= 0.85, rates
 
 
+def test_the_class_reader_reads_what_the_bundled_tokenizer_gives_back(bundle):
+    """Clean world pictures encoded and decoded by the shipped BitVAE keep their class for the world's classifier
+    with plain references: the tokenizer shifts colours a little, and the classifier must not read that as another
+    class (a global colour histogram did: 63 of these 80 right, 74 % on the prompt-following grid's 480; the cell
+    descriptor 74 of 80, 90 %)."""
+    _, vae, _ = bundle
+    pictures = metrics.clean_pictures(backgrounds=("red", "green", "white", "beach"), seed=4)
+    decoded = metrics.tokenizer_roundtrip(vae, SCHEDULE)([p.image for p in pictures])
+    right = sum(metrics.class_of(im) == p.meta["objects"][0]["class"] for p, im in zip(pictures, decoded))
+    assert right >= 0.85 * len(pictures), f"{right}/{len(pictures)}"
+
+
 def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
     """The demo's settings (embedded.TUNING) on the guide dog's 4 photos: in contexts the photos never show the
     subject's own glyph is the nearest of all the world's glyphs far more often than for the untuned model asked for
@@ -86,6 +98,26 @@ def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
     assert background >= 0.75
     plain = draw(tuned, vae, encoder, "a photo of a dog on a white background", 8, seed=4)
     assert sum(metrics.nearest_member(im) == member for im in plain) <= 2  # the class prompt is not the subject
+
+
+def test_the_plain_class_prompt_keeps_its_class_with_the_shipped_subjects(bundle):
+    """With each shipped subject file applied (guide dog, teacup: the demo's settings), "a photo of a dog" / "a photo
+    of a cup" still draws the class and not the subject. Measured 18 of 32 (the guide dog 4 of 16: after tuning its
+    dogs come out on the photos' orange and break up; the teacup 14 of 16); the untuned model 28 of 32; on the
+    method benchmark's six subjects 81 % (docs/benchmarks.md)."""
+    model, vae, encoder = bundle
+    kept = total = 0
+    for info in embedded.example_subjects().values():
+        if not info["subject"]:
+            continue
+        member, word = world.find_member(info["member"]), info["class_word"]
+        tuned = apply_subjects(model, [(load_subject(info["subject"], model), 1.0)])
+        for seed in (4, 5):
+            for image in draw(tuned, vae, encoder, f"a photo of {world.article(word)}", 8, seed=seed):
+                read = metrics.nearest_member(image)
+                kept += read is not None and read.cls == word and read != member
+                total += 1
+    assert total == 32 and kept >= 0.4 * total, (kept, total)
 
 
 def _open(path):

@@ -14,7 +14,7 @@ BACKGROUNDS = ("red", "white", "beach", "night")  # plain light and dark, two sc
 @pytest.fixture(scope="module")
 def pictures():
     """One clean single-object picture of every class on each of BACKGROUNDS (training members: what a class prompt
-    shows), 144 in all."""
+    shows), 80 in all."""
     return metrics.clean_pictures(backgrounds=BACKGROUNDS, seed=3)
 
 
@@ -30,11 +30,11 @@ def test_requested_background():
 
 def test_class_of_reads_clean_pictures(pictures):
     rates = metrics.ceiling(pictures)
-    # measured: background 100 %, class and member 96.5 % on these 144 pictures (95 % on 400 over all backgrounds)
+    # measured: background 100 %, class and member 98.8 % on these 80 pictures (98.7 % on 300 over all backgrounds)
     assert rates["background"] == 1.0
     assert rates["class"] >= 0.9
     right = sum(metrics.class_of(p.image) == p.meta["objects"][0]["class"] for p in pictures[:24])
-    assert right >= 21  # measured 24/24
+    assert right >= 21  # measured 23/24
 
 
 def test_held_out_members_are_read_too():
@@ -53,7 +53,7 @@ def test_member_similarity_prefers_the_right_member():
         assert -1.0 <= own <= 1.0
         wins += own > max(others)
         total += 1
-    assert wins >= 0.9 * total  # measured 36/36
+    assert wins >= 0.9 * total  # measured 20/20
 
 
 def test_member_similarity_is_one_for_the_reference_itself():
