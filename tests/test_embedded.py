@@ -91,8 +91,8 @@ def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
 
     nearest_before, agreement_before, _ = read(model, "a dog")
     nearest_after, agreement_after, background = read(tuned, f"{config.token} dog")
-    # measured on white + night: nearest 0 -> 0.125, background 1.0; method benchmark (4 other contexts): nearest
-    # 0 -> 0.44, glyph agreement 0.58 -> 0.72 (docs/benchmarks.md)
+    # measured on white + night: nearest 0 -> 1.0, glyph agreement 0.66 -> 0.81, background 1.0; method benchmark
+    # (4 other contexts, 6 subjects): nearest 0.07 -> 0.67, glyph agreement 0.57 -> 0.78 (docs/benchmarks.md)
     assert nearest_after > nearest_before and agreement_after >= agreement_before + SUBJECT_GAIN, \
         (nearest_before, nearest_after, agreement_before, agreement_after)
     assert background >= 0.75
@@ -102,9 +102,9 @@ def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
 
 def test_the_plain_class_prompt_keeps_its_class_with_the_shipped_subjects(bundle):
     """With each shipped subject file applied (guide dog, teacup: the demo's settings), "a photo of a dog" / "a photo
-    of a cup" still draws the class and not the subject. Measured 18 of 32 (the guide dog 4 of 16: after tuning its
-    dogs come out on the photos' orange and break up; the teacup 14 of 16); the untuned model 28 of 32; on the
-    method benchmark's six subjects 81 % (docs/benchmarks.md)."""
+    of a cup" still draws the class and not the subject. Measured 23 of 32 (the guide dog 7 of 16: after tuning some
+    of its dogs come out on orange and break up; the teacup 16 of 16); the untuned model 28 of 32; on the method
+    benchmark's six subjects 78 % (docs/benchmarks.md)."""
     model, vae, encoder = bundle
     kept = total = 0
     for info in embedded.example_subjects().values():
@@ -117,7 +117,7 @@ def test_the_plain_class_prompt_keeps_its_class_with_the_shipped_subjects(bundle
                 read = metrics.nearest_member(image)
                 kept += read is not None and read.cls == word and read != member
                 total += 1
-    assert total == 32 and kept >= 0.4 * total, (kept, total)
+    assert total == 32 and kept >= 0.5 * total, (kept, total)  # the goal: at least half
 
 
 def _open(path):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from var_core import quantizer
 from var_core.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic, write_atomic
-from var_core.embedded import PN
+from var_core.embedded import PN, TUNING
 from var_core.images import loss_curve, save_png
 from var_core.schedules import VAE_STRIDE, scale_schedule
 from var_core.training import bitwise_token_loss
@@ -66,7 +66,7 @@ class PretrainConfig:
     # as much signal as the 8x8 one (measured: with per-token weights the class barely reached the loss after 1250
     # steps; docs/benchmarks.md)
     scale_balanced: bool = True
-    subject_steps: int = 150  # tuning steps of the example subjects shipped for the templates
+    subject_steps: int = TUNING["steps"]  # tuning steps of the example subjects shipped for the templates (the demo's)
     checkpoint_every: int = 250
     bf16: bool = True  # autocast: 2.5x faster on a CPU with AVX512-BF16/AMX, and on GPUs; master weights stay fp32
     device: str = "auto"  # "auto": cuda when there is one, else cpu

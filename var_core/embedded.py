@@ -14,8 +14,8 @@ from pathlib import Path
 BUNDLE = Path(__file__).with_name("bundle")
 PN = "0.015M"  # the bundle's resolution: 128², 5 scales
 # Subject tuning on the embedded model (the demo, the CLI's defaults with it, the bundled example subjects): a model
-# this small moves at learning rates ten times Infinity-2B's, in 150 steps (docs/benchmarks.md).
-TUNING = {"pn": PN, "steps": 150, "lr": 1e-3, "embedding_lr": 1e-2}
+# this small moves at learning rates ten times Infinity-2B's, in 300 steps (docs/benchmarks.md).
+TUNING = {"pn": PN, "steps": 300, "lr": 1e-3, "embedding_lr": 1e-2}
 
 
 def available(folder=BUNDLE) -> bool:

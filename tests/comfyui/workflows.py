@@ -50,7 +50,7 @@ NOTES = {
     "text_to_image": "Text to image with the embedded toy model (128², 5 scales, CFG 4): no download needed.\n"
                      "For Infinity-2B: load infinity_2b_reg.pth, infinity_vae_d32reg.pth, flan-t5-xl/ (resolution auto: 1M); "
                      "for 8B: infinity_8b_weights/, infinity_vae_d56_f8_14_patchify.pth (cfg, tau 0: the model's own).",
-    "train_subject": "Teaches the model a subject from 4 photos (LoRA, 150 steps), saves it and draws it in the snow.\n"
+    "train_subject": "Teaches the model a subject from 4 photos (LoRA, 300 steps), saves it and draws it in the snow.\n"
                      "For Infinity-2B: load it and your photos (Load Image + Batch); steps, learning rate, resolution: auto.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
                                   "\nFor Infinity-2B: load it and a subject trained on it; switch 8 (of its 13 scales).",

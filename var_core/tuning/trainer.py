@@ -170,7 +170,7 @@ class TrainConfig:
 
 def model_defaults(model) -> dict:
     """The TrainConfig settings that suit ``model`` where the user gives none: for a model made at the embedded toy
-    model's resolution, the toy's own (128², ten times Infinity's learning rates, 150 steps: embedded.TUNING);
+    model's resolution, the toy's own (128², ten times Infinity's learning rates, 300 steps: embedded.TUNING);
     for Infinity, TrainConfig's (ARBooth's 500 steps, at 512²)."""
     from ..embedded import TUNING
     if model.native_preset() == TUNING["pn"]:
