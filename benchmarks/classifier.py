@@ -2,7 +2,7 @@
 pictures, and the same pictures after the bundle's BitVAE encoded and decoded them (what a perfect transformer behind
 this tokenizer would draw), against plain references? And how does that depend on metrics.SHAPE_WEIGHT?
 
-    python benchmarks/classifier.py                  # the embedded bundle's tokenizer, 3 x 560 pictures (~5 min)
+    python benchmarks/classifier.py                  # the embedded bundle's tokenizer, 3 x 560 pictures (~4 min)
     python benchmarks/classifier.py --per-cell 1 --weights 0.7
 
 Picture sets (single objects, every class x every one of the 14 backgrounds x --per-cell): "selection" (seed 1) and
@@ -27,12 +27,21 @@ from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 SETS = (("selection", 1, "train"), ("validation", 2, "train"), ("held-out", 3, "all"))
 
 
-def read(images, pictures) -> tuple[float, float]:
-    """(class rate, member rate) of the classifier on the images, whose truth is the pictures' meta."""
+def describe(images) -> list:
+    """(background, glyph descriptor or None) of each image: what the classifier reads, whatever its weights."""
+    out = []
+    for image in images:
+        background = world.detect_background(image)
+        out.append((background, metrics.describe_object(image, background)))
+    return out
+
+
+def read(described, pictures) -> tuple[float, float]:
+    """(class rate, member rate) of the classifier (at the current SHAPE_WEIGHT) on described images, whose truth is
+    the pictures' meta."""
     classes = members = 0
-    for image, p in zip(images, pictures):
-        truth = p.meta["objects"][0]
-        nearest = metrics.nearest_member(image)
+    for (background, d), p in zip(described, pictures):
+        nearest, truth = metrics.nearest_to(d, background), p.meta["objects"][0]
         classes += nearest is not None and nearest.cls == truth["class"]
         members += nearest is not None and nearest.name == truth["member"]
     return classes / len(pictures), members / len(pictures)
@@ -53,7 +62,8 @@ def main(argv=None):
         pictures = metrics.clean_pictures(backgrounds=world.BACKGROUNDS, per_cell=args.per_cell, seed=seed,
                                           split=split)
         with torch.no_grad():
-            sets.append((name, pictures, [p.image for p in pictures], roundtrip([p.image for p in pictures])))
+            decoded = roundtrip([p.image for p in pictures])
+        sets.append((name, pictures, describe([p.image for p in pictures]), describe(decoded)))
     print(f"{len(sets[0][1])} pictures per set; bundle {args.bundle}; metrics.SHAPE_WEIGHT = {metrics.SHAPE_WEIGHT}")
     print("| shape weight | " + " | ".join(f"{n}: class, clean | {n}: class, round trip" for n, _, _, _ in sets)
           + " | held-out: member, round trip |")
@@ -61,7 +71,7 @@ def main(argv=None):
     default = metrics.SHAPE_WEIGHT
     try:
         for w in map(float, args.weights.split(",")):
-            metrics.SHAPE_WEIGHT = w  # References.similarities reads it at call time
+            metrics.SHAPE_WEIGHT = w  # References.similarities reads it at call time; descriptors do not
             cells, member = [], 0.0
             for _, pictures, clean, decoded in sets:
                 class_rt, member = read(decoded, pictures)  # member: kept from the last set, the held-out one

@@ -197,7 +197,11 @@ def nearest_member(image: Image.Image, background: str | None = None,
     """The member whose reference the picture's object is most similar to (None: no object found); ``roundtrip``:
     among tokenizer-matched references."""
     background = background or world.detect_background(image)
-    d = describe_object(image, background)
+    return nearest_to(describe_object(image, background), background, roundtrip)
+
+
+def nearest_to(d: GlyphDescriptor | None, background: str, roundtrip: Roundtrip | None = None) -> world.Member | None:
+    """nearest_member for an object already described on ``background`` (None: no object)."""
     if d is None:
         return None
     refs = references(background, roundtrip)
