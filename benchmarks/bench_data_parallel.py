@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tests.builders import make_random_models, subject_pictures  # noqa: E402
 from var_core import load_text_encoder, load_transformer, load_vae  # noqa: E402
-from var_core.transformer import Infinity, InfinityConfig  # noqa: E402
+from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
 from var_core.tuning import SubjectDelta, SubjectTrainer, TrainConfig, distributed, prepare_images  # noqa: E402
 
 

@@ -23,11 +23,11 @@ from benchmarks.common import sync  # noqa: E402
 from var_core.checkpoint import DTYPES  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
-from var_core.training import bitwise_cross_entropy  # noqa: E402
-from var_core.transformer import BlockPatch, InfinityConfig  # noqa: E402
+from var_core.infinity.loss import bitwise_cross_entropy  # noqa: E402
+from var_core.infinity.model import BlockPatch, InfinityConfig  # noqa: E402
 from var_core.tuning import SubjectDelta, apply_subjects  # noqa: E402
 from var_core.tuning.delta import SubjectPatch  # noqa: E402
-from var_core import quantizer  # noqa: E402
+from var_core.infinity import quantizer  # noqa: E402
 from benchmarks import bench_sample  # noqa: E402
 
 bench_sample.SIZES["mid"] = (InfinityConfig(depth=8, embed_dim=512, num_heads=8, block_chunks=2, ffn_hidden=2048,

@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
 from var_core.checkpoint import DTYPES  # noqa: E402
-from var_core.bitvae import BitVAE, BitVAEConfig  # noqa: E402
+from var_core.infinity.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import num_tokens, scale_schedule  # noqa: E402
-from var_core.transformer import Infinity, InfinityConfig  # noqa: E402
+from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
 
 SIZES = {
     "tiny": (InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from var_core.bitvae import BitVAE, BitVAEConfig  # noqa: E402
+from var_core.infinity.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
-from var_core.transformer import Infinity, InfinityConfig  # noqa: E402
+from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
 from var_core.tuning.memory import F32, dtype_size, tokens, training_activation_bytes  # noqa: E402
 
 GIB = 2 ** 30
@@ -332,7 +332,7 @@ def check_tuning(model, vae) -> None:
     from tests.builders import subject_pictures
     from toyworld.t5 import make_t5
     from var_core.schedules import pixel_size
-    from var_core.text import load_text_encoder
+    from var_core.infinity.t5 import load_text_encoder
     from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
     cfg, vcfg = SMALL_8B, SMALL_8B_VAE
     shape = f"d{cfg.depth} C{cfg.embed_dim} H{cfg.num_heads} F{cfg.ffn_hidden}"

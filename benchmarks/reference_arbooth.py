@@ -131,7 +131,7 @@ def import_reference(checkout: str):
 
 class ReferenceIteration:
     """The reference's training, set up on ``model`` / ``vae`` (var_core's, in the released layout) and ``encoder``
-    (var_core.text's T5): call ``step()`` for one iteration.
+    (var_core.infinity.t5's T5): call ``step()`` for one iteration.
 
     images: (B, 3, H, W) in [-1, 1]; pn: the resolution preset; lr: the optimizer's learning rate.
     """
@@ -238,7 +238,7 @@ class ReferenceIteration:
         photos, in eval mode without text dropout, with the level embeddings zeroed in copies of both (the reference
         adds them before every chunk, Infinity before the first block only: ARBooth's bug) — what is left is the
         reference's bf16 cross-attention."""
-        from var_core import quantizer
+        from var_core.infinity import quantizer
         from var_core.schedules import scale_schedule
         schedule = scale_schedule(1.0, self.args.pn)
         inputs, _ = quantizer.teacher_forcing(vae.encode_latent(self.images), schedule)

@@ -19,11 +19,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from toyworld import world  # noqa: E402
 from toyworld.following import prompt  # noqa: E402
-from var_core import quantizer  # noqa: E402
+from var_core.infinity import quantizer  # noqa: E402
 from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 from var_core.images import from_pil  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
-from var_core.training import bitwise_token_loss  # noqa: E402
+from var_core.infinity.loss import bitwise_token_loss  # noqa: E402
 
 
 def per_scale_loss(model, texts, inputs, labels, schedule) -> list[float]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from toyworld.t5 import make_t5
-from var_core.bitvae import BitVAE, BitVAEConfig
+from var_core.infinity.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
-from var_core.transformer import PATCHIFIED_VAE_BITS, Infinity, InfinityConfig
+from var_core.infinity.model import PATCHIFIED_VAE_BITS, Infinity, InfinityConfig
 
 TOY_TEXT_WIDTH = 32
 TOY_TRANSFORMER = InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,

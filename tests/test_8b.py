@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from fixture_paths import TINY, TINY_8B
-from var_core import CheckpointError, check_compatible, load_transformer, load_vae, quantizer, sample
+from var_core import CheckpointError, check_compatible, load_transformer, load_vae, sample
+from var_core.infinity import quantizer
 from var_core.sampling import variation_bits
 from var_core.schedules import pixel_size, scale_schedule
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from var_core import quantizer
-from var_core.bitvae import BitVAE, BitVAEConfig, load_vae
+from var_core.infinity import quantizer
+from var_core.infinity.bitvae import BitVAE, BitVAEConfig, load_vae
 from var_core.checkpoint import CheckpointError
 from var_core.schedules import scale_schedule
 

@@ -6,7 +6,7 @@ from var_core import sample
 from var_core.sampling import sample_bits
 from var_core.schedules import scale_schedule
 from builders import random_transformer
-from var_core.transformer import InfinityConfig
+from var_core.infinity.model import InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
 

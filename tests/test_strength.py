@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from var_core import sample, scale_schedule
-from var_core.transformer import TextMix
+from var_core.infinity.model import TextMix
 from var_core.tuning import SubjectDelta, apply_subjects, encode_prompts
 from var_core.tuning.placeholder import class_reading
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from toyworld.t5 import make_t5, make_tokenizer, t5_config
 from var_core.checkpoint import CheckpointError
-from var_core.text import TextEncoder, load_text_encoder
+from var_core.infinity.t5 import TextEncoder, load_text_encoder
 
 PROMPTS = ["a photo of a dog", "", "a cute red cat sitting on the beach at night", "Zebra!", "dog dog"]
 TOL = 1e-5
@@ -264,7 +264,7 @@ def test_single_file_without_tokenizer(folder, tmp_path):
 
 
 def test_spiece_model_without_sentencepiece_says_what_to_do(folder, tmp_path):
-    from var_core.text import _has_module
+    from var_core.infinity.t5 import _has_module
 
     if _has_module("sentencepiece") and _has_module("google.protobuf"):
         pytest.skip("sentencepiece and protobuf are installed: the conversion would run")

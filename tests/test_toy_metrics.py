@@ -90,7 +90,7 @@ def test_tokenizer_matched_references():
 def test_tokenizer_roundtrip_keeps_pictures_and_order():
     import torch
     import var_core as vc
-    from var_core.bitvae import BitVAE, BitVAEConfig
+    from var_core.infinity.bitvae import BitVAE, BitVAEConfig
 
     torch.manual_seed(0)
     vae = BitVAE(BitVAEConfig(d=8, base_ch=24, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)).eval()
@@ -107,7 +107,7 @@ def test_matched_references_free_the_tokenizer():
     import weakref
 
     import torch
-    from var_core.bitvae import BitVAE, BitVAEConfig
+    from var_core.infinity.bitvae import BitVAE, BitVAEConfig
 
     vae = BitVAE(BitVAEConfig(d=8, base_ch=24, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)).eval()
     gone = weakref.ref(vae)

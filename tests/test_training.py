@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from var_core import bit_accuracy, bitwise_cross_entropy, teacher_forcing_batch
 from var_core.schedules import scale_schedule
-from var_core.training import bitwise_token_loss
+from var_core.infinity.loss import bitwise_token_loss
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
 

@@ -9,7 +9,7 @@ from PIL import Image
 from var_core import sample, scale_schedule
 from var_core.checkpoint import CheckpointError
 from builders import random_transformer
-from var_core.transformer import Infinity, InfinityConfig
+from var_core.infinity.model import Infinity, InfinityConfig
 from var_core.tuning import (GROUPS, ScaleWeights, SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects,
                              distillation_loss, encode_prompts, load_subject, prepare_images, save_subject,
                              select_targets)

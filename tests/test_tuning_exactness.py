@@ -102,7 +102,7 @@ def test_a_small_lora_survives_bf16_weights_and_strength_scales_it():
     for strength in (1.0, 0.5):
         patch = SubjectPatch(bf16, [(delta, strength)])(1, 0)
         assert not patch.weights and patch.updates["ffn"]["fc2"]  # unmerged: the bf16 weight is not rebuilt
-        from var_core.transformer import linear
+        from var_core.infinity.model import linear
         with torch.autocast("cpu", dtype=torch.bfloat16):
             base = linear(x, fc2.weight, fc2.bias)
             patched = linear(x, fc2.weight, fc2.bias, patch.updates["ffn"]["fc2"])
@@ -380,7 +380,7 @@ def test_placeholder_vectors_only_train_with_distillation_switched_on(toy):
 def test_the_teachers_targets_are_the_samplers_own_logits_equal_to_a_teacher_forced_forward(toy):
     """Unguided (prior_cfg 1), the class samples' targets come from the sampler's logits, with no second forward;
     they are the teacher-forced forward's up to float rounding (seen: 1.7e-6 on logits up to 3.4), at any tau."""
-    from var_core import quantizer
+    from var_core.infinity import quantizer
     model = toy[0]
     for tau in (0.5, 0.7):
         tr = make_trainer(toy, prior_tau=tau)
@@ -409,7 +409,7 @@ def test_prior_distillations_class_prompt_is_arbooths_or_ones_own_with_its_artic
 def test_guided_prior_distillation_matches_the_guided_predictions(toy):
     """prior_cfg g > 1: the teacher's class samples are drawn with guidance, its targets are the base's guided logits
     g·cond + (1 − g)·uncond on them, and the student's guided logits are matched to them."""
-    from var_core import quantizer
+    from var_core.infinity import quantizer
     from var_core.tuning.losses import distillation_loss
     model, g = toy[0], 3.0
     tr = make_trainer(toy, prior_cfg=g, prior_samples=2, lr=1e-2)

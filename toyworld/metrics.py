@@ -172,7 +172,7 @@ def tokenizer_roundtrip(vae, schedule, batch: int = 32) -> Roundtrip:
     quantises on for the transformer ``schedule`` (twice as fine for a patchified, f8 VAE)."""
     import torch
     from var_core.images import from_pil, to_pil
-    from var_core.quantizer import vae_schedule
+    from var_core.infinity.quantizer import vae_schedule
     grids = vae_schedule(schedule, vae.token_patch)
 
     def roundtrip(pictures: list[Image.Image]) -> list[Image.Image]:

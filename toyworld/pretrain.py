@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from var_core import quantizer
-from var_core.bitvae import BitVAE, BitVAEConfig
+from var_core.infinity import quantizer
+from var_core.infinity.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic, write_atomic
 from var_core.embedded import PN, TUNING
 from var_core.images import loss_curve, save_png
 from var_core.schedules import VAE_STRIDE, scale_schedule
-from var_core.training import bitwise_token_loss
-from var_core.transformer import Infinity, InfinityConfig
+from var_core.infinity.loss import bitwise_token_loss
+from var_core.infinity.model import Infinity, InfinityConfig
 
 
 @dataclass
@@ -434,7 +434,7 @@ def _subject_current(path, model, config, load_subject) -> bool:
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> Path:
     from .world import OPENMOJI_VERSION, WORLD_VERSION, vocabulary
     from .t5 import make_t5
-    from var_core.text import load_text_encoder
+    from var_core.infinity.t5 import load_text_encoder
 
     out = Path(out)
     work = out / "work"
@@ -447,7 +447,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     vae = train_vae(cfg, work, bundle_stage(out, "bitvae", vae_made_from(cfg), vae_made_from))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in vae.state_dict().items()},
                             out / "bitvae.safetensors", overwrite=True)
-    from var_core.bitvae import load_vae
+    from var_core.infinity.bitvae import load_vae
     vae = load_vae(out / "bitvae.safetensors", device=_device(cfg))  # what users get: the bf16-stored weights
     key = dataset_key(cfg, out / "bitvae.safetensors")
     latents, text, _ = encode_dataset(cfg, vae, text_encoder, work, key)

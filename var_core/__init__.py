@@ -7,12 +7,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .bitvae import BitVAE, load_vae
+from .infinity.bitvae import BitVAE, load_vae
 from .checkpoint import CheckpointError, check_compatible
 from .sampling import sample
 from .schedules import PRESETS, TEMPLATE_KEYS, nearest_template, pixel_size, scale_schedule
-from .training import bit_accuracy, bitwise_cross_entropy, teacher_forcing_batch
-from .transformer import Infinity, InfinityConfig, load_transformer
+from .infinity.loss import bit_accuracy, bitwise_cross_entropy, teacher_forcing_batch
+from .infinity.model import Infinity, InfinityConfig, load_transformer
 
 
 def load_text_encoder(path, device=None, dtype=None, **kwargs):
@@ -20,7 +20,7 @@ def load_text_encoder(path, device=None, dtype=None, **kwargs):
 
     Imported lazily: transformers is heavy and only this function needs it.
     """
-    from .text import load_text_encoder as load
+    from .infinity.t5 import load_text_encoder as load
     return load(path, device=device, dtype=dtype, **kwargs)
 
 

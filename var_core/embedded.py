@@ -37,9 +37,9 @@ def bundle_paths(folder=BUNDLE) -> dict[str, Path]:
 
 def load_models(folder=BUNDLE, device=None):
     """(transformer, BitVAE, text encoder) of the bundle, each by its ordinary loader."""
-    from .bitvae import load_vae
-    from .text import load_text_encoder
-    from .transformer import load_transformer
+    from .infinity.bitvae import load_vae
+    from .infinity.t5 import load_text_encoder
+    from .infinity.model import load_transformer
 
     paths = bundle_paths(folder)
     return (load_transformer(paths["transformer"], device), load_vae(paths["vae"], device),

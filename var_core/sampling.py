@@ -10,10 +10,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import quantizer
+from .infinity import quantizer
 from .checkpoint import check_compatible
 from .schedules import per_scale
-from .transformer import Infinity, KVCache, TextMix, scale_levels
+from .infinity.model import Infinity, KVCache, TextMix, scale_levels
 
 
 def variation_bits(vae, image: torch.Tensor, schedule, keep_scales: int, batch: int) -> list[torch.Tensor] | None:

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..schedules import per_scale
-from ..transformer import BlockPatch, Infinity, LowRank
+from ..infinity.model import BlockPatch, Infinity, LowRank
 from .selection import block_tensor, parse_blocks, parse_groups, select_targets
 
 MODES = ("lora", "full", "none")

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from ..schedules import per_scale
-from ..training import bitwise_cross_entropy
+from ..infinity.loss import bitwise_cross_entropy
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..transformer import TextMix
+from ..infinity.model import TextMix
 from .delta import SubjectPatch
 
 DEFAULT_TOKEN = "<placeholder>"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..transformer import Infinity
+from ..infinity.model import Infinity
 
 # Tensor names inside one block, per group (the released checkpoint's names, under block_chunks.{c}.module.{j}.).
 GROUPS = {

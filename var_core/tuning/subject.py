@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open
 
 from ..checkpoint import CheckpointError, save_safetensors_atomic
-from ..transformer import Infinity
+from ..infinity.model import Infinity
 from .delta import SubjectDelta, check_fits, fingerprint
 
 FORMAT, FORMAT_VERSION = "varbooth-subject", "1"

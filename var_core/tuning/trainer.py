@@ -27,13 +27,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import quantizer
+from ..infinity import quantizer
 from ..checkpoint import (CheckpointError, check_compatible, load_optimizer_tensors, optimizer_tensors,
                           save_safetensors_atomic)
 from ..sampling import sample
 from ..schedules import scale_schedule
-from ..training import bit_accuracy
-from ..transformer import Infinity
+from ..infinity.loss import bit_accuracy
+from ..infinity.model import Infinity
 from .data import SubjectImages
 from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
 from .distributed import Ranks

@@ -7,7 +7,7 @@ Shapes, stated once:
   bits    : one (B, h_k, w_k, d) uint8 tensor per scale of the schedule (see quantizer.py)
 
 Only the convolutional encoder and decoder live here. The quantizer has no weights: bits and code sums are computed
-by var_core.quantizer, so the checkpoint's int64 `quantizer.lfq.mask` buffers are read and dropped.
+by var_core.infinity.quantizer, so the checkpoint's int64 `quantizer.lfq.mask` buffers are read and dropped.
 
 The reference wraps every conv in a `Conv` module and every GroupNorm in a `Normalize` module (for its 3-D variant),
 hence key names like `encoder.conv_in.conv.weight`; the small `_Conv` / `_Norm` wrappers below reproduce them.
@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import quantizer
-from .checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
-from .schedules import VAE_STRIDE
+from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from ..schedules import VAE_STRIDE
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
-from .checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
-from .schedules import rope_grid
+from ..checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
+from ..schedules import rope_grid
 
 LN_EPS = 1e-6
 # Bits per latent pixel of Infinity's patchified VAEs (infinity_vae_d56_f8_14_patchify.pth, Infinity-8B's): a model
@@ -648,7 +648,7 @@ def _native_settings(source) -> tuple[str | None, dict[str, float]]:
     if not isinstance(source, (str, os.PathLike)) or not str(source).endswith(".safetensors"):
         return None, {}
     from safetensors import safe_open
-    from .schedules import resolve_preset
+    from ..schedules import resolve_preset
     with safe_open(str(source), framework="pt") as f:
         meta = f.metadata() or {}
     pn, sampling = meta.get("native_pn"), {}

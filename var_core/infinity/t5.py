@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, dtype_named, read_file
+from ..checkpoint import CheckpointError, dtype_named, read_file
 
 MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 32
