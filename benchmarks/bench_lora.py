@@ -24,7 +24,8 @@ from var_core.checkpoint import DTYPES  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
 from var_core.infinity.loss import bitwise_cross_entropy  # noqa: E402
-from var_core.infinity.model import BlockPatch, InfinityConfig  # noqa: E402
+from var_core.infinity.layers import BlockPatch  # noqa: E402
+from var_core.infinity.model import InfinityConfig  # noqa: E402
 from var_core.tuning import SubjectDelta, apply_subjects  # noqa: E402
 from var_core.tuning.delta import SubjectPatch  # noqa: E402
 from var_core.infinity import quantizer  # noqa: E402

@@ -264,7 +264,7 @@ def test_single_file_without_tokenizer(folder, tmp_path):
 
 
 def test_spiece_model_without_sentencepiece_says_what_to_do(folder, tmp_path):
-    from var_core.infinity.t5 import _has_module
+    from var_core.infinity.t5_files import _has_module
 
     if _has_module("sentencepiece") and _has_module("google.protobuf"):
         pytest.skip("sentencepiece and protobuf are installed: the conversion would run")

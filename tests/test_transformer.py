@@ -159,8 +159,8 @@ def test_bf16_blocks_keep_text_path_and_head_in_fp32(case, case_text):
 
 @pytest.mark.parametrize("per_scale", [True, False])
 def test_block_causal_attention_equals_the_masked_attention(per_scale, monkeypatch):
-    from var_core.infinity import model as transformer
-    from var_core.infinity.model import block_causal_attention, scale_levels
+    from var_core.infinity import layers as transformer
+    from var_core.infinity.layers import block_causal_attention, scale_levels
     monkeypatch.setattr(transformer, "PER_SCALE_MIN_TOKENS", 0 if per_scale else 10**9)
     schedule = [(1, 1), (2, 2), (3, 4), (5, 5)]
     g = torch.Generator().manual_seed(0)

@@ -102,7 +102,7 @@ def test_a_small_lora_survives_bf16_weights_and_strength_scales_it():
     for strength in (1.0, 0.5):
         patch = SubjectPatch(bf16, [(delta, strength)])(1, 0)
         assert not patch.weights and patch.updates["ffn"]["fc2"]  # unmerged: the bf16 weight is not rebuilt
-        from var_core.infinity.model import linear
+        from var_core.infinity.layers import linear
         with torch.autocast("cpu", dtype=torch.bfloat16):
             base = linear(x, fc2.weight, fc2.bias)
             patched = linear(x, fc2.weight, fc2.bias, patch.updates["ffn"]["fc2"])

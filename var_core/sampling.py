@@ -13,7 +13,8 @@ import torch
 from .infinity import quantizer
 from .checkpoint import check_compatible
 from .schedules import per_scale
-from .infinity.model import Infinity, KVCache, TextMix, scale_levels
+from .infinity.layers import KVCache, scale_levels
+from .infinity.model import Infinity, TextMix
 
 
 def variation_bits(vae, image: torch.Tensor, schedule, keep_scales: int, batch: int) -> list[torch.Tensor] | None:

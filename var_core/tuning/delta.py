@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 import torch
 
 from ..schedules import per_scale
-from ..infinity.model import BlockPatch, Infinity, LowRank
+from ..infinity.layers import BlockPatch, LowRank
+from ..infinity.model import Infinity
 from .selection import block_tensor, parse_blocks, parse_groups, select_targets
 
 MODES = ("lora", "full", "none")

@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from ..infinity.model import PER_SCALE_MIN_TOKENS, InfinityConfig
+from ..infinity.layers import PER_SCALE_MIN_TOKENS
+from ..infinity.model import InfinityConfig
 
 F32 = 4
 # Per-token bytes of autograd's saved tensors in one block, read off transformer.Block (s: compute dtype size, f: fp32)
