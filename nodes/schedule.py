@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from var_core.sampling import step_schedule
+from var_core import defaults
 from var_core.schedules import RESOLUTION_LABELS, per_scale, scale_schedule
 from var_core.tuning import ScaleWeights
 
@@ -14,8 +14,13 @@ ALL_PRESETS = list(RESOLUTION_LABELS.values())
 # the same ranges as the scalar widgets
 RANGES = {"cfg": (0.0, 30.0), "tau": (0.0, 5.0), "strength": (0.0, 2.0)}
 # 0 on a cfg or tau widget or in a list: the loaded model's own value (Infinity.sampling_defaults), set by the sampler
-OWN = "0 = the model's own (4 for Infinity-2B and the embedded model, 3 for Infinity-8B)"
-OWN_TAU = "0 = the model's own (0.5 for Infinity-2B and the embedded model, 1.0 for Infinity-8B)"
+OWN = f"0 = the model's own ({defaults.describe('sampling', 'cfg')})"
+OWN_TAU = f"0 = the model's own ({defaults.describe('sampling', 'tau')})"
+
+
+def coarse_fine(coarse: float, fine: float, switch: int, num_scales: int) -> list[float]:
+    """``coarse`` on scales 0..switch-1, ``fine`` from scale ``switch`` on."""
+    return [float(coarse) if k < switch else float(fine) for k in range(num_scales)]
 
 
 def parse_list(text: str, name: str, key: str | None = None) -> list[float] | None:
@@ -45,7 +50,7 @@ def resolve(schedule: dict | None, key: str, default, num_scales: int):
         return default
     value = schedule[key]
     if isinstance(value, tuple):
-        return step_schedule(*value, schedule["switch"], num_scales)
+        return coarse_fine(*value, schedule["switch"], num_scales)
     return per_scale(value, num_scales, f"The {key} list")
 
 

@@ -1,18 +1,21 @@
-"""Text encoding: prompts -> the pack's conditioning (raw T5 features; placeholders are resolved at sampling)."""
+"""Text encoding: prompts -> the pack's conditioning, read for the subjects applied to the model given (their
+strengths are blended in at sampling, so a per-scale schedule needs no second encoding)."""
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from . import comfy_env
-from .types import CATEGORY, Conditioning, Prompts, TextEncoder
+from var_core.tuning.apply import read_prompts, subjects_of
+
+from .types import CATEGORY, Conditioning, Model, Prompts, TextEncoder
 
 
-def encode(text_encoder, prompts: list[str], subjects=()) -> list:
-    """T5 features on the compute device; T5 visits the GPU only for this call."""
-    from var_core.tuning import encode_prompts
+def encode(text_encoder, prompts: list[str], model=None):
+    """Every reading of the prompts the applied subjects of ``model`` can need (tuning.apply.read_prompts), on the
+    compute device; the text encoder visits the GPU only for this call."""
     text_encoder.to(comfy_env.device())
     try:
-        return encode_prompts(text_encoder, prompts, subjects)
+        return read_prompts(text_encoder, prompts, subjects_of(model) if model is not None else ())
     finally:
         text_encoder.to(comfy_env.offload_device())
         comfy_env.free_memory()
@@ -30,15 +33,18 @@ class TextEncode(io.ComfyNode):
                                     tooltip="The prompt; one prompt per line gives a batch of prompts."),
                     Prompts.Input("prompt_list", optional=True,
                                   tooltip="Optional: a list of prompts (e.g. Proxy-Tuning Prompts) used instead "
-                                          "of the text.")],
+                                          "of the text."),
+                    Model.Input("model", optional=True,
+                                tooltip="The model with subjects applied (Apply Subject): their placeholder tokens "
+                                        "in the prompt are read as the subjects. Needed when a prompt names one.")],
             outputs=[Conditioning.Output(display_name="conditioning",
                                          tooltip="Encoded prompts for the Infinity sampler.")])
 
     @classmethod
-    def execute(cls, text_encoder, text, prompt_list=None):
+    def execute(cls, text_encoder, text, prompt_list=None, model=None):
         prompts = list(prompt_list) if prompt_list else \
             [line.strip() for line in text.splitlines() if line.strip()] or [""]
-        return io.NodeOutput({"prompts": prompts, "text": encode(text_encoder, prompts), "encoder": text_encoder})
+        return io.NodeOutput({"prompts": prompts, "text": encode(text_encoder, prompts, model)})
 
 
 NODES = [TextEncode]

@@ -10,7 +10,8 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core.images import from_pil, loss_curve, to_pil
-from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, model_defaults, prepare_images
+from var_core import defaults
+from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
 
 from . import comfy_env
 from .types import AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image
@@ -46,12 +47,11 @@ class TrainSubject(io.ComfyNode):
                 io.String.Input("token", default="<placeholder>",
                                 tooltip="Placeholder token to write in prompts; give each subject its own."),
                 io.Int.Input("steps", default=0, min=0, max=100000,
-                             tooltip="Optimizer steps; 0 = auto, the model's own: 150 on the embedded toy model, "
-                                     "500 (ARBooth's) on Infinity. The node's text shows the value used."),
+                             tooltip=f"Optimizer steps; 0 = auto, the model's own "
+                                     f"({defaults.describe('tuning', 'steps')}). The node's text shows the value used."),
                 io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
-                               tooltip="0 = auto, the model's own: 1e-3 on the embedded toy model; on Infinity the "
-                                       "method's (LoRA 1e-4, full deltas 2.34e-5). The node's text shows the value "
-                                       "used."),
+                               tooltip=f"0 = auto, the model's own ({defaults.describe('tuning', 'lr')}). The "
+                                       f"node's text shows the value used."),
                 io.Combo.Input("method", options=list(METHODS), default="LoRA",
                                tooltip="LoRA (small files, works on the fused projections) or ARBooth's full deltas."),
                 io.Combo.Input("layers", options=list(LAYERS), default="ca+ffn (ARBooth)",
@@ -66,8 +66,8 @@ class TrainSubject(io.ComfyNode):
                 io.Float.Input("prior_weight", default=0.5, min=0.0, max=10.0, step=0.05,
                                tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
                 io.Combo.Input("resolution", options=RESOLUTIONS, default=AUTO,
-                               tooltip="Training resolution; auto = the model's own choice: 128² for the embedded toy "
-                                       "model, 512² (0.25M, several times faster than 1M) for Infinity."),
+                               tooltip=f"Training resolution; auto = the model's own "
+                                       f"({defaults.describe('tuning', 'pn')})."),
                 # not named "seed": the frontend gives every "seed" a randomize-after-generate control, and a new
                 # random seed on every Run would retrain the subject each time
                 io.Int.Input("training_seed", default=0, min=0, max=2**31 - 1,
@@ -104,14 +104,12 @@ class TrainSubject(io.ComfyNode):
             config = TrainConfig.resumed(load_subject(resume).metadata.get("training", {}), steps or None,
                                          gradient_checkpointing=checkpointing)
         else:
-            auto = model_defaults(model)  # 0 and "auto": what suits the model wired in
             config = TrainConfig(class_word=class_word.strip(), token=token.strip(), mode=METHODS[method],
                                  groups=LAYERS[layers], rank=rank, placeholder_vectors=placeholder_vectors,
-                                 steps=steps or auto["steps"], lr=learning_rate or auto.get("lr"),
-                                 embedding_lr=auto.get("embedding_lr"), scale_weights=WEIGHTING[scale_weighting],
-                                 prior_weight=prior_weight, seed=training_seed,
-                                 pn=auto["pn"] if resolution == AUTO else preset(resolution),
-                                 gradient_checkpointing=checkpointing)
+                                 steps=steps or None, lr=learning_rate or None,  # 0 and "auto": the model's own
+                                 scale_weights=WEIGHTING[scale_weighting], prior_weight=prior_weight,
+                                 seed=training_seed, pn=None if resolution == AUTO else preset(resolution),
+                                 gradient_checkpointing=checkpointing).for_model(model)
         size = var_core.pixel_size(var_core.scale_schedule(config.aspect, config.pn))
         with torch.inference_mode(False):
             data = prepare_images(list(from_image(images)), size, config.token, config.class_word, lines,
@@ -158,7 +156,7 @@ def training_summary(trainer, history: dict[str, list[float]], seconds: float, p
     losses = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
     c = trainer.config
     lines = [f"{trainer.step_count}/{c.steps} steps in {seconds:.1f} s ({losses or 'no new steps'})",
-             f"at {c.pn}, learning rate {c.resolved_lr():g}, placeholder {c.resolved_embedding_lr():g}",
+             f"at {c.pn}, learning rate {c.lr:g}, placeholder {c.embedding_lr:g}",
              trainer.checkpointing,
              f"checkpoint: {path}",
              f"use it: Apply Subject, then write '{c.token} {c.class_word}' in a prompt"]

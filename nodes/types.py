@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from var_core import defaults
 from var_core.schedules import ASPECT_LABELS, RESOLUTION_LABELS, resolve_preset, template_key
 
 Model = io.Custom("VAR_MODEL")  # var_core Infinity (or a view of it with subjects applied)
 Vae = io.Custom("VAR_VAE")  # var_core BitVAE
 TextEncoder = io.Custom("VAR_TEXT_ENCODER")  # var_core TextEncoder (T5)
-Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": [(len_i, C) tensors]}
+Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": tuning.apply.PromptReadings}
 Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta
 Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Proxy-Tuning)
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
@@ -26,7 +27,7 @@ DEFAULT_ASPECT = ASPECTS[0]
 def preset(label: str, model=None) -> str | None:
     """'1M (1024²)' -> '1M'; "auto" -> ``model``'s native preset (None without a model); anything else is refused."""
     if label == AUTO:
-        return model.native_preset() if model is not None else None
+        return defaults.sampling(model)["pn"] if model is not None else None
     return resolve_preset(label)
 
 

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from fixture_paths import TINY, TINY_8B
 from var_core import CheckpointError, check_compatible, load_transformer, load_vae, sample
+from var_core.family import Family
 from var_core.infinity import quantizer
-from var_core.sampling import variation_bits
+from var_core.sampling import variation_codes
 from var_core.schedules import pixel_size, scale_schedule
 
 META = json.loads((TINY_8B / "meta.json").read_text())
@@ -110,7 +111,7 @@ def test_mismatched_pairs_are_refused_naming_both_files(model, vae, tiny_model, 
 
 
 def test_convert_handles_the_shard_folder(tmp_path, model):
-    from var_core.__main__ import main
+    from var_core.cli import main
     out = tmp_path / "8b.safetensors"
     assert main(["convert", str(WEIGHTS), str(out)]) == 0
     again = load_transformer(out)
@@ -129,7 +130,7 @@ def test_vae_encode_in_its_own_layout_and_patchify_match_reference(model, vae, c
         assert torch.equal(vae_bits[k], case[f"vae_bits_s{k}"]), k
         assert torch.equal(quantizer.patchify(vae_bits[k], p), bits[k]), k
         assert torch.equal(quantizer.unpatchify(bits[k], p), case[f"vae_bits_s{k}"]), k
-    assert torch.equal(quantizer.flatten_bits(bits), case["gt_bits"])
+    assert torch.equal(Family.flatten_codes(bits), case["gt_bits"])
 
 
 def test_summed_codes_teacher_forcing_and_decode_match_reference(model, vae, case, bits):
@@ -141,7 +142,7 @@ def test_summed_codes_teacher_forcing_and_decode_match_reference(model, vae, cas
     inputs = torch.cat(quantizer.inputs_from_bits(bits, SCHEDULE, p), dim=1)
     assert (inputs - case["x_wo_prefix"]).abs().max() <= 1e-6
     forced, labels = quantizer.teacher_forcing(case["vae_latent"], SCHEDULE, patch=p)
-    assert torch.equal(quantizer.flatten_bits(labels), case["gt_bits"])
+    assert torch.equal(Family.flatten_codes(labels), case["gt_bits"])
     assert (torch.cat(forced, 1) - case["x_wo_prefix"]).abs().max() <= 1e-6
     assert (vae.decode_latent(case["vae_summed_codes"]) - case["vae_decoded"]).abs().max() <= 2e-4
     assert (vae.decode_bits(vae_bits, vae_grid(model)) - case["vae_decoded"]).abs().max() <= 2e-4
@@ -159,21 +160,21 @@ def test_teacher_forced_logits_match_reference(model, case, text, bits):
 
 def test_kv_cached_cfg_sampler_matches_reference(model, vae, case, text, bits):
     got_bits, logits = sample(model, None, text, SCHEDULE, cfg=3.0, tau=0.5, top_k=900, top_p=0.97,
-                              forced_bits=bits, return_logits=True)
+                              forced_codes=bits, return_logits=True)
     for k in range(K):
         assert (logits[k] - case[f"ar_logits_s{k}"]).abs().max() <= 5e-4, k
         assert torch.equal(got_bits[k], bits[k]), k
-    _, plain = sample(model, None, text, SCHEDULE, cfg=1.0, tau=1.0, forced_bits=bits, return_logits=True)
+    _, plain = sample(model, None, text, SCHEDULE, cfg=1.0, tau=1.0, forced_codes=bits, return_logits=True)
     for k in range(K):
         assert (plain[k] - case[f"ar_plain_logits_s{k}"]).abs().max() <= 1e-4, k
-    images = sample(model, vae, text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=bits)
+    images = sample(model, vae, text, SCHEDULE, cfg=3.0, tau=0.5, forced_codes=bits)
     assert (images - case["ar_image"]).abs().max() <= 2e-4
     as_uint8 = ((images + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).flip(-1)  # the reference's BGR
     assert (as_uint8.int() - case["ar_image_uint8_bgr"].int()).abs().max() <= 1
 
 
 def test_variation_bits_are_the_patchified_encoding(model, vae, case, bits):
-    forced = variation_bits(vae, case["images"][:1], SCHEDULE, 3, batch=2)
+    forced = variation_codes(vae, case["images"][:1], SCHEDULE, 3, batch=2)
     assert len(forced) == 3
     for k, f in enumerate(forced):
         assert f.shape == (2, *bits[k].shape[1:]) and torch.equal(f[1], bits[k][0]), k
@@ -215,11 +216,11 @@ def test_random_8b_shaped_model_is_self_consistent_on_non_square_templates(toy8b
 
     bits, logits = sample(model, None, text, schedule, cfg=2.5, tau=0.7, seed=0, return_logits=True)
     assert [tuple(b.shape) for b in bits] == [(2, h, w, d) for h, w in schedule]
-    _, full = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_bits=bits, return_logits=True,
+    _, full = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_codes=bits, return_logits=True,
                      use_cache=False)
     for a, b in zip(logits, full):  # KV cache == recomputing the whole prefix
         assert (a - b).abs().max() <= 1e-4
-    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_bits=bits, return_logits=True)
+    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_codes=bits, return_logits=True)
     with torch.no_grad():
         tf = model.teacher_forced_logits(text, bits, schedule)
     assert (torch.cat(plain, 1) - tf).abs().max() <= 1e-4  # KV-cached sampler == teacher-forced forward
@@ -237,17 +238,17 @@ def test_random_8b_shaped_model_is_self_consistent_on_non_square_templates(toy8b
     assert all(torch.equal(quantizer.patchify(a, p), b) for a, b in zip(encoded, labels))
 
     keep = 2  # a variation keeps the first scales of the image and samples the rest
-    forced = variation_bits(vae, images[:1], schedule, keep, batch=2)
-    varied = sample(model, None, text, schedule, seed=1, forced_bits=forced)
+    forced = variation_codes(vae, images[:1], schedule, keep, batch=2)
+    varied = sample(model, None, text, schedule, seed=1, forced_codes=forced)
     for k in range(keep):
         assert torch.equal(varied[k], forced[k]) and torch.equal(forced[k][0], labels[k][0])
-    assert not torch.equal(varied[-1], sample(model, None, text, schedule, seed=2, forced_bits=forced)[-1])
+    assert not torch.equal(varied[-1], sample(model, None, text, schedule, seed=2, forced_codes=forced)[-1])
 
 
 def test_cli_samples_varies_and_trains_on_an_8b_shaped_shard_folder(toy_paths, tmp_path, capsys):
     from PIL import Image
     from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
-    from var_core.__main__ import main
+    from var_core.cli import main
     from var_core.checkpoint import save_safetensors_atomic
     weights = save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=7).state_dict(), tmp_path / "w8b")
     vae = save_safetensors_atomic(random_vae(TOY_8B_VAE, seed=7).state_dict(), tmp_path / "vae_f8.safetensors")

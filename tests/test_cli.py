@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from fixture_paths import TINY
 from var_core import load_transformer, load_vae
-from var_core.__main__ import main, parse_subject_arg
+from var_core.cli import main, parse_subject_arg
 from var_core.infinity.bitvae import BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
 from var_core.images import to_pil

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from builders import subject_pictures
-from var_core.__main__ import main
+from var_core.cli import main
 from var_core.images import to_pil
 from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
 from var_core.tuning.distributed import Ranks
@@ -127,7 +127,7 @@ def test_a_rank_killed_mid_run_is_restarted_and_finishes_the_same_subject(one_an
     worker = tmp_path / "killed_at_step_3.py"  # the hook stays in the test: rank 1 dies before its 4th step, once
     worker.write_text(
         "import os, signal, sys\n"
-        "from var_core.__main__ import main\n"
+        "from var_core.cli import main\n"
         "from var_core.tuning import SubjectTrainer\n"
         "step = SubjectTrainer.step\n"
         "def dying(self):\n"

@@ -67,13 +67,13 @@ def test_the_class_reader_reads_what_the_bundled_tokenizer_gives_back(bundle):
 
 
 def test_the_demo_tuning_draws_a_held_out_subject_in_new_contexts(bundle):
-    """The demo's settings (embedded.TUNING) on the guide dog's 4 photos: in contexts the photos never show the
+    """The demo's settings (the model's own, stated in its file) on the guide dog's 4 photos: in contexts the photos never show the
     subject's own glyph is the nearest of all the world's glyphs far more often than for the untuned model asked for
     a dog, the requested background stays, and the plain class prompt still draws a dog, not the subject."""
     model, vae, encoder = bundle
     info = embedded.example_subjects()["guide_dog"]
     member = world.find_member(info["member"])
-    config = TrainConfig(class_word="dog", **embedded.TUNING)
+    config = TrainConfig(class_word="dog").for_model(model)
     data = prepare_images(info["photos"], vc.pixel_size(SCHEDULE), config.token, "dog")
     trainer = SubjectTrainer(model, vae, encoder, data, config)
     trainer.run()

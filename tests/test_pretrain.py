@@ -101,7 +101,7 @@ def test_only_the_toy_size_is_accepted(tmp_path):
 
 
 def test_the_demo_runs_on_a_bundle(bundle, tmp_path):
-    from var_core.__main__ import main as cli
+    from var_core.cli import main as cli
     out, work = tmp_path / "demo.png", ["--bundle", str(bundle), "--work", str(tmp_path / "w"), "--steps", "2"]
     assert cli(["demo", *work, "--out", str(out)]) == 0
     from PIL import Image

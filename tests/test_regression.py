@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import var_core as vc
 from var_core import embedded
-from var_core.sampling import variation_bits
+from var_core.sampling import variation_codes
 from var_core.tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, load_subject, prepare_images
 
 FIXTURE = Path(__file__).with_name("fixtures") / "regression" / "embedded.safetensors"
@@ -41,8 +41,8 @@ def outputs() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     dog = load_subject(subjects["guide_dog"]["subject"], model)
     bits("subject", apply_subjects(model, [(dog, [1.0, 1.0, 0.6, 0.3, 0.0])]), [SUBJECT_PROMPT], seed=11)
     image = vc.sample(model, vae, encode_prompts(encoder, PROMPTS[:1], model), schedule, seed=5)
-    forced = variation_bits(vae, image, schedule, 2, 2)
-    bits("variation", model, PROMPTS[:1] * 2, seed=13, forced_bits=forced)
+    forced = variation_codes(vae, image, schedule, 2, 2)
+    bits("variation", model, PROMPTS[:1] * 2, seed=13, forced_codes=forced)
 
     info = subjects["teacup"]
     config = TrainConfig(class_word=info["class_word"], pn=embedded.PN, steps=TRAIN_STEPS, lr=1e-3,

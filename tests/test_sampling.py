@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from var_core import sample
-from var_core.sampling import sample_bits
+from var_core.infinity import INFINITY
 from var_core.schedules import scale_schedule
 from builders import random_transformer
 from var_core.infinity.model import InfinityConfig
@@ -12,13 +12,13 @@ SCHEDULE = scale_schedule(1.0, "0.06M")
 
 
 def test_cfg_logits_match_reference(tiny_model, case, case_text, case_bits):
-    bits, logits = sample(tiny_model, None, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=case_bits,
+    bits, logits = sample(tiny_model, None, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_codes=case_bits,
                           return_logits=True)
     assert len(logits) == 7
     for k, got in enumerate(logits):
         assert got.shape == case[f"ar_logits_s{k}"].shape
         assert (got - case[f"ar_logits_s{k}"]).abs().max() <= 5e-4, k
-    _, plain = sample(tiny_model, None, case_text, SCHEDULE, cfg=1.0, tau=1.0, forced_bits=case_bits,
+    _, plain = sample(tiny_model, None, case_text, SCHEDULE, cfg=1.0, tau=1.0, forced_codes=case_bits,
                       return_logits=True)
     for k, got in enumerate(plain):
         assert (got - case[f"ar_plain_logits_s{k}"]).abs().max() <= 1e-4, k
@@ -27,7 +27,7 @@ def test_cfg_logits_match_reference(tiny_model, case, case_text, case_bits):
 
 
 def test_sampled_image_matches_reference(tiny_model, tiny_vae, case, case_text, case_bits):
-    images = sample(tiny_model, tiny_vae, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_bits=case_bits)
+    images = sample(tiny_model, tiny_vae, case_text, SCHEDULE, cfg=3.0, tau=0.5, forced_codes=case_bits)
     assert images.shape == (2, 3, 256, 256)
     assert (images - case["ar_image"]).abs().max() <= 2e-4
     as_uint8 = ((images + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).flip(-1)  # the reference's BGR
@@ -42,12 +42,12 @@ def test_kv_cache_equals_full_recomputation_on_other_architectures(aspect):
     schedule = scale_schedule(aspect, "0.06M")
     text = [torch.randn(5, 64), torch.randn(9, 64)]
     bits_a, logits_a = sample(model, None, text, schedule, cfg=2.5, tau=0.7, seed=0, return_logits=True)
-    bits_b, logits_b = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_bits=bits_a,
+    bits_b, logits_b = sample(model, None, text, schedule, cfg=2.5, tau=0.7, forced_codes=bits_a,
                               return_logits=True, use_cache=False)
     for a, b in zip(logits_a, logits_b):
         assert (a - b).abs().max() <= 1e-4
     # And the teacher-forced forward (full block-causal pass) gives the same cond logits as sampling with cfg=1.
-    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_bits=bits_a, return_logits=True)
+    _, plain = sample(model, None, text, schedule, cfg=1.0, tau=1.0, forced_codes=bits_a, return_logits=True)
     with torch.no_grad():
         tf = model.teacher_forced_logits(text, bits_a, schedule)
     assert (torch.cat(plain, 1) - tf).abs().max() <= 1e-4
@@ -80,20 +80,20 @@ def test_default_negative_is_the_learned_null_text(tiny_model, case_text):
 
 
 def test_forced_scales_are_kept_and_later_scales_sampled(tiny_model, case_text, case_bits):
-    bits = sample(tiny_model, None, case_text, SCHEDULE, seed=3, forced_bits=case_bits[:3])
+    bits = sample(tiny_model, None, case_text, SCHEDULE, seed=3, forced_codes=case_bits[:3])
     assert all(torch.equal(bits[k], case_bits[k]) for k in range(3))
-    with pytest.raises(ValueError, match="Forced bits of scale 1"):
-        sample(tiny_model, None, case_text, SCHEDULE, forced_bits=[case_bits[0], case_bits[0]])
+    with pytest.raises(ValueError, match="Forced codes of scale 1"):
+        sample(tiny_model, None, case_text, SCHEDULE, forced_codes=[case_bits[0], case_bits[0]])
 
 
 def test_sample_bits_top_k_and_top_p():
     logits = torch.tensor([[[0.0, 3.0, 0.0, 0.1, 5.0, 0.0]]])  # bit0: p1=0.95, bit1: p1~0.52, bit2: p1~0.007
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_bits(logits, 0, 0.97, g) for _ in range(400)]).float().mean(0)[0, 0]
+    draws = torch.stack([INFINITY.draw(logits, 0, 0.97, g) for _ in range(400)]).float().mean(0)[0, 0]
     assert draws[0] > 0.9 and 0.4 < draws[1] < 0.65 and draws[2] == 0  # p_min 0.007 <= 0.03: deterministic
-    no_top_p = torch.stack([sample_bits(logits, 0, 1.0, g) for _ in range(400)]).float().mean(0)[0, 0]
+    no_top_p = torch.stack([INFINITY.draw(logits, 0, 1.0, g) for _ in range(400)]).float().mean(0)[0, 0]
     assert 0.0 < no_top_p[0] < 1.0
-    greedy = sample_bits(logits, 1, 1.0, g)[0, 0].tolist()
+    greedy = INFINITY.draw(logits, 1, 1.0, g)[0, 0].tolist()
     assert greedy == [1, 1, 0]
 
 
@@ -104,10 +104,10 @@ def test_top_p_below_one_half_is_greedy_as_in_the_reference():
     logits = torch.stack([torch.zeros(3), torch.log(p1 / (1 - p1))], -1).flatten()[None, None]
     g = torch.Generator().manual_seed(0)
     for top_p in (0.3, 0.0, 0.5):
-        draws = torch.stack([sample_bits(logits, 0, top_p, g) for _ in range(200)])[:, 0, 0]
+        draws = torch.stack([INFINITY.draw(logits, 0, top_p, g) for _ in range(200)])[:, 0, 0]
         assert draws[:, 0].eq(1).all() and draws[:, 1].eq(0).all() and draws[:, 2].eq(1).all(), top_p
     # top_p = 0.7: an outcome is dropped when its probability is <= 0.3; 0.4 and 0.31 are not, so both stay random
-    mixed = torch.stack([sample_bits(logits, 0, 0.7, g) for _ in range(400)])[:, 0, 0].float().mean(0)
+    mixed = torch.stack([INFINITY.draw(logits, 0, 0.7, g) for _ in range(400)])[:, 0, 0].float().mean(0)
     assert 0.5 < mixed[0] < 0.7 and 0.3 < mixed[1] < 0.5 and 0.6 < mixed[2] < 0.78
 
 
@@ -171,12 +171,14 @@ def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
     from builders import TOY_8B_TRANSFORMER
     from var_core import load_transformer
     from var_core.checkpoint import CheckpointError
-    assert tiny_model.sampling_defaults() == {"cfg": 4.0, "tau": 0.5}
-    assert random_transformer(TOY_8B_TRANSFORMER).sampling_defaults() == {"cfg": 3.0, "tau": 1.0}
+    from var_core import defaults
+    assert defaults.sampling(tiny_model) == {"cfg": 4.0, "tau": 0.5, "top_k": 0, "top_p": 0.97, "pn": "1M"}
+    assert defaults.sampling(random_transformer(TOY_8B_TRANSFORMER)) == {"cfg": 3.0, "tau": 1.0, "top_k": 0,
+                                                                         "top_p": 0.97, "pn": "1M"}
     sd = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
     save_file(sd, tmp_path / "own.safetensors", metadata={"cfg": "6", "tau": "0.8"})
     own = load_transformer(tmp_path / "own.safetensors")
-    assert own.sampling_defaults() == {"cfg": 6.0, "tau": 0.8}
+    assert defaults.sampling(own, tau=0.7) == {"cfg": 6.0, "tau": 0.7, "top_k": 0, "top_p": 0.97, "pn": "1M"}
     sched = scale_schedule(1.0, "0.06M")[:4]
     text = case_text[:1]
     default = sample(own, None, text, sched, seed=5)

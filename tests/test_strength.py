@@ -6,7 +6,7 @@ import torch
 from var_core import sample, scale_schedule
 from var_core.infinity.model import TextMix
 from var_core.tuning import SubjectDelta, apply_subjects, encode_prompts
-from var_core.tuning.placeholder import class_reading
+from var_core.tuning.apply import class_reading
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
 PROMPT = "a photo of <sks> dog on the beach"

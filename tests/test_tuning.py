@@ -10,9 +10,9 @@ from var_core import sample, scale_schedule
 from var_core.checkpoint import CheckpointError
 from builders import random_transformer
 from var_core.infinity.model import Infinity, InfinityConfig
-from var_core.tuning import (GROUPS, ScaleWeights, SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects,
-                             distillation_loss, encode_prompts, load_subject, prepare_images, save_subject,
-                             select_targets)
+from var_core.infinity import INFINITY
+from var_core.tuning import (ScaleWeights, SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts,
+                             load_subject, prepare_images, save_subject, select_targets)
 from var_core.tuning.selection import block_tensor, parse_blocks
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
@@ -60,7 +60,7 @@ def test_default_selection_is_ca_and_ffn_of_every_block(model):
     per_block = (C * C + C) + 2 * C * C + C + (C * C + C) + (C * F + F) + (F * C + C)  # ARBooth's count formula
     delta = SubjectDelta.create(model, "full", placeholder_vectors=0)
     assert delta.num_parameters() == 4 * per_block
-    assert len(select_targets(model, "all", "1-2")) == 2 * sum(len(v) for v in GROUPS.values())
+    assert len(select_targets(model, "all", "1-2")) == 2 * sum(len(v) for v in INFINITY.tuning_groups.values())
     assert parse_blocks("0-1,3", 4) == (0, 1, 3)
     with pytest.raises(ValueError, match="out of range"):
         parse_blocks("2-9", 4)
@@ -124,9 +124,9 @@ def test_per_scale_strength_acts_only_on_its_scales(model, text):
     delta = randomize(SubjectDelta.create(model, "full"), scale=0.2)
     K = len(SCHEDULE)
     forced = sample(model, None, text, SCHEDULE, seed=1)
-    _, base = sample(model, None, text, SCHEDULE, forced_bits=forced, return_logits=True)
+    _, base = sample(model, None, text, SCHEDULE, forced_codes=forced, return_logits=True)
     strength = [0.0] * (K - 2) + [1.0, 1.0]
-    _, mixed = sample(apply_subjects(model, [(delta, strength)]), None, text, SCHEDULE, forced_bits=forced,
+    _, mixed = sample(apply_subjects(model, [(delta, strength)]), None, text, SCHEDULE, forced_codes=forced,
                       return_logits=True)
     for k in range(K - 2):
         assert torch.equal(mixed[k], base[k]), k
@@ -159,12 +159,12 @@ def test_scale_weights_mean_the_same_at_every_resolution():
 def test_distillation_loss_is_a_kl():
     g = torch.Generator().manual_seed(0)
     t, s = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
-    assert distillation_loss(t, t).abs() < 1e-7 and distillation_loss(s, t) > 0
+    assert INFINITY.distillation(t, t).abs() < 1e-7 and INFINITY.distillation(s, t) > 0
     p, q = t.unflatten(-1, (-1, 2)).softmax(-1), s.unflatten(-1, (-1, 2)).softmax(-1)
     expected = (p * (p.log() - q.log())).sum(-1).mean()
-    torch.testing.assert_close(distillation_loss(s, t), expected)
+    torch.testing.assert_close(INFINITY.distillation(s, t), expected)
     p, q = t.softmax(-1), s.softmax(-1)  # ARBooth: one softmax over the whole token
-    torch.testing.assert_close(distillation_loss(s, t, per_bit=False), (p * (p.log() - q.log())).sum(-1).mean())
+    torch.testing.assert_close(INFINITY.distillation(s, t, per_unit=False), (p * (p.log() - q.log())).sum(-1).mean())
 
 
 # ------------------------------------------------------------------------------------------------ text

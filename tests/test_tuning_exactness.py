@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from var_core import load_text_encoder, load_transformer, sample, scale_schedule
+from var_core.family import Family
 from var_core.checkpoint import CheckpointError, save_safetensors_atomic
 from builders import random_transformer
 from var_core.tuning import (SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, folder_captions,
                              image_files, load_subject, prepare_images, save_subject, substitute)
-from var_core.tuning.delta import SubjectPatch
+from var_core.tuning.apply import SubjectPatch
 from var_core.tuning.trainer import state_path
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
@@ -232,7 +233,7 @@ def test_settings_that_cannot_be_right_are_refused(toy, bad):
 
 
 def test_the_cli_resume_refuses_a_conflicting_option(toy_paths, tmp_path, capsys):
-    from var_core.__main__ import main
+    from var_core.cli import main
     from var_core.images import save_png, to_pil
     folder = tmp_path / "photos"
     for i, img in enumerate(pictures()):
@@ -309,12 +310,12 @@ def test_separate_steps_take_two_optimizer_steps(toy):
 
 
 def test_token_level_kl_is_arboths_64_way_softmax(toy):
-    from var_core.tuning.losses import distillation_loss
+    from var_core.infinity import INFINITY
     g = torch.Generator().manual_seed(0)
     t, s = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
     pt, ps = t.softmax(-1), s.softmax(-1)  # one distribution over a token's whole 2d-vector
     expected = (pt * (pt.log() - ps.log())).sum(-1).mean()
-    torch.testing.assert_close(distillation_loss(s, t, per_bit=False), expected)
+    torch.testing.assert_close(INFINITY.distillation(s, t, per_unit=False), expected)
     a, b = make_trainer(toy, steps=1), make_trainer(toy, steps=1, prior_per_bit=False)
     a.run(), b.run()
     assert digest(a.delta) != digest(b.delta)
@@ -385,7 +386,7 @@ def test_the_teachers_targets_are_the_samplers_own_logits_equal_to_a_teacher_for
     for tau in (0.5, 0.7):
         tr = make_trainer(toy, prior_tau=tau)
         bits, teacher = tr.teacher_samples(3, torch.Generator().manual_seed(0))
-        inputs = quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1)
+        inputs = quantizer.inputs_from_bits(Family.split_codes(bits, tr.schedule), tr.schedule, 1)
         with torch.no_grad():
             forced = model(tr.prior_text * 3, torch.cat(inputs, 1), tr.schedule).float()
         torch.testing.assert_close(teacher, forced, rtol=0, atol=2e-5)
@@ -410,12 +411,12 @@ def test_guided_prior_distillation_matches_the_guided_predictions(toy):
     """prior_cfg g > 1: the teacher's class samples are drawn with guidance, its targets are the base's guided logits
     g·cond + (1 − g)·uncond on them, and the student's guided logits are matched to them."""
     from var_core.infinity import quantizer
-    from var_core.tuning.losses import distillation_loss
+    from var_core.infinity import INFINITY
     model, g = toy[0], 3.0
     tr = make_trainer(toy, prior_cfg=g, prior_samples=2, lr=1e-2)
     tr.step()  # the delta leaves zero: the student differs from the base
     bits, teacher = tr.prior_bank
-    inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1), 1)
+    inputs = torch.cat(quantizer.inputs_from_bits(Family.split_codes(bits, tr.schedule), tr.schedule, 1), 1)
     text = tr.prior_text * 2
     with torch.no_grad():
         want = g * model(text, inputs, tr.schedule) + (1 - g) * model(model.null_text(text), inputs, tr.schedule)
@@ -424,16 +425,16 @@ def test_guided_prior_distillation_matches_the_guided_predictions(toy):
     got = tr.prior_loss(2)
     tr.generator.set_state(state)
     bits, teacher = tr._teacher_batch(2)
-    inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, tr.schedule), tr.schedule, 1), 1)
+    inputs = torch.cat(quantizer.inputs_from_bits(Family.split_codes(bits, tr.schedule), tr.schedule, 1), 1)
     student = g * tr.student(text, inputs, tr.schedule) + (1 - g) * tr.student(model.null_text(text), inputs,
                                                                                  tr.schedule)
-    expected = distillation_loss(student, teacher)
+    expected = INFINITY.distillation(student, teacher)
     assert expected > 0
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
 
 
 def test_the_cli_passes_the_prior_settings_through():
-    from var_core.__main__ import add_train_arguments, training_settings
+    from var_core.cli import add_train_arguments, training_settings
     import argparse
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)

@@ -24,13 +24,20 @@ import torch
 import torch.nn.functional as F
 
 from var_core.infinity import quantizer
+from var_core.family import Family
 from var_core.infinity.bitvae import BitVAE, BitVAEConfig
 from var_core.checkpoint import load_optimizer_tensors, optimizer_tensors, save_safetensors_atomic, write_atomic
-from var_core.embedded import PN, TUNING
+from var_core.embedded import PN
 from var_core.images import loss_curve, save_png
 from var_core.schedules import VAE_STRIDE, scale_schedule
 from var_core.infinity.loss import bitwise_token_loss
 from var_core.infinity.model import Infinity, InfinityConfig
+
+
+# Subject tuning on the embedded model, written into its file (var_core.defaults reads it from there): a model this
+# small moves at learning rates ten times Infinity-2B's, in 300 steps (chosen on development subjects:
+# docs/benchmarks.md). The demo, the CLI, the nodes and the bundled example subjects use it.
+TUNING = {"pn": PN, "steps": 300, "lr": 1e-3, "embedding_lr": 1e-2}
 
 
 @dataclass
@@ -66,7 +73,7 @@ class PretrainConfig:
     # as much signal as the 8x8 one (measured: with per-token weights the class barely reached the loss after 1250
     # steps; docs/benchmarks.md)
     scale_balanced: bool = True
-    subject_steps: int = TUNING["steps"]  # tuning steps of the example subjects shipped for the templates (the demo's)
+    subject_steps: int = TUNING["steps"]  # tuning steps of the example subjects shipped for the templates
     checkpoint_every: int = 250
     bf16: bool = True  # autocast: 2.5x faster on a CPU with AVX512-BF16/AMX, and on GPUs; master weights stay fp32
     device: str = "auto"  # "auto": cuda when there is one, else cpu
@@ -328,7 +335,7 @@ def train_transformer(cfg: PretrainConfig, latents, text, work: Path, dataset_ke
     while step < cfg.steps:
         idx = torch.randint(n, (cfg.batch,), generator=g, device=device)
         inputs, labels = quantizer.teacher_forcing(latents[idx], schedule, cfg.flip_prob, g, cfg.token_patch)
-        inputs, labels = torch.cat(inputs, 1), quantizer.flatten_bits(labels)
+        inputs, labels = torch.cat(inputs, 1), Family.flatten_codes(labels)
         drop = torch.rand(cfg.batch, generator=g, device=device) < cfg.cond_drop
         batch_text = [model.cfg_uncond[:text[i].shape[0]] if d else text[i] for i, d in zip(idx.tolist(), drop)]
         for grp in opt.param_groups:
@@ -409,8 +416,8 @@ def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None
     model, vae, encoder = load_models(out, device)
     for name in names:
         info, target = subjects[name], out / "subjects" / name / "subject.safetensors"
-        config = TrainConfig(class_word=info["class_word"], token=f"<{name}>", pn=PN, steps=steps or demo.steps,
-                             lr=demo.lr, embedding_lr=demo.embedding_lr, seed=demo.seed)
+        config = TrainConfig(class_word=info["class_word"], token=f"<{name}>", steps=steps, seed=demo.seed)
+        config = config.for_model(model)  # the bundle's own tuning settings (TUNING, in its file)
         if target.is_file() and _subject_current(target, model, config, load_subject):
             continue
         data = prepare_images(info["photos"], (128, 128), config.token, config.class_word)
@@ -454,8 +461,9 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
     model = train_transformer(cfg, latents, text, work, key, bundle_stage(
         out, "infinity", transformer_made_from(cfg, key), lambda old: transformer_made_from(old, key)))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
-                            out / "infinity.safetensors", {"native_pn": PN, **{k: str(v) for k, v in SAMPLING.items()}},
-                            overwrite=True)  # what "auto" resolution and the sampler's own cfg / tau mean for it
+                            out / "infinity.safetensors", {"native_pn": PN, **{k: str(v) for k, v in SAMPLING.items()},
+                                                           "tuning": json.dumps(TUNING, sort_keys=True)},
+                            overwrite=True)  # what "auto" resolution, the sampler's own cfg / tau and tuning mean for it
     vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
     vae_hist, inf_hist = vae_state["history"], inf_state["history"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 StateDict = dict[str, torch.Tensor]
@@ -140,6 +140,36 @@ def unwrap(obj, source, wrappers: tuple[tuple[str, ...], ...], what: str = "a mo
     return tensors
 
 
+def tensor_names(source) -> set[str]:
+    """Every tensor name of a checkpoint (a path or a state dict), also inside container dicts, without reading the
+    tensors where the format allows (safetensors headers, a shard index; pickles are memory-mapped)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir() and (path / SHARD_INDEX).is_file():
+            try:
+                return set(json.loads((path / SHARD_INDEX).read_text())["weight_map"])
+            except (ValueError, KeyError, TypeError):
+                pass  # read_shards says what is wrong with the index
+        elif path.suffix.lower() == ".safetensors" and path.is_file():
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    return set(f.keys())
+            except (SafetensorError, OSError, ValueError):
+                pass  # read_file says what is wrong with it
+        source = read_file(path)
+    names: set[str] = set()
+    stack = [source]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                if isinstance(v, Mapping):
+                    stack.append(v)
+                else:
+                    names.add(str(k))
+    return names
+
+
 def load_state_dict(path_or_state_dict, wrappers: tuple[tuple[str, ...], ...] = (), what: str = "a model") -> StateDict:
     """A flat ``{name: tensor}`` dict from a path or an in-memory dict, unwrapping known container keys."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
@@ -254,22 +284,3 @@ def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.
     """Write safetensors atomically (see write_atomic)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})), overwrite)
-
-
-def check_compatible(model, vae) -> None:
-    """Refuse a VAE whose latent does not make the transformer's tokens (names both files): its bits per latent pixel
-    times the latent pixels per token (2x2 for an f8 VAE, spatial patchify) must be the transformer's token width,
-    and the transformer must read its tokens in that layout."""
-    patch = vae.token_patch
-    if vae.d * patch ** 2 != model.config.bits or patch != model.config.token_patch:
-        layout = f"{vae.d} bits per latent pixel" + (
-            f" and {patch}x{patch} latent pixels per token (f{vae.patch_size}, spatial patchify): "
-            f"{vae.d * patch ** 2} bits per token" if patch > 1 else f" (f{vae.patch_size}, one pixel per token)")
-        want = f"{model.config.bits} bits per token" + (
-            f" ({model.config.token_patch}x{model.config.token_patch} pixels of {model.config.vae_bits} bits)"
-            if model.config.token_patch > 1 else "")
-        raise CheckpointError(
-            f"The VAE {describe_source(vae.source)} does not fit the transformer {describe_source(model.source)}: "
-            f"the VAE has {layout}, the transformer expects {want}. Use the VAE released with this transformer "
-            f"(Infinity-2B: infinity_vae_d32reg.pth, d=32, f16; Infinity-8B: infinity_vae_d56_f8_14_patchify.pth, "
-            f"d=14, f8).")

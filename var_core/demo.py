@@ -12,17 +12,13 @@ from typing import Callable
 
 from PIL import Image
 
-from .embedded import TUNING
-
 CONTEXTS = ("on the beach", "in the snow", "at night", "on a red background")
 
 
 @dataclass
 class DemoConfig:
     subject: str = "guide_dog"  # a folder of var_core/bundle/subjects
-    steps: int = TUNING["steps"]
-    lr: float = TUNING["lr"]
-    embedding_lr: float = TUNING["embedding_lr"]
+    steps: int | None = None  # None: the embedded model's own tuning settings (stated in its file: defaults.tuning)
     seeds: int = 2  # samples per context and per class prompt
     seed: int = 0
 
@@ -32,7 +28,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     """Train, sample, write the grid to ``out`` (refused before anything runs if it exists, unless ``overwrite``).
     ``work``: a folder for the tuned subject file (reused run after run)."""
     import var_core as vc
-    from .embedded import BUNDLE, PN, example_subjects, load_models
+    from .embedded import BUNDLE, example_subjects, load_models
     from .images import grid, load_image, save_png, to_pil
     from .tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, prepare_images
 
@@ -45,12 +41,11 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
         raise ValueError(f"No bundled subject {cfg.subject!r}; choose one of {', '.join(subjects)}.")
     info = subjects[cfg.subject]
     model, vae, encoder = load_models(bundle)
-    schedule = vc.scale_schedule(1.0, PN)
+    config = TrainConfig(class_word=info["class_word"], steps=cfg.steps, seed=cfg.seed).for_model(model)
+    schedule = vc.scale_schedule(1.0, config.pn)
     size = vc.pixel_size(schedule)
-    word = info["class_word"]
+    word = config.class_word
 
-    config = TrainConfig(class_word=word, pn=PN, steps=cfg.steps, lr=cfg.lr, embedding_lr=cfg.embedding_lr,
-                         seed=cfg.seed)
     data = prepare_images(info["photos"], size, config.token, word)
     trainer = SubjectTrainer(model, vae, encoder, data, config)
     trainer.run(callback=(lambda p: progress("tuning", p.step, p.total)) if progress else None,

@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 
 BUNDLE = Path(__file__).with_name("bundle")
-PN = "0.015M"  # the bundle's resolution: 128², 5 scales
-# Subject tuning on the embedded model (the demo, the CLI's defaults with it, the bundled example subjects): a model
-# this small moves at learning rates ten times Infinity-2B's, in 300 steps (docs/benchmarks.md).
-TUNING = {"pn": PN, "steps": 300, "lr": 1e-3, "embedding_lr": 1e-2}
+PN = "0.015M"  # the bundle's resolution: 128², 5 scales (pretraining writes it into the model file's metadata)
 
 
 def available(folder=BUNDLE) -> bool:
@@ -37,9 +34,7 @@ def bundle_paths(folder=BUNDLE) -> dict[str, Path]:
 
 def load_models(folder=BUNDLE, device=None):
     """(transformer, BitVAE, text encoder) of the bundle, each by its ordinary loader."""
-    from .infinity.bitvae import load_vae
-    from .infinity.t5 import load_text_encoder
-    from .infinity.model import load_transformer
+    from . import load_text_encoder, load_transformer, load_vae
 
     paths = bundle_paths(folder)
     return (load_transformer(paths["transformer"], device), load_vae(paths["vae"], device),

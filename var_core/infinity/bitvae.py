@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import quantizer
+from .family import INFINITY
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from ..schedules import VAE_STRIDE
 
@@ -217,6 +218,7 @@ class Decoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 class BitVAE(nn.Module):
     """Frozen image tokenizer: images <-> latents <-> per-scale bits. The public methods run without gradients."""
+    family = INFINITY
 
     # cuDNN runs fp32 convolutions in TF32 by default, which moves the latent by ~1e-2 and flips BSQ bits. An fp32
     # model therefore turns TF32 off around its own convolutions; set this True to trade that exactness for speed

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from . import quantizer
 
 
 @torch.no_grad()
@@ -15,9 +14,8 @@ def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float 
     {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic. ``schedule`` is the
     transformer's; labels are in its token layout (patchified when the VAE is f8, as Infinity-8B's).
     """
-    latent = vae.encode_latent(images)
-    inputs, labels = quantizer.teacher_forcing(latent, schedule, flip_prob, generator, vae.token_patch)
-    return torch.cat(inputs, dim=1), quantizer.flatten_bits(labels)
+    from .family import INFINITY
+    return INFINITY.teacher_forcing(vae, vae.encode_latent(images), schedule, flip_prob, generator)
 
 
 def bitwise_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -39,3 +37,13 @@ def bit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction of bits whose more likely value equals the label."""
     pred = logits.unflatten(-1, (-1, 2)).argmax(-1)
     return (pred == labels.long()).float().mean()
+
+
+def bitwise_kl(student: torch.Tensor, teacher: torch.Tensor, per_bit: bool = True) -> torch.Tensor:
+    """Mean over tokens of KL(teacher ‖ student) on logits (B, L, 2d): per_bit, each bit its own 2-way distribution,
+    as the model samples it (averaged over the d bits); else ARBooth's one softmax over a token's whole 2d-vector."""
+    s, t = student.float(), teacher.float()
+    if per_bit:
+        s, t = s.unflatten(-1, (-1, 2)), t.unflatten(-1, (-1, 2))
+    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1).mean()

@@ -23,6 +23,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
+from .family import INFINITY, file_defaults
 from ..checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
 from .layers import AdaLNBeforeHead, Block, BlockChunk, RMSNorm, TextCondition, TextPool, rope_table, scale_levels
 
@@ -90,6 +91,10 @@ class InfinityConfig:
 
 
 
+PER_SCALE_NEEDS_CACHE = ("A per-scale subject strength needs scale-by-scale sampling (the KV-cached sampler); a "
+                         "forward over several scales at once can only use one strength.")
+
+
 @dataclass(frozen=True)
 class TextMix:
     """One prompt read several ways and blended: ``readings[r]`` (len_r, Ct5) weighs ``weights[r][k]`` at scale k (a
@@ -108,8 +113,7 @@ class TextMix:
         out = []
         for reading, w in zip(self.readings, self.weights):
             if scale is None and len(set(w)) > 1:
-                raise ValueError("A per-scale subject strength needs scale-by-scale sampling (the KV-cached "
-                                 "sampler); a forward over several scales at once can only use one strength.")
+                raise ValueError(PER_SCALE_NEEDS_CACHE)
             weight = w[0] if scale is None or len(w) == 1 else w[scale]
             if weight > 0:
                 out.append((reading, float(weight)))
@@ -133,6 +137,8 @@ def pad_text(text: list[torch.Tensor], device, dtype=torch.float32) -> tuple[tor
 
 
 class Infinity(nn.Module):
+    family = INFINITY
+
     def __init__(self, cfg: InfinityConfig):
         super().__init__()
         self.config = cfg
@@ -155,8 +161,8 @@ class Infinity(nn.Module):
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
-        self.native_pn = None  # the resolution preset it was trained at, when its file says (else Infinity's 1M)
-        self.native_sampling: dict[str, float] = {}  # its file's own cfg / tau, when it says (sampling_defaults())
+        # what its file's metadata says it samples and tunes with (family.file_defaults; the embedded model's does)
+        self.file_defaults: dict[str, dict] = {"sampling": {}, "tuning": {}}
         self.sharded_fingerprint = None  # its identity, taken before FSDP split its blocks (tuning.distributed)
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
         # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
@@ -172,26 +178,11 @@ class Infinity(nn.Module):
     def device(self) -> torch.device:
         return self.pos_start.device
 
-    def native_preset(self) -> str:
-        """The resolution preset this model was trained at: its file's ``native_pn`` metadata (the embedded toy
-        model's: 0.015M), else 1M, Infinity-2B's release resolution. What "auto" resolution means."""
-        return self.native_pn or "1M"
-
     @property
     def sharded(self) -> bool:
         """Whether FSDP split the blocks' weights over processes (tuning.distributed.shard_base)."""
         from torch.distributed.tensor import DTensor
         return isinstance(self.blocks[0].ffn.fc1.weight, DTensor)
-
-    def sampling_defaults(self) -> dict[str, float]:
-        """{"cfg", "tau"} this model samples with by default: its file's ``cfg`` / ``tau`` metadata, else the release's
-        own (Infinity-2B's infer.sh: 4 / 0.5; Infinity-8B's notebook, a patchified model: 3 / 1.0)."""
-        return {**RELEASE_SAMPLING[min(self.config.token_patch, 2)], **self.native_sampling}
-
-    def sampling_settings(self, cfg=None, tau=None) -> tuple:
-        """(cfg, tau) as given, each None replaced by this model's own (sampling_defaults)."""
-        own = self.sampling_defaults()
-        return own["cfg"] if cfg is None else cfg, own["tau"] if tau is None else tau
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -351,31 +342,6 @@ _NON_WEIGHTS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "In
 _WRAPPERS = (("trainer", "gpt_fsdp"), ("trainer", "gpt_wo_ddp"), ("model",))
 
 
-# Sampling settings of the released models (token_patch -> settings), for files that do not carry their own.
-RELEASE_SAMPLING = {1: {"cfg": 4.0, "tau": 0.5}, 2: {"cfg": 3.0, "tau": 1.0}}
-
-
-def _native_settings(source) -> tuple[str | None, dict[str, float]]:
-    """A safetensors file's ``native_pn`` (a resolution preset) and ``cfg`` / ``tau`` metadata: what the model was
-    trained at and samples best with. (None, {}) for files without them."""
-    if not isinstance(source, (str, os.PathLike)) or not str(source).endswith(".safetensors"):
-        return None, {}
-    from safetensors import safe_open
-    from ..schedules import resolve_preset
-    with safe_open(str(source), framework="pt") as f:
-        meta = f.metadata() or {}
-    pn, sampling = meta.get("native_pn"), {}
-    try:
-        pn = resolve_preset(pn) if pn is not None else None
-        for key in ("cfg", "tau"):
-            if key in meta:
-                sampling[key] = float(meta[key])
-    except ValueError as e:
-        raise CheckpointError(f"'{source}' has metadata native_pn={pn!r}, cfg={meta.get('cfg')!r}, "
-                              f"tau={meta.get('tau')!r}; expected a resolution preset and numbers: {e}") from None
-    return pn, sampling
-
-
 def _whole_shard_folder(source):
     """One shard of a sharded checkpoint stands for its whole folder (file pickers list the shards, not the folder)."""
     if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
@@ -423,7 +389,7 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
     model.load_state_dict(sd, assign=True)
     model.special_token = special_token
     model.source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else None
-    model.native_pn, model.native_sampling = _native_settings(path_or_state_dict)
+    model.file_defaults = file_defaults(model.source)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

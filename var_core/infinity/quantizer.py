@@ -138,20 +138,6 @@ def teacher_forcing(latent: torch.Tensor, schedule, flip_prob: float = 0.0, gene
     return inputs, labels
 
 
-def flatten_bits(bits: list[torch.Tensor]) -> torch.Tensor:
-    """Per-scale bits -> (B, L, d), scales concatenated in order, tokens row-major."""
-    return torch.cat([b.flatten(1, 2) for b in bits], dim=1)
-
-
-def split_bits(flat: torch.Tensor, schedule) -> list[torch.Tensor]:
-    """(B, L, d) -> per-scale (B, h_k, w_k, d)."""
-    out, start = [], 0
-    for h, w in schedule:
-        out.append(flat[:, start:start + h * w].unflatten(1, (h, w)))
-        start += h * w
-    return out
-
-
 def inputs_from_bits(bits: list[torch.Tensor], schedule, patch: int = 1) -> list[torch.Tensor]:
     """Teacher-forced inputs of scales 1..K-1 from given bits (no flips): the running code sum resized to each scale."""
     sums, inputs = CodeSum(schedule, patch), []

@@ -7,6 +7,7 @@ captions as ``name.txt`` next to ``name.png``.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,3 +104,30 @@ def _to_tensor(src, size) -> torch.Tensor:
     if isinstance(src, torch.Tensor):
         return fit_tensor(src, size)
     raise TypeError(f"Unsupported image type {type(src).__name__}: give a path, a PIL image or a tensor.")
+
+
+def data_fingerprint(images: SubjectImages, class_word: str) -> dict:
+    """What a training learns from, recorded in its subject file so a resume can check it gets the same inputs: a
+    hash of every photo (as 8-bit pixels at the training size), the captions, the class word and the resolution."""
+    pixels = ((images.images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return {"photos": [hashlib.sha256(p.numpy().tobytes()).hexdigest()[:16] for p in pixels],
+            "captions": list(images.prompts), "class_word": class_word, "size": list(pixels.shape[-2:])}
+
+
+def _data_differences(saved: dict, given: dict) -> list[str]:
+    out = []
+    if len(saved["photos"]) != len(given["photos"]):
+        out.append(f"{len(given['photos'])} photos given, it was trained on {len(saved['photos'])}")
+    else:
+        changed = [str(i + 1) for i, (a, b) in enumerate(zip(saved["photos"], given["photos"])) if a != b]
+        if len(changed) == 1:
+            out.append(f"photo {changed[0]} differs")
+        elif changed:
+            out.append(f"photos {', '.join(changed)} differ")
+        diff = [f"{a!r} -> {b!r}" for a, b in zip(saved["captions"], given["captions"]) if a != b]
+        if diff:
+            out.append(f"captions differ ({diff[0]}{' ...' if len(diff) > 1 else ''})")
+    for key, what in (("class_word", "class word"), ("size", "resolution")):
+        if saved.get(key) != given.get(key):
+            out.append(f"{what} {given.get(key)!r}, it was trained with {saved.get(key)!r}")
+    return out

@@ -132,7 +132,7 @@ def shard_base(model, ranks: Ranks) -> None:
     each whole weight (refused by SubjectTrainer)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
-    from .delta import fingerprint
+    from .fingerprint import fingerprint
 
     if ranks.world_size == 1:
         model.to(ranks.device)

@@ -1,4 +1,4 @@
-"""The two training losses: scale-weighted bitwise cross-entropy, and prior distillation against the frozen base."""
+"""Subject tuning's scale weighting of the loss (the per-token losses and the distillation KL are the family's)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,6 @@ from typing import Sequence
 import torch
 
 from ..schedules import per_scale
-from ..infinity.loss import bitwise_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,8 @@ class ScaleWeights:
         return torch.repeat_interleave(torch.tensor(self.scale_weights(schedule), device=device), sizes)
 
 
-def weighted_bitwise_loss(logits: torch.Tensor, labels: torch.Tensor, schedule, weights: ScaleWeights) -> torch.Tensor:
-    """ARBooth's L_wCE: mean over the batch of (1/L)·Σ_p w_p·ℓ_p (weights not renormalised)."""
-    return bitwise_cross_entropy(logits, labels, weights.token_weights(schedule, logits.device))
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
-                      per_bit: bool = True) -> torch.Tensor:
-    """Mean over tokens of KL(teacher ‖ student) on logits (B, L, 2d).
-
-    per_bit=True (default): each bit is its own 2-way distribution, as the model samples it; the KL is averaged over
-    the d bits. per_bit=False reproduces ARBooth's code: one softmax over the whole 2d-vector of a token.
-    """
-    s, t = student.float() / temperature, teacher.float() / temperature
-    if per_bit:
-        s, t = s.unflatten(-1, (-1, 2)), t.unflatten(-1, (-1, 2))
-    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
-    return kl.mean()
+def weighted_loss(family, logits: torch.Tensor, labels: torch.Tensor, schedule, weights: ScaleWeights) -> torch.Tensor:
+    """ARBooth's L_wCE: mean over the batch of (1/L)·Σ_p w_p·ℓ_p (weights not renormalised), ℓ_p the family's
+    per-token cross-entropy (Infinity: of the bits)."""
+    per_token = family.token_loss(logits, labels)
+    return (per_token * weights.token_weights(schedule, logits.device).to(per_token)).mean()

@@ -1,4 +1,4 @@
-"""Which block tensors a subject trains: parameter groups (sa, ca, ffn) over a range of blocks.
+"""Which block tensors a subject trains: the family's parameter groups (Infinity: sa, ca, ffn) over a range of blocks.
 
 ARBooth's default is the cross-attention and the FFN of every block (1.61 B of Infinity-2B's 2.0 B parameters);
 the self-attention, the norms, the AdaLN offsets, the text path and the head stay frozen.
@@ -8,26 +8,15 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..infinity.model import Infinity
-
-# Tensor names inside one block, per group (the released checkpoint's names, under block_chunks.{c}.module.{j}.).
-GROUPS = {
-    "sa": ("sa.mat_qkv.weight", "sa.q_bias", "sa.v_bias", "sa.scale_mul_1H11", "sa.proj.weight", "sa.proj.bias"),
-    "ca": ("ca.mat_q.weight", "ca.mat_q.bias", "ca.mat_kv.weight", "ca.v_bias", "ca.proj.weight", "ca.proj.bias"),
-    "ffn": ("ffn.fc1.weight", "ffn.fc1.bias", "ffn.fc2.weight", "ffn.fc2.bias"),
-}
-DEFAULT_GROUPS = ("ca", "ffn")
-
-
-def parse_groups(groups: str | Sequence[str]) -> tuple[str, ...]:
-    """'ca,ffn' / ['ca', 'ffn'] / 'all' -> ('ca', 'ffn') in canonical order."""
+def parse_groups(groups: str | Sequence[str], available: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """'ca,ffn' / ['ca', 'ffn'] / 'all' -> ('ca', 'ffn') in the order of ``available`` (a family's tuning_groups)."""
     names = [g.strip().lower() for g in (groups.split(",") if isinstance(groups, str) else groups) if g.strip()]
     if "all" in names:
-        names = list(GROUPS)
-    unknown = sorted(set(names) - set(GROUPS))
+        names = list(available)
+    unknown = sorted(set(names) - set(available))
     if unknown or not names:
-        raise ValueError(f"Unknown layer groups {unknown or names}: choose from {', '.join(GROUPS)} or 'all'.")
-    return tuple(g for g in GROUPS if g in names)
+        raise ValueError(f"Unknown layer groups {unknown or names}: choose from {', '.join(available)} or 'all'.")
+    return tuple(g for g in available if g in names)
 
 
 def parse_blocks(blocks: str | Sequence[int] | None, depth: int) -> tuple[int, ...]:
@@ -50,12 +39,14 @@ def parse_blocks(blocks: str | Sequence[int] | None, depth: int) -> tuple[int, .
     return tuple(chosen)
 
 
-def select_targets(model: Infinity, groups=DEFAULT_GROUPS, blocks=None) -> list[tuple[int, str]]:
-    """(block index, tensor name inside the block) of every selected tensor, in a stable order."""
-    groups = parse_groups(groups)
-    return [(i, name) for i in parse_blocks(blocks, model.config.depth) for g in groups for name in GROUPS[g]]
+def select_targets(model, groups=None, blocks=None) -> list[tuple[int, str]]:
+    """(block index, tensor name inside the block) of every selected tensor, in a stable order; groups None: the
+    family's default (ARBooth's ca + ffn on Infinity)."""
+    available = model.family.tuning_groups
+    groups = parse_groups(groups or model.family.default_groups, available)
+    return [(i, name) for i in parse_blocks(blocks, model.config.depth) for g in groups for name in available[g]]
 
 
-def block_tensor(model: Infinity, block: int, name: str):
+def block_tensor(model, block: int, name: str):
     """The stored tensor ``name`` of block ``block``."""
     return model.blocks[block].get_parameter(name)

@@ -17,7 +17,8 @@ from safetensors.torch import safe_open
 
 from ..checkpoint import CheckpointError, save_safetensors_atomic
 from ..infinity.model import Infinity
-from .delta import SubjectDelta, check_fits, fingerprint
+from .delta import SubjectDelta
+from .fingerprint import check_fits, fingerprint
 
 FORMAT, FORMAT_VERSION = "varbooth-subject", "1"
 

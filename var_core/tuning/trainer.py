@@ -17,178 +17,29 @@ T5 runs once, before training. Under torchrun the batch is split over the proces
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from ..infinity import quantizer
-from ..checkpoint import (CheckpointError, check_compatible, load_optimizer_tensors, optimizer_tensors,
+from ..checkpoint import (CheckpointError, load_optimizer_tensors, optimizer_tensors,
                           save_safetensors_atomic)
 from ..sampling import sample
 from ..schedules import scale_schedule
-from ..infinity.loss import bit_accuracy
-from ..infinity.model import Infinity
-from .data import SubjectImages
-from .delta import SubjectDelta, apply_subjects, check_fits, fingerprint
+from .config import TrainConfig
+from .data import SubjectImages, _data_differences, data_fingerprint
+from .apply import apply_subjects
+from .delta import SubjectDelta
+from .fingerprint import check_fits, fingerprint
 from .distributed import Ranks
 from .memory import needs_checkpointing
-from .losses import ScaleWeights, distillation_loss, weighted_bitwise_loss
-from .placeholder import DEFAULT_TOKEN, substitute
+from .losses import weighted_loss
+from .placeholder import substitute
 from .subject import load_subject, save_subject
-
-# Learning rates: ARBooth's for full deltas; LoRA and the zero-initialised placeholder vectors (which pass through
-# an RMSNorm, so only their direction matters) need larger steps to move within a few hundred iterations.
-DEFAULT_LR = {"full": 2.34375e-5, "lora": 1e-4, "none": 0.0}
-DEFAULT_EMBEDDING_LR = 1e-3
-
-
-@dataclass
-class TrainConfig:
-    class_word: str = "object"
-    token: str = DEFAULT_TOKEN
-    # what is trained
-    mode: str = "lora"  # "lora", "full" (ARBooth) or "none" (placeholder vectors only)
-    groups: tuple[str, ...] = ("ca", "ffn")
-    blocks: str | None = None  # e.g. "0-15"; None = all
-    rank: int = 16
-    alpha: float | None = None  # default = rank
-    placeholder_vectors: int = 4  # 0 = no learned embedding
-    # optimisation
-    steps: int = 500
-    batch_size: int = 2
-    lr: float | None = None  # default by mode (DEFAULT_LR)
-    embedding_lr: float | None = None  # default DEFAULT_EMBEDDING_LR
-    warmup_steps: int = 0
-    weight_decay: float = 0.005
-    betas: tuple[float, float] = (0.9, 0.97)
-    grad_clip: float = 0.0  # 0 = off
-    gradient_checkpointing: bool | None = None  # None: only when a step would not fit without it (memory.py)
-    # data and loss
-    pn: str = "0.25M"  # 512²; "1M" = 1024²
-    aspect: float | str = 1.0
-    hflip: bool = False
-    flip_prob: float = 0.3  # Bitwise Self-Correction (ARBooth keeps Infinity's 0.3)
-    scale_weights: ScaleWeights = field(default_factory=ScaleWeights)
-    # prior distillation
-    prior_weight: float = 0.5  # λ; 0 = off
-    prior_prompt: str = "a photo of {class_word}"  # ARBooth's; may also hold {article} ("a" / "an")
-    prior_tau: float = 0.5
-    prior_top_p: float = 0.97
-    prior_cfg: float = 1.0  # 1: ARBooth's (unguided samples, conditional prediction); > 1: the guided prediction
-    prior_per_bit: bool = True  # False: ARBooth's softmax over the whole 2d-vector of a token
-    prior_samples: int = 64  # teacher samples drawn once and reused (0: fresh ones every step, as ARBooth)
-    separate_steps: bool = False  # True: ARBooth's two optimizer steps per iteration
-    seed: int = 0
-
-    def check(self) -> None:
-        """Refuse settings that cannot train, with a message a user can act on."""
-        if not self.class_word.strip():
-            raise ValueError("The class word is empty: give the subject's class, e.g. dog, backpack or teapot (it "
-                             "makes the default prompt and the prior distillation prompt).")
-        for name, lr in (("learning rate", self.resolved_lr() if self.mode != "none" else None),
-                         ("placeholder learning rate", self.resolved_embedding_lr())):
-            if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
-                raise ValueError(f"The {name} {lr!r} cannot train: use a positive number up to 1 (LoRA: about "
-                                 f"1e-4 to 1e-3; full deltas: about 2e-5).")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1.")
-        for name, value, ok, hint in (
-                ("prior_weight", self.prior_weight, lambda v: v >= 0, "0 turns prior distillation off; a negative "
-                 "weight would push the model away from its prior"),
-                ("flip_prob", self.flip_prob, lambda v: 0 <= v < 1, "the share of bits flipped for Bitwise "
-                 "Self-Correction, from 0 up to but not including 1"),
-                ("weight_decay", self.weight_decay, lambda v: v >= 0, "0 or a small positive number"),
-                ("grad_clip", self.grad_clip, lambda v: v >= 0, "0 turns clipping off"),
-                ("warmup_steps", self.warmup_steps, lambda v: v >= 0, "0 or more steps"),
-                ("prior_tau", self.prior_tau, lambda v: v > 0, "a positive sampling temperature"),
-                ("prior_top_p", self.prior_top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
-                ("prior_cfg", self.prior_cfg, lambda v: v >= 0, "0 or more"),
-                ("rank", self.rank, lambda v: v >= 1, "at least 1"),
-                ("placeholder_vectors", self.placeholder_vectors, lambda v: v >= 0, "0 (none) or more")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not ok(value):
-                raise ValueError(f"{name} = {value!r} is not a valid setting: {hint}.")
-        try:
-            self.class_prompt()
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"The prior prompt {self.prior_prompt!r} cannot be filled in ({e!r}): write the class "
-                             f"as {{class_word}} and its article as {{article}}, e.g. 'a photo of {{class_word}}'.") \
-                from None
-        if not isinstance(self.scale_weights, ScaleWeights):
-            raise ValueError(f"scale_weights must be a ScaleWeights, got {type(self.scale_weights).__name__}.")
-
-    def class_prompt(self) -> str:
-        """The class prompt of prior distillation: prior_prompt with {class_word} and {article} ("a" or "an")."""
-        article = "an" if self.class_word.strip()[:1].lower() in tuple("aeiou") else "a"
-        return self.prior_prompt.format(class_word=self.class_word, article=article)
-
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
-
-    def resolved_embedding_lr(self) -> float:
-        return self.embedding_lr if self.embedding_lr is not None else DEFAULT_EMBEDDING_LR
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d["lr"], d["embedding_lr"] = self.resolved_lr(), self.resolved_embedding_lr()
-        return d
-
-    @classmethod
-    def resumed(cls, saved: dict, steps: int | None = None, **explicit) -> "TrainConfig":
-        """The settings of a run to resume: every setting from the subject file's ``training`` record (``saved``),
-        ``steps`` may be raised and gradient_checkpointing chosen anew (neither changes what is learned); any other
-        ``explicit`` setting (not None) that differs from the file's is refused."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in saved.items() if k in known}
-        missing = sorted(known - set(values) - {"steps"})
-        if missing:
-            raise ValueError(f"The subject file does not record the training settings {missing}; it cannot be resumed "
-                             f"exactly (start a new training).")
-        if "coarse_tokens" in values["scale_weights"]:
-            raise ValueError("The subject file was trained with scale weights split by token count (an earlier "
-                             "version); it cannot be resumed exactly: start a new training.")
-        values["scale_weights"] = ScaleWeights(**{**values["scale_weights"], "per_scale": _tuple(
-            values["scale_weights"].get("per_scale"))})
-        values["groups"], values["betas"] = tuple(values["groups"]), tuple(values["betas"])
-        checkpointing = explicit.pop("gradient_checkpointing", None)
-        if checkpointing is not None:
-            values["gradient_checkpointing"] = checkpointing
-        config = cls(**{**values, "steps": steps if steps is not None else values.get("steps", 0)})
-        conflicts = [f"{k}={v!r} (the file has {getattr(config, k)!r})" for k, v in explicit.items()
-                     if v is not None and k != "steps" and _normal(v) != _normal(getattr(config, k))]
-        if conflicts:
-            raise ValueError(f"Resuming continues the subject file's training with its own settings; these differ: "
-                             f"{', '.join(conflicts)}. Leave them out, or start a new training instead of resuming.")
-        return config
-
-
-def model_defaults(model) -> dict:
-    """The TrainConfig settings that suit ``model`` where the user gives none: for a model made at the embedded toy
-    model's resolution, the toy's own (128², ten times Infinity's learning rates, 300 steps: embedded.TUNING);
-    for Infinity, TrainConfig's (ARBooth's 500 steps, at 512²)."""
-    from ..embedded import TUNING
-    if model.native_preset() == TUNING["pn"]:
-        return dict(TUNING)
-    return {"pn": TrainConfig.pn, "steps": TrainConfig.steps}
-
-
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
-def _normal(v):
-    if isinstance(v, (list, tuple)):
-        return tuple(_normal(x) for x in v)
-    if isinstance(v, ScaleWeights):
-        return asdict(v)
-    return v
-
 
 def state_path(subject_path) -> Path:
     """Where a training's resumable state (optimizer moments, random streams) lives: beside the subject file, in
@@ -215,13 +66,14 @@ class SubjectTrainer:
     default: a single process): each rank trains on its rows of every batch and only rank 0 writes files.
     """
 
-    def __init__(self, model: Infinity, vae, text_encoder, images: SubjectImages, config: TrainConfig,
+    def __init__(self, model, vae, text_encoder, images: SubjectImages, config: TrainConfig,
                  delta: SubjectDelta | None = None, start_step: int = 0, ranks: Ranks | None = None):
         if model.patch is not None:
             raise ValueError("Train on the base model, not on a model with subjects applied.")
-        check_compatible(model, vae)  # the VAE's latent must make this model's tokens (2B: f16 d32, 8B: f8 d14)
+        model.family.check_compatible(model, vae)  # the VAE's latent must make this model's tokens
+        config = config.for_model(model)  # settings left to the model: its own
         config.check()
-        self.model, self.vae, self.config = model, vae, config
+        self.model, self.vae, self.config, self.family = model, vae, config, model.family
         self.device = model.device
         self.schedule = scale_schedule(config.aspect, config.pn)
         if len(images.prompts) != images.images.shape[0]:
@@ -248,7 +100,7 @@ class SubjectTrainer:
                                "architecture": json.dumps(asdict(model.config), sort_keys=True)}
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
-        self.data = data_fingerprint(images, config)
+        self.data = data_fingerprint(images, config.class_word)
 
         # frozen inputs, computed once: VAE latents of every image (and its mirror), T5 features and token positions
         with torch.no_grad():
@@ -282,9 +134,9 @@ class SubjectTrainer:
         self.student.gradient_checkpointing = on
         self.checkpointing = "gradient checkpointing " + why
         groups = [{"params": [t for k, t in self.delta.tensors.items() if k != "placeholder"],
-                   "lr": config.resolved_lr()}]
+                   "lr": config.lr}]
         if self.delta.placeholder is not None:
-            groups.append({"params": [self.delta.placeholder], "lr": config.resolved_embedding_lr()})
+            groups.append({"params": [self.delta.placeholder], "lr": config.embedding_lr})
         groups = [g for g in groups if g["params"]]
         self.optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay,
                                            foreach=self.device.type == "cuda")
@@ -310,14 +162,14 @@ class SubjectTrainer:
             flip = self.flipped is not None and torch.rand((), generator=self.generator).item() < 0.5
             latents.append((self.flipped if flip else self.latents)[i])
         latent = torch.cat(latents).to(self.device)
-        inputs, labels = quantizer.teacher_forcing(latent, self.schedule, self.config.flip_prob, self.generator,
-                                                   self.model.config.token_patch)
-        inputs, labels = torch.cat(inputs, dim=1)[rows], quantizer.flatten_bits(labels)[rows]
+        inputs, labels = self.family.teacher_forcing(self.vae, latent, self.schedule, self.config.flip_prob,
+                                                     self.generator)
+        inputs, labels = inputs[rows], labels[rows]
         vectors = self.delta.placeholder
         text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx[rows]]
         logits = self.student(text, inputs, self.schedule)
-        return weighted_bitwise_loss(logits, labels, self.schedule, self.config.scale_weights), \
-            bit_accuracy(logits.detach(), labels)
+        return weighted_loss(self.family, logits, labels, self.schedule, self.config.scale_weights), \
+            self.family.accuracy(logits.detach(), labels)
 
     @torch.no_grad()
     def teacher_samples(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,10 +188,10 @@ class SubjectTrainer:
                       generator=generator or self.sample_generator, return_logits=not guided)  # the base (no patch)
         if not guided:
             bits, logits = bits
-            return quantizer.flatten_bits([b.clone() for b in bits]), torch.cat(logits, dim=1).float() * c.prior_tau
-        bits = [b.clone() for b in bits]  # out of inference mode
-        inputs = torch.cat(quantizer.inputs_from_bits(bits, self.schedule, self.model.config.token_patch), dim=1)
-        return quantizer.flatten_bits(bits), self._guided(self.model, text, inputs).float()
+            return self.family.flatten_codes([b.clone() for b in bits]), torch.cat(logits, dim=1).float() * c.prior_tau
+        codes = self.family.flatten_codes([b.clone() for b in bits])  # out of inference mode
+        inputs = self.family.inputs_from_codes(self.model, codes, self.schedule)
+        return codes, self._guided(self.model, text, inputs).float()
 
     def _guided(self, model, text: list, inputs: torch.Tensor) -> torch.Tensor:
         """g·cond + (1 − g)·uncond logits of ``model`` (g = prior_cfg), as the sampler guides: one forward of the
@@ -379,12 +231,11 @@ class SubjectTrainer:
         conditional prediction, or with prior_cfg > 1 of the guided one."""
         bits, teacher = self._teacher_batch(batch)
         bits, teacher = bits[rows], teacher[rows]
-        inputs = torch.cat(quantizer.inputs_from_bits(quantizer.split_bits(bits, self.schedule), self.schedule,
-                                                      self.model.config.token_patch), 1)
+        inputs = self.family.inputs_from_codes(self.model, bits, self.schedule)
         text = self.prior_text * bits.shape[0]
         student = self._guided(self.student, text, inputs) if self.config.prior_cfg != 1.0 else \
             self.student(text, inputs, self.schedule)
-        return distillation_loss(student, teacher, per_bit=self.config.prior_per_bit)
+        return self.family.distillation(student, teacher, per_unit=self.config.prior_per_bit)
 
     def _set_lr(self):
         w = self.config.warmup_steps
@@ -487,7 +338,7 @@ class SubjectTrainer:
         return [names[id(p)] for p in self._params()]
 
     @classmethod
-    def resume(cls, path, model: Infinity, vae, text_encoder, images: SubjectImages, steps: int | None = None,
+    def resume(cls, path, model, vae, text_encoder, images: SubjectImages, steps: int | None = None,
                ranks: Ranks | None = None, **explicit) -> "SubjectTrainer":
         """Continue the training that wrote the subject file ``path``: its settings (``TrainConfig.resumed``), its
         step count, and, when its state file is beside it, its optimizer and random streams, so the run goes on
@@ -552,33 +403,6 @@ class SubjectTrainer:
             if checkpoint_path is not None and self.ranks.is_main and not (failed and self.ranks.world_size > 1):
                 self.save(checkpoint_path, dtype=save_dtype)
         return finished
-
-
-def data_fingerprint(images: SubjectImages, config: TrainConfig) -> dict:
-    """What a training learns from, recorded in its subject file so a resume can check it gets the same inputs: a
-    hash of every photo (as 8-bit pixels at the training size), the captions, the class word and the resolution."""
-    pixels = ((images.images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return {"photos": [hashlib.sha256(p.numpy().tobytes()).hexdigest()[:16] for p in pixels],
-            "captions": list(images.prompts), "class_word": config.class_word, "size": list(pixels.shape[-2:])}
-
-
-def _data_differences(saved: dict, given: dict) -> list[str]:
-    out = []
-    if len(saved["photos"]) != len(given["photos"]):
-        out.append(f"{len(given['photos'])} photos given, it was trained on {len(saved['photos'])}")
-    else:
-        changed = [str(i + 1) for i, (a, b) in enumerate(zip(saved["photos"], given["photos"])) if a != b]
-        if len(changed) == 1:
-            out.append(f"photo {changed[0]} differs")
-        elif changed:
-            out.append(f"photos {', '.join(changed)} differ")
-        diff = [f"{a!r} -> {b!r}" for a, b in zip(saved["captions"], given["captions"]) if a != b]
-        if diff:
-            out.append(f"captions differ ({diff[0]}{' ...' if len(diff) > 1 else ''})")
-    for key, what in (("class_word", "class word"), ("size", "resolution")):
-        if saved.get(key) != given.get(key):
-            out.append(f"{what} {given.get(key)!r}, it was trained with {saved.get(key)!r}")
-    return out
 
 
 def train_subject(model, vae, text_encoder, images: SubjectImages, config: TrainConfig, **run_kwargs):

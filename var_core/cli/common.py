@@ -1,0 +1,44 @@
+"""What the commands share: progress bars and the model files they run on."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def bar(total: int, desc: str, unit: str, initial: int = 0, show: bool = True):
+    from tqdm import tqdm  # a requirement (transformers needs it too)
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=not show)
+
+
+def progress_bar(total: int, desc: str):
+    b = bar(total, desc, "scale")
+
+    def update(k, n):
+        b.update(k - b.n)
+        if k == n:
+            b.close()
+    return update
+
+
+def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
+    """--model/--vae/--text-encoder, or all three from the embedded toy bundle when none is given."""
+    given = [args.model, args.vae, args.text_encoder]
+    if all(given):
+        return (*given, False)
+    if any(given):
+        raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder together, or none of them for the "
+                         f"embedded toy model.")
+    from var_core.embedded import BUNDLE, available, bundle_paths
+    if not available():
+        raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder (this checkout has no embedded toy "
+                         f"model in {BUNDLE}; build one with: python -m toyworld pretrain --out {BUNDLE})")
+    paths = bundle_paths()
+    print("using the embedded toy model (var_core/bundle, 128²); pass --model, --vae and --text-encoder for "
+          "another", file=sys.stderr)
+    return str(paths["transformer"]), str(paths["vae"]), str(paths["text_encoder"]), True
+
+
+def default_cache() -> Path:
+    """One reusable folder for working files: $XDG_CACHE_HOME/varbooth (~/.cache/varbooth)."""
+    import os
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "varbooth"

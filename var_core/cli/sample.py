@@ -1,0 +1,89 @@
+"""`python -m var_core sample`: text -> images, with subjects applied and variations."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import defaults
+from ..checkpoint import DTYPES
+from .common import model_files, progress_bar
+
+
+def _output_paths(out: str, count: int) -> list[Path]:
+    out = Path(out)
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i:02d}{out.suffix or '.png'}") for i in range(count)]
+
+
+def cmd_sample(args) -> int:
+    import var_core as vc
+    from var_core.schedules import template_key
+    from var_core.images import load_image, save_png, to_pil
+    from var_core.sampling import variation_codes
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    model_path, vae_path, encoder_path, embedded = model_files(args, "sample")
+    model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    settings = defaults.sampling(model, cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p, pn=args.pn)
+    schedule = vc.scale_schedule(args.aspect, settings["pn"])
+    template = template_key(args.aspect)
+    if template != str(args.aspect).strip():  # say which of the 15 templates an arbitrary ratio became
+        h, w = vc.pixel_size(schedule)
+        print(f"aspect {args.aspect} -> template {template} (h/w): {w}x{h} pixels", file=sys.stderr)
+    prompts = [p for p in args.prompt for _ in range(args.batch)]
+    paths = _output_paths(args.out, len(prompts))
+    clash = [str(p) for p in paths if p.exists()]
+    if clash and not args.overwrite:
+        raise FileExistsError(f"Output exists: {', '.join(clash)}; choose another --out or pass --overwrite.")
+
+    vae = vc.load_vae(vae_path, device=device)
+    vc.check_compatible(model, vae)
+    from var_core.tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
+    subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
+    arbooth = arbooth_subject(model)
+    if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):
+        subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
+    if subjects:
+        model = apply_subjects(model, subjects)
+    encoder = vc.load_text_encoder(encoder_path, device=device)
+    text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors
+    negative = encode_prompts(encoder, [args.negative] * len(prompts), model) if args.negative is not None else None
+    encoder.to("cpu")  # T5 is only needed once; give its memory back to the sampler
+    del encoder
+    forced = None
+    if args.init_image:
+        image = load_image(args.init_image, vc.pixel_size(schedule)).to(device)
+        forced = variation_codes(vae, image, schedule, args.keep_scales, len(prompts))
+    print(settings_line(settings, args), file=sys.stderr)
+    images = vc.sample(model, vae, text, schedule, cfg=settings["cfg"], tau=settings["tau"], top_k=settings["top_k"],
+                       top_p=settings["top_p"], seed=args.seed, negative=negative, forced_codes=forced,
+                       progress=progress_bar(len(schedule), "sampling"))
+    for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
+        save_png(pil, path, overwrite=args.overwrite)
+        # which prompt it drew, and what redraws it (one seed for the whole batch: same prompts, --batch, --seed)
+        print(f"{path}: {prompts[i]!r} (seed {args.seed}, image {i + 1} of {len(prompts)})")
+    return 0
+
+
+def parse_subject_arg(value: str):
+    """'file.safetensors', 'file.safetensors:0.8' or 'file.safetensors:1,1,1,1,1,1,1,1,0.5,0.5' (per scale)."""
+    path, sep, tail = value.rpartition(":")
+    if sep:
+        try:
+            values = [float(v) for v in tail.split(",")]
+            return path, values[0] if len(values) == 1 else values
+        except ValueError:
+            pass  # a ':' that belongs to the path (C:\...)
+    return value, 1.0
+
+
+
+
+def settings_line(settings: dict, args) -> str:
+    """What the run uses, each setting marked when it is the model's own: 'cfg 4 (own), tau 0.5 (own), ...'."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()) \
+        + " (" + (", ".join(k for k in settings if getattr(args, k) is None) or "none") + ": the model's own)"

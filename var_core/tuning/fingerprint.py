@@ -1,0 +1,99 @@
+"""A base model's identity, recorded in every subject file so a subject is refused by another base: its architecture
+and a sample of its weights, compared with a tolerance (the same checkpoint in fp32, bf16 or fp16 agrees)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+
+import torch
+
+from .selection import block_tensor
+
+FINGERPRINT_VALUES = 24
+
+
+def check_fits(delta, model) -> None:
+    """The delta must come from this base model (fingerprint, when known) and its shapes must fit."""
+    known = delta.metadata.get("fingerprint")
+    if known and not same_base(known, model):
+        raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "
+                         f"{delta.metadata.get('architecture')}) than this one (fingerprint {fingerprint(model)}, "
+                         f"{model.source or 'given in memory'}){_architecture_change(delta, model)}. Load the base "
+                         f"model it was trained on.")
+    for key, t in delta.tensors.items():
+        if key == "placeholder":
+            if t.dim() != 2 or t.shape[1] != model.config.text_channels:
+                raise ValueError(f"Placeholder vectors {tuple(t.shape)} do not fit text width "
+                                 f"{model.config.text_channels}.")
+            continue
+        kind, i, name = key.split(".", 2)
+        if int(i) >= model.config.depth:
+            raise ValueError(f"{key}: block {i} does not exist (the model has {model.config.depth} blocks).")
+        w = block_tensor(model, int(i), name)
+        expected = {"delta": tuple(w.shape), "lora_A": (delta.rank, w.shape[-1]),
+                    "lora_B": (w.shape[0], delta.rank)}[kind]
+        if tuple(t.shape) != expected:
+            raise ValueError(f"{key} has shape {tuple(t.shape)}, expected {expected} for this model.")
+
+
+def _architecture_change(delta, model) -> str:
+    """What differs between the subject's base architecture and ``model``'s, in words ("" when unknown or equal):
+    e.g. a subject of Infinity-2B (32-bit tokens) offered to Infinity-8B (56-bit 2x2-patchified tokens)."""
+    try:
+        theirs = json.loads(delta.metadata.get("architecture") or "{}")
+    except ValueError:
+        return ""
+    mine = asdict(model.config)
+    changed = [f"{k} {theirs[k]} (this model: {mine[k]})" for k in mine if k in theirs and theirs[k] != mine[k]]
+    if not changed:
+        return ""
+    tokens = ""
+    if "bits" in theirs and theirs["bits"] != model.config.bits:
+        def kind(bits, patch):
+            return f"{bits}-bit tokens" + (f" ({patch}x{patch}-patchified, Infinity-8B-shaped)" if patch > 1 else "")
+        mine_kind = kind(model.config.bits, model.config.token_patch)
+        theirs_kind = kind(theirs["bits"], replace(model.config, bits=theirs["bits"]).token_patch)
+        tokens = f"; it was trained on a model with {theirs_kind}, this one has {mine_kind}"
+    return f": the architectures differ ({', '.join(changed)}){tokens}"
+
+
+def _fingerprint_samples(model) -> list[torch.Tensor]:
+    blocks = model.blocks  # a view shares these with its base
+    return [model.cfg_uncond[:4], model.pos_start, model.head.bias, model.word_embed.weight[:8],
+            blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8]]
+
+
+def fingerprint(model) -> str:
+    """The base model's identity: '<hash of its architecture>:<24 of its weights, 3 significant digits>'.
+
+    Weights are compared with a tolerance (same_base), not hashed: fp32, bf16 and fp16 copies of one checkpoint (and
+    fp16 -> bf16 double rounding) differ in the last bits, while another checkpoint differs far more.
+    """
+    if model.sharded_fingerprint:  # an FSDP-sharded base (distributed.shard_base): its weights are split
+        return model.sharded_fingerprint
+    arch = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode()).hexdigest()[:12]
+    values = torch.cat([t.detach().float().flatten().cpu() for t in _fingerprint_samples(model)])
+    idx = torch.linspace(0, values.numel() - 1, FINGERPRINT_VALUES).long()
+    return arch + ":" + ",".join(f"{v:.3g}" for v in values[idx].tolist())
+
+
+def same_base(known: str, model) -> bool:
+    """Whether a stored fingerprint names ``model`` (any of the dtypes the loaders offer)."""
+    if ":" not in known:  # format 1 (a hash of bf16-rounded weights): exact, so only fp32/bf16 copies agree
+        return known == _legacy_fingerprint(model)
+    arch, _, text = known.partition(":")
+    mine_arch, _, mine = fingerprint(model).partition(":")
+    if arch != mine_arch:
+        return False
+    a = torch.tensor([float(v) for v in text.split(",")])
+    b = torch.tensor([float(v) for v in mine.split(",")])
+    # bf16 keeps 8 significant bits (0.4 %), the 3-digit text 0.05 %; fp16 flushes values below 6e-8
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-2, atol=1e-4)
+
+
+def _legacy_fingerprint(model) -> str:
+    h = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode())
+    for t in _fingerprint_samples(model):
+        h.update(t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:16]
