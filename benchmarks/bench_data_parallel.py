@@ -4,7 +4,7 @@
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_data_parallel.py        # the same global batch on 2
     python benchmarks/bench_data_parallel.py --volume-only                            # Infinity-2B's LoRA, no training
 
-The tiny model is tests/builders' random one at 256² (0.06M), LoRA on ca+ffn, prior distillation on (a bank of 4
+The tiny model is toyworld/builders' random one at 256² (0.06M), LoRA on ca+ffn, prior distillation on (a bank of 4
 class samples, drawn before timing). Each step is timed between barriers; the median is printed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from tests.builders import make_random_models, subject_pictures  # noqa: E402
+from toyworld.builders import make_random_models, subject_pictures  # noqa: E402
 from var_core import load_text_encoder, load_transformer, load_vae  # noqa: E402
 from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
 from var_core.tuning import SubjectDelta, SubjectTrainer, TrainConfig, distributed, prepare_images  # noqa: E402

@@ -28,7 +28,7 @@ from var_core.checkpoint import DTYPES  # noqa: E402
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
 from var_core.schedules import pixel_size, scale_schedule  # noqa: E402
 from var_core.infinity.t5 import load_text_encoder  # noqa: E402
-from tests.builders import subject_pictures  # noqa: E402
+from toyworld.builders import subject_pictures  # noqa: E402
 from toyworld.t5 import make_t5  # noqa: E402
 from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images  # noqa: E402
 

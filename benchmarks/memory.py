@@ -281,7 +281,7 @@ SMALL_8B_VAE = BitVAEConfig(d=14, base_ch=32, ch_mult=(1, 2, 4, 4))
 
 
 def small_model(dtype):
-    from tests.builders import randomize_
+    from toyworld.builders import randomize_
     return randomize_(Infinity(SMALL_8B), seed=0).cast_blocks(dtype).eval().requires_grad_(False)
 
 
@@ -329,7 +329,7 @@ def check() -> None:
 
 
 def check_tuning(model, vae) -> None:
-    from tests.builders import subject_pictures
+    from toyworld.builders import subject_pictures
     from toyworld.t5 import make_t5
     from var_core.schedules import pixel_size
     from var_core.infinity.t5 import load_text_encoder

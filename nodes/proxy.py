@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from var_core.tuning import DEFAULT_TOKEN
 from var_core.tuning.proxy import CONTEXTS, proxy_prompts
 
 from .types import CATEGORY, Prompts
@@ -19,7 +20,7 @@ class ProxyPrompts(io.ComfyNode):
             inputs=[io.String.Input("subject_phrase", default="sks dog",
                                     tooltip="How the supervising model names the subject (its trigger words)."),
                     io.String.Input("class_word", default="dog", tooltip="The subject's class."),
-                    io.String.Input("token", default="<placeholder>", tooltip="The placeholder to train."),
+                    io.String.Input("token", default=DEFAULT_TOKEN, tooltip="The placeholder to train."),
                     io.Int.Input("count", default=8, min=1, max=256, tooltip="How many prompts (contexts cycle)."),
                     io.String.Input("contexts", multiline=True, default="\n".join(CONTEXTS),
                                     tooltip="One context per line, e.g. 'on the beach'.")],

@@ -8,10 +8,9 @@ from comfy_api.latest import io, ui
 import var_core
 from var_core import defaults
 from var_core.images import fit_tensor
-from var_core.sampling import variation_codes
+from var_core.sampling import KEEP_SCALES, variation_codes
 from var_core.schedules import per_scale
-from var_core.tuning import subjects_of, with_strength_schedule
-from var_core.tuning.apply import blend, entries_of
+from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedule
 
 from . import comfy_env
 from .schedule import OWN, OWN_TAU, resolve
@@ -57,14 +56,14 @@ class Sampler(io.ComfyNode):
                 Schedule.Input("schedule", optional=True, tooltip="Per-scale cfg, tau and subject strength."),
                 io.Image.Input("init_image", optional=True,
                                tooltip="Variations: keep the first scales of this image and sample the rest."),
-                io.Int.Input("keep_scales", default=4, min=0, max=16, optional=True,
+                io.Int.Input("keep_scales", default=KEEP_SCALES, min=0, max=16, optional=True,
                              tooltip="With init_image: how many coarse scales to keep (more = closer to it)."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The generated images.")])
 
     @classmethod
     def execute(cls, model, vae, positive, seed, aspect_ratio, resolution, cfg, tau, top_k, top_p, batch_size,
-                negative=None, schedule=None, init_image=None, keep_scales=4):
+                negative=None, schedule=None, init_image=None, keep_scales=KEEP_SCALES):
         var_core.check_compatible(model, vae)
         scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, model))
         K = len(scales)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_env
-from var_core.tuning.apply import read_prompts, subjects_of
+from var_core.tuning import read_prompts, subjects_of
 
 from .types import CATEGORY, Conditioning, Model, Prompts, TextEncoder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import fields
 
 import torch
 from comfy_api.latest import io, ui
@@ -19,7 +20,10 @@ from .types import AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEnc
 LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ffn"), "ca": ("ca",), "ffn": ("ffn",),
           "sa": ("sa",)}
 METHODS = {"LoRA": "lora", "full deltas (ARBooth)": "full", "placeholder vectors only": "none"}
-WEIGHTING = {"ARBooth: coarse 1.0, fine 0.5": ScaleWeights(), "uniform": ScaleWeights(1.0, 1.0)}
+ARBOOTH_WEIGHTS = ScaleWeights()
+WEIGHTING = {f"ARBooth: coarse {ARBOOTH_WEIGHTS.coarse:.1f}, fine {ARBOOTH_WEIGHTS.fine:.1f}": ARBOOTH_WEIGHTS,
+             "uniform": ScaleWeights(1.0, 1.0)}
+METHOD = {f.name: f.default for f in fields(TrainConfig)}  # the method's defaults, stated once (TrainConfig)
 
 
 def checkpoint_path(class_word: str, seed: int) -> str:
@@ -44,11 +48,12 @@ class TrainSubject(io.ComfyNode):
                 TextEncoder.Input("text_encoder", tooltip="The T5 encoder (runs once, before training)."),
                 io.Image.Input("images", tooltip="1-N photos of the subject (a batch); cropped to the centre."),
                 io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, backpack."),
-                io.String.Input("token", default="<placeholder>",
+                io.String.Input("token", default=METHOD["token"],
                                 tooltip="Placeholder token to write in prompts; give each subject its own."),
                 io.Int.Input("steps", default=0, min=0, max=100000,
                              tooltip=f"Optimizer steps; 0 = auto, the model's own "
-                                     f"({defaults.describe('tuning', 'steps')}). The node's text shows the value used."),
+                                     f"({defaults.describe('tuning', 'steps')}). The node's text shows the value "
+                                     f"used."),
                 io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
                                tooltip=f"0 = auto, the model's own ({defaults.describe('tuning', 'lr')}). The "
                                        f"node's text shows the value used."),
@@ -56,14 +61,15 @@ class TrainSubject(io.ComfyNode):
                                tooltip="LoRA (small files, works on the fused projections) or ARBooth's full deltas."),
                 io.Combo.Input("layers", options=list(LAYERS), default="ca+ffn (ARBooth)",
                                tooltip="Which layers of every block are tuned."),
-                io.Int.Input("rank", default=16, min=1, max=512, tooltip="LoRA rank."),
-                io.Int.Input("placeholder_vectors", default=4, min=0, max=16,
+                io.Int.Input("rank", default=METHOD["rank"], min=1, max=512, tooltip="LoRA rank."),
+                io.Int.Input("placeholder_vectors", default=METHOD["placeholder_vectors"], min=0, max=16,
                              tooltip="Learned vectors that replace the token's T5 output (0 = none)."),
-                io.Combo.Input("scale_weighting", options=list(WEIGHTING), default="ARBooth: coarse 1.0, fine 0.5",
-                               tooltip="Loss weight per scale. ARBooth: 1.0 on the first 8/13 of the scales (8 of 13 at "
-                                       "1024², 6 of 10 at 512², 3 of 5 at 128²), 0.5 on the rest; Per-Scale Schedule "
-                                       "shows them for a resolution."),
-                io.Float.Input("prior_weight", default=0.5, min=0.0, max=10.0, step=0.05,
+                io.Combo.Input("scale_weighting", options=list(WEIGHTING), default=list(WEIGHTING)[0],
+                               tooltip=f"Loss weight per scale. ARBooth: {ARBOOTH_WEIGHTS.coarse:g} on the first "
+                                       f"{ARBOOTH_WEIGHTS.coarse_scales(13)} of 13 scales at 1024² (the same share at "
+                                       f"every resolution), {ARBOOTH_WEIGHTS.fine:g} on the rest; Per-Scale Schedule "
+                                       f"shows them for a resolution."),
+                io.Float.Input("prior_weight", default=METHOD["prior_weight"], min=0.0, max=10.0, step=0.05,
                                tooltip="Prior distillation against the frozen model on 'a photo of {class}' (0 = off)."),
                 io.Combo.Input("resolution", options=RESOLUTIONS, default=AUTO,
                                tooltip=f"Training resolution; auto = the model's own "

@@ -40,7 +40,7 @@ def tiny_vae():
 @pytest.fixture(scope="session")
 def toy_paths(tmp_path_factory) -> dict[str, Path]:
     """A tiny random transformer, BitVAE and T5 (with tokenizer) written to disk, as a user would have them."""
-    from builders import make_random_models
+    from toyworld.builders import make_random_models
     return make_random_models(tmp_path_factory.mktemp("toy"))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fixture_paths import TINY, TINY_8B
+from fixture_paths import TINY_8B
 from var_core import CheckpointError, check_compatible, load_transformer, load_vae, sample
 from var_core.family import Family
 from var_core.infinity import quantizer
@@ -184,7 +184,7 @@ def test_variation_bits_are_the_patchified_encoding(model, vae, case, bits):
 @pytest.fixture(scope="module")
 def toy8b(tmp_path_factory):
     """A tiny random 8B-shaped transformer, written as release-style shards and loaded back, and its f8 VAE."""
-    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    from toyworld.builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
     folder = tmp_path_factory.mktemp("toy8b") / "weights"
     save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=3).state_dict(), folder, shards=3)
     return load_transformer(folder), random_vae(TOY_8B_VAE, seed=3)
@@ -247,7 +247,7 @@ def test_random_8b_shaped_model_is_self_consistent_on_non_square_templates(toy8b
 
 def test_cli_samples_varies_and_trains_on_an_8b_shaped_shard_folder(toy_paths, tmp_path, capsys):
     from PIL import Image
-    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    from toyworld.builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
     from var_core.cli import main
     from var_core.checkpoint import save_safetensors_atomic
     weights = save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=7).state_dict(), tmp_path / "w8b")

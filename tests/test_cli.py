@@ -13,7 +13,7 @@ from var_core.cli import main, parse_subject_arg
 from var_core.infinity.bitvae import BitVAEConfig
 from var_core.checkpoint import save_safetensors_atomic
 from var_core.images import to_pil
-from builders import random_vae, subject_pictures
+from toyworld.builders import random_vae, subject_pictures
 from var_core.tuning.trainer import state_path
 from var_core.tuning import load_subject
 

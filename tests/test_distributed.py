@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from builders import subject_pictures
+from toyworld.builders import subject_pictures
 from var_core.cli import main
 from var_core.images import to_pil
 from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
@@ -203,7 +203,7 @@ def test_a_batch_smaller_than_the_ranks_is_refused_with_what_to_do(toy):
 @pytest.fixture(scope="module")
 def toy_8b_paths(toy_paths, tmp_path_factory):
     """A tiny random Infinity-8B-shaped model as released (shard folder) with its f8 VAE, and the toy text encoder."""
-    from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
+    from toyworld.builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, save_shards
     from var_core.checkpoint import save_safetensors_atomic
     folder = tmp_path_factory.mktemp("toy8b")
     return {"transformer": save_shards(random_transformer(TOY_8B_TRANSFORMER, seed=5).state_dict(), folder / "w"),

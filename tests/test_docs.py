@@ -123,3 +123,16 @@ def test_sample_with_no_optional_flags_uses_the_models_own_settings(tmp_path, ca
     assert line.startswith(f"cfg {own['cfg']:g}, tau {own['tau']:g}, top_k {own['top_k']}, top_p {own['top_p']:g}, "
                            f"pn {own['pn']}"), line
     assert "cfg, tau, top_k, top_p, pn: the model's own" in line
+
+
+def test_without_torch_the_command_says_what_to_install_in_one_line():
+    import subprocess
+    import sys
+    from var_core import NEEDS_TORCH
+    blocked = "import sys; sys.modules['torch'] = None; sys.argv = {argv!r}; import var_core"
+    as_command = subprocess.run([sys.executable, "-c", blocked.format(argv=["-m"])], capture_output=True, text=True,
+                                cwd=ROOT)
+    assert as_command.returncode == 1 and as_command.stderr.strip() == NEEDS_TORCH
+    as_library = subprocess.run([sys.executable, "-c", blocked.format(argv=[""])], capture_output=True, text=True,
+                                cwd=ROOT)
+    assert as_library.returncode == 1 and as_library.stderr.strip().endswith(f"ModuleNotFoundError: {NEEDS_TORCH}")

@@ -5,7 +5,7 @@ import torch
 from var_core import sample
 from var_core.infinity import INFINITY
 from var_core.schedules import scale_schedule
-from builders import random_transformer
+from toyworld.builders import random_transformer
 from var_core.infinity.model import InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
@@ -168,7 +168,7 @@ def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
     """cfg / tau left out: a file's own cfg / tau metadata, else the release's (2B: 4 / 0.5; a patchified model,
     Infinity-8B: 3 / 1.0); the defaults are really used (equal to passing them, unequal to other values)."""
     from safetensors.torch import save_file
-    from builders import TOY_8B_TRANSFORMER
+    from toyworld.builders import TOY_8B_TRANSFORMER
     from var_core import load_transformer
     from var_core.checkpoint import CheckpointError
     from var_core import defaults

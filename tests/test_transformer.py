@@ -11,7 +11,7 @@ from var_core import CheckpointError, load_transformer
 from var_core.family import Family
 from var_core.infinity import quantizer
 from var_core.schedules import scale_schedule
-from builders import random_transformer
+from toyworld.builders import random_transformer
 from var_core.infinity.model import Infinity, InfinityConfig
 
 SCHEDULE = scale_schedule(1.0, "0.06M")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from var_core import sample, scale_schedule
 from var_core.checkpoint import CheckpointError
-from builders import random_transformer
+from toyworld.builders import make_trainer, random_transformer, subject_pictures
 from var_core.infinity.model import Infinity, InfinityConfig
 from var_core.infinity import INFINITY
 from var_core.tuning import (ScaleWeights, SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts,
@@ -227,24 +227,8 @@ def test_subject_file_round_trip_is_exact_and_wrong_base_is_refused(model, tmp_p
 
 
 # ------------------------------------------------------------------------------------------------ training
-def images(n=2, size=256):
-    g = torch.Generator().manual_seed(0)
-    base = torch.linspace(-1, 1, size)
-    out = []
-    for i in range(n):  # smooth, distinct pictures: gradients plus a coloured square
-        img = torch.stack([base[None, :].expand(size, size), base[:, None].expand(size, size),
-                           torch.full((size, size), 0.5 - i)])
-        y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
-        img[:, y:y + size // 3, x:x + size // 3] = torch.rand(3, 1, 1, generator=g) * 2 - 1
-        out.append(img)
-    return out
-
-
 def trainer(toy, **kw):
-    model, vae, enc = toy
-    cfg = TrainConfig(class_word="dog", pn="0.06M", **kw)
-    data = prepare_images(images(), (256, 256), cfg.token, cfg.class_word)
-    return SubjectTrainer(model, vae, enc, data, cfg)
+    return make_trainer(toy, **kw)
 
 
 def test_zero_delta_distillation_loss_and_gradient_are_zero(toy):
@@ -298,7 +282,7 @@ def test_cancel_keeps_a_loadable_checkpoint_and_resume_continues(toy, tmp_path):
     assert saved.metadata["training"]["steps_done"] == 3
     assert all(torch.equal(saved.tensors[k], tr.delta.tensors[k].detach()) for k in saved.tensors)
     model, vae, enc = toy
-    again = SubjectTrainer(model, vae, enc, prepare_images(images(), (256, 256), "<placeholder>", "dog"),
+    again = SubjectTrainer(model, vae, enc, prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog"),
                            TrainConfig(class_word="dog", pn="0.06M", steps=5, rank=2), delta=saved, start_step=3)
     assert again.run(checkpoint_path=path) and again.step_count == 5
     assert load_subject(path).metadata["training"]["steps_done"] == 5
@@ -317,3 +301,19 @@ def test_an_arbooth_checkpoint_brings_its_placeholder_vectors(model, tmp_path, t
     view = apply_subjects(loaded, [(subject, 1.0)])
     (text,) = encode_prompts(toy[2], ["a photo of <placeholder> dog"], view)
     assert torch.equal(text[3:7], sd["special_token"])
+
+
+def test_a_subject_file_records_its_family_and_another_family_refuses_it(toy, tmp_path):
+    from safetensors import safe_open
+    model = toy[0]
+    delta = SubjectDelta.create(model, "lora", rank=2, placeholder_vectors=1)
+    path = save_subject(delta, tmp_path / "s.safetensors", model)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["family"] == "infinity"
+    loaded = load_subject(path, model)
+    assert loaded.metadata["family"] == "infinity"
+    loaded.metadata["family"] = "switti"
+    with pytest.raises(ValueError, match="trained on a base of the 'switti' family; this base is Infinity"):
+        apply_subjects(model, [(loaded, 1.0)])
+    del loaded.metadata["family"]  # files written before families existed are Infinity's
+    apply_subjects(model, [(loaded, 1.0)])

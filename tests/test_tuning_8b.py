@@ -4,10 +4,10 @@ full deltas, placeholder vectors, scale weights and prior distillation train thr
 import pytest
 import torch
 
-from builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, random_transformer, random_vae, subject_pictures
-from var_core import CheckpointError, pixel_size, sample, scale_schedule
-from var_core.tuning import (SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts,
-                             load_subject, prepare_images, save_subject)
+from toyworld.builders import TOY_8B_TRANSFORMER, TOY_8B_VAE, make_trainer, random_transformer, random_vae
+from var_core import CheckpointError, sample, scale_schedule
+from var_core.tuning import (SubjectDelta, apply_subjects, encode_prompts,
+                             load_subject, save_subject)
 
 PN = "0.015M"
 SCHEDULE = scale_schedule(1.0, PN)
@@ -24,10 +24,7 @@ def toy8b(toy):
 
 
 def trainer(toy8b, **kw):
-    model, vae, enc = toy8b
-    cfg = TrainConfig(class_word="dog", token="<sks>", pn=PN, gradient_checkpointing=False, **kw)
-    data = prepare_images(list(subject_pictures(2, 128)), pixel_size(SCHEDULE), cfg.token, cfg.class_word)
-    return SubjectTrainer(model, vae, enc, data, cfg)
+    return make_trainer(toy8b, **{"token": "<sks>", "pn": PN, "gradient_checkpointing": False, **kw})
 
 
 def draw(model, enc, prompt):

@@ -12,7 +12,8 @@ import torch
 from var_core import load_text_encoder, load_transformer, sample, scale_schedule
 from var_core.family import Family
 from var_core.checkpoint import CheckpointError, save_safetensors_atomic
-from builders import random_transformer
+from toyworld import builders
+from toyworld.builders import random_transformer, subject_pictures
 from var_core.tuning import (SubjectDelta, SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, folder_captions,
                              image_files, load_subject, prepare_images, save_subject, substitute)
 from var_core.tuning.apply import SubjectPatch
@@ -21,22 +22,8 @@ from var_core.tuning.trainer import state_path
 SCHEDULE = scale_schedule(1.0, "0.06M")
 
 
-def pictures(n=2, size=256):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for i in range(n):
-        img = torch.full((3, size, size), 0.6 - i)
-        y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
-        img[:, y:y + size // 3, x:x + size // 3] = torch.rand(3, 1, 1, generator=g) * 2 - 1
-        out.append(img)
-    return out
-
-
 def make_trainer(toy, encoder=None, **kw):
-    model, vae, enc = toy
-    cfg = TrainConfig(**{"class_word": "dog", "pn": "0.06M", "rank": 2, "prior_samples": 4, **kw})
-    data = prepare_images(pictures(), (256, 256), cfg.token, cfg.class_word or "x")
-    return SubjectTrainer(model, vae, encoder or enc, data, cfg)
+    return builders.make_trainer(toy, encoder=encoder, **{"rank": 2, "prior_samples": 4, **kw})
 
 
 def digest(delta: SubjectDelta) -> str:
@@ -65,12 +52,13 @@ import hashlib, sys, torch
 from var_core import load_text_encoder, load_transformer, load_vae
 from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
 sys.path.insert(0, {tests!r})
-from test_tuning_exactness import digest, pictures
+from test_tuning_exactness import digest
+from toyworld.builders import subject_pictures
 paths = {paths!r}
 model, vae = load_transformer(paths["transformer"]), load_vae(paths["vae"])
 enc = load_text_encoder(paths["text_encoder"])
 cfg = TrainConfig(class_word="dog", pn="0.06M", rank=2, prior_samples=4, steps=2)
-tr = SubjectTrainer(model, vae, enc, prepare_images(pictures(), (256, 256), cfg.token, "dog"), cfg)
+tr = SubjectTrainer(model, vae, enc, prepare_images(list(subject_pictures(2, 256)), (256, 256), cfg.token, "dog"), cfg)
 tr.run()
 print(digest(tr.delta))
 """
@@ -153,7 +141,7 @@ def test_two_steps_then_resume_two_equals_four_steps(toy, tmp_path, kw):
     first.run(checkpoint_path=path)
     assert state_path(path).is_file()
     model, vae, enc = toy
-    data = prepare_images(pictures(), (256, 256), "<placeholder>", "dog")
+    data = prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog")
     resumed = SubjectTrainer.resume(path, model, vae, enc, data, steps=4)
     assert resumed.step_count == 2 and "optimizer state" in resumed.notes
     resumed.run(checkpoint_path=tmp_path / "full.safetensors")
@@ -172,7 +160,7 @@ def test_resume_takes_the_files_settings_and_refuses_conflicting_ones(toy, tmp_p
         TrainConfig.resumed(saved, rank=8)
     os.remove(state_path(path))
     model, vae, enc = toy
-    data = prepare_images(pictures(), (256, 256), "<sks>", "dog")
+    data = prepare_images(list(subject_pictures(2, 256)), (256, 256), "<sks>", "dog")
     assert "optimizer starts afresh" in SubjectTrainer.resume(path, model, vae, enc, data).notes
 
 
@@ -181,7 +169,7 @@ def test_resume_refuses_other_photos_and_names_what_differs(toy, tmp_path):
     path = tmp_path / "s.safetensors"
     make_trainer(toy, steps=1).run(checkpoint_path=path)
     model, vae, enc = toy
-    same = pictures()
+    same = list(subject_pictures(2, 256))
     cases = {"1 photos given, it was trained on 2": same[:1],
              "photo 2 differs": [same[0], same[1].flip(-1)],
              "photos 1, 2 differ": [p.flip(-2) for p in same]}
@@ -236,7 +224,7 @@ def test_the_cli_resume_refuses_a_conflicting_option(toy_paths, tmp_path, capsys
     from var_core.cli import main
     from var_core.images import save_png, to_pil
     folder = tmp_path / "photos"
-    for i, img in enumerate(pictures()):
+    for i, img in enumerate(list(subject_pictures(2, 256))):
         save_png(to_pil(img[None])[0], folder / f"{i}.png")
     base = ["train", "--model", str(toy_paths["transformer"]), "--vae", str(toy_paths["vae"]), "--text-encoder",
             str(toy_paths["text_encoder"]), "--images", str(folder), "--pn", "0.06M"]
@@ -257,7 +245,7 @@ def test_applying_and_training_leave_what_others_hold_untouched(toy):
     assert moved is not subject and all(v.dtype == torch.float32 for v in subject.tensors.values())
     tr = make_trainer(toy, steps=1)
     resumed = SubjectTrainer(*toy, tr.images if hasattr(tr, "images") else
-                             prepare_images(pictures(), (256, 256), "<placeholder>", "dog"),
+                             prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog"),
                              TrainConfig(class_word="dog", pn="0.06M", rank=2, steps=1, prior_weight=0), delta=subject)
     resumed.run()
     assert all(torch.equal(subject.tensors[k], before[k]) for k in before)  # trained a copy
@@ -353,7 +341,7 @@ def test_warmup_ramps_the_learning_rate(toy):
 
 def test_folder_captions_become_the_training_prompts(tmp_path):
     from var_core.images import save_png, to_pil
-    for i, img in enumerate(pictures()):
+    for i, img in enumerate(list(subject_pictures(2, 256))):
         save_png(to_pil(img[None])[0], tmp_path / f"{i}.png")
     (tmp_path / "0.txt").write_text("a <placeholder> dog on the beach\n")
     files = image_files(tmp_path)

@@ -6,13 +6,24 @@ The loaders recognise a file's family from its tensor names (family.py); Infinit
 """
 from __future__ import annotations
 
+import sys
+
 __version__ = "0.1.0"
+NEEDS_TORCH = ("var_core needs PyTorch: pip install -r requirements-cpu.txt (a clone, on a CPU), or the torch build "
+               "for your GPU from https://pytorch.org, then pip install -r requirements.txt")
+try:
+    import torch  # noqa: F401  (before the modules that need it, so a missing torch is one clear line)
+except ModuleNotFoundError:
+    if sys.argv[:1] == ["-m"]:  # python -m var_core ...: the message alone, no traceback
+        sys.exit(NEEDS_TORCH)
+    raise ModuleNotFoundError(NEEDS_TORCH) from None
 
 from .checkpoint import CheckpointError
 from .family import Family, family_of, family_named, recognise
 from .checkpoint import tensor_names
 from .infinity.bitvae import BitVAE
-from .infinity.loss import bit_accuracy, bitwise_cross_entropy, teacher_forcing_batch
+from .infinity.family import teacher_forcing_batch
+from .infinity.loss import bit_accuracy, bitwise_cross_entropy
 from .infinity.model import Infinity, InfinityConfig
 from .sampling import sample
 from .schedules import PRESETS, TEMPLATE_KEYS, nearest_template, pixel_size, scale_schedule

@@ -8,7 +8,8 @@ docs state these defaults through ``describe``, so no text can promise another v
 """
 from __future__ import annotations
 
-from .family import families
+from .embedded import available, bundle_paths
+from .family import families, family_of
 
 
 def sampling(model, **given) -> dict:
@@ -56,11 +57,9 @@ def shared(kind: str, key: str):
 def embedded_defaults() -> dict:
     """What the embedded model's file states ({"sampling": ..., "tuning": ...}), read from its header only; empty
     when the bundle is absent."""
-    from .embedded import available, bundle_paths
     if not available():
         return {}
     paths = bundle_paths()
-    from .family import family_of
     return family_of(str(paths["transformer"]), "transformer").file_defaults(str(paths["transformer"]))
 
 

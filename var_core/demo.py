@@ -12,6 +12,11 @@ from typing import Callable
 
 from PIL import Image
 
+from . import sample, scale_schedule, pixel_size
+from .embedded import BUNDLE, example_subjects, load_models
+from .images import grid, load_image, save_png, to_pil
+from .tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, prepare_images
+
 CONTEXTS = ("on the beach", "in the snow", "at night", "on a red background")
 
 
@@ -23,27 +28,23 @@ class DemoConfig:
     seed: int = 0
 
 
-def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None = None, overwrite: bool = False,
+def run_demo(out, demo: DemoConfig = DemoConfig(), bundle=None, work: Path | None = None, overwrite: bool = False,
              progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Train, sample, write the grid to ``out`` (refused before anything runs if it exists, unless ``overwrite``).
     ``work``: a folder for the tuned subject file (reused run after run)."""
-    import var_core as vc
-    from .embedded import BUNDLE, example_subjects, load_models
-    from .images import grid, load_image, save_png, to_pil
-    from .tuning import SubjectTrainer, TrainConfig, apply_subjects, encode_prompts, prepare_images
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"'{out}' already exists; choose another --out or pass --overwrite.")
     bundle = Path(bundle or BUNDLE)
     subjects = example_subjects(bundle)
-    if cfg.subject not in subjects:
-        raise ValueError(f"No bundled subject {cfg.subject!r}; choose one of {', '.join(subjects)}.")
-    info = subjects[cfg.subject]
+    if demo.subject not in subjects:
+        raise ValueError(f"No bundled subject {demo.subject!r}; choose one of {', '.join(subjects)}.")
+    info = subjects[demo.subject]
     model, vae, encoder = load_models(bundle)
-    config = TrainConfig(class_word=info["class_word"], steps=cfg.steps, seed=cfg.seed).for_model(model)
-    schedule = vc.scale_schedule(1.0, config.pn)
-    size = vc.pixel_size(schedule)
+    config = TrainConfig(class_word=info["class_word"], steps=demo.steps, seed=demo.seed).for_model(model)
+    schedule = scale_schedule(1.0, config.pn)
+    size = pixel_size(schedule)
     word = config.class_word
 
     data = prepare_images(info["photos"], size, config.token, word)
@@ -53,8 +54,8 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), bundle=None, work: Path | None
     tuned = apply_subjects(model, [(trainer.delta, 1.0)])
 
     def draw(m, prompt: str) -> list[Image.Image]:
-        text = encode_prompts(encoder, [prompt] * cfg.seeds, m)
-        return to_pil(vc.sample(m, vae, text, schedule, seed=cfg.seed + 1))
+        text = encode_prompts(encoder, [prompt] * demo.seeds, m)
+        return to_pil(sample(m, vae, text, schedule, seed=demo.seed + 1))
 
     rows = [("reference photos", [to_pil(load_image(p, size))[0] for p in info["photos"]])]
     subject_prompts = [f"a photo of {config.token} {word} {c}" for c in CONTEXTS]

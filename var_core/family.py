@@ -159,11 +159,10 @@ def family_of(source, kind: str) -> Family:
     """The family of the ``kind`` ('transformer' or 'vae') checkpoint at ``source`` (a path or a state dict)."""
     family, found = recognise(tensor_names(source), source)
     if found != kind:
-        raise CheckpointError(f"{describe_source(source, capital=True)} is not {_a(family.title)} {kind} checkpoint: it "
-                              f"holds {_a(family.title)} {found.upper() if found == 'vae' else found}; give it where "
-                              f"a {found.upper() if found == 'vae' else found} is expected.")
+        what = {"vae": "VAE"}.get(found, found)
+        raise CheckpointError(f"{describe_source(source, capital=True)} is not {_a(family.title)} {kind} checkpoint: "
+                              f"it holds {_a(family.title)} {what}; give it where {_a(what)} is expected.")
     return family
-
 
 def _a(word: str) -> str:
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word

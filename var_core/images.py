@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from .checkpoint import write_atomic
 
@@ -56,7 +56,6 @@ def loss_curve(history: dict[str, list[float]], size: tuple[int, int] = (320, 51
     The y axis is logarithmic when every value is positive, so a distillation loss a hundred times smaller than
     the cross-entropy is as readable as it is; otherwise linear.
     """
-    from PIL import ImageDraw
     h, w = size
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
@@ -107,7 +106,6 @@ def save_png(image: Image.Image, path, overwrite: bool = False) -> Path:
 
 def grid(rows: list[tuple[str, list[Image.Image]]], tile: int = 128, label: int = 18) -> Image.Image:
     """Rows of square tiles, each row under its caption (label=0: no captions)."""
-    from PIL import ImageDraw
     width = max(len(images) for _, images in rows) * tile
     sheet = Image.new("RGB", (width, len(rows) * (tile + label)), "white")
     pen = ImageDraw.Draw(sheet)

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 import torch
 
 from .schedules import per_scale
+
+KEEP_SCALES = 4  # a variation keeps this many coarse scales of its image unless told otherwise
 from .infinity.layers import KVCache, scale_levels
 from .infinity.model import TextMix
 

@@ -42,7 +42,7 @@ def _require_comfyui():
 def make_base(base: Path) -> Path:
     """A ComfyUI base directory: tiny models in the folders users put the real ones in (for the loader and refusal
     tests) and an empty input/ (the templates run on the embedded model and its example subjects)."""
-    from builders import make_random_models, random_vae
+    from toyworld.builders import make_random_models, random_vae
     from var_core.infinity.bitvae import BitVAEConfig
     from var_core.checkpoint import save_safetensors_atomic
 

@@ -73,7 +73,7 @@ def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
 
 def test_train_apply_save_load(nodes, loaded, pack):
     model, vae, enc = loaded
-    from builders import subject_pictures
+    from toyworld.builders import subject_pictures
     photos = (subject_pictures(2, 200).permute(0, 2, 3, 1) + 1) / 2
     subject, curve = run(nodes["VARBooth_TrainSubject"], model=model, vae=vae, text_encoder=enc, images=photos,
                          class_word="dog", token="<placeholder>", steps=3, learning_rate=1e-2, method="LoRA",

@@ -1,12 +1,16 @@
 """What the commands share: progress bars and the model files they run on."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..embedded import BUNDLE, available, bundle_paths
+
 
 def bar(total: int, desc: str, unit: str, initial: int = 0, show: bool = True):
-    from tqdm import tqdm  # a requirement (transformers needs it too)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=not show)
 
 
@@ -28,7 +32,6 @@ def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
     if any(given):
         raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder together, or none of them for the "
                          f"embedded toy model.")
-    from var_core.embedded import BUNDLE, available, bundle_paths
     if not available():
         raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder (this checkout has no embedded toy "
                          f"model in {BUNDLE}; build one with: python -m toyworld pretrain --out {BUNDLE})")
@@ -40,5 +43,4 @@ def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
 
 def default_cache() -> Path:
     """One reusable folder for working files: $XDG_CACHE_HOME/varbooth (~/.cache/varbooth)."""
-    import os
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "varbooth"

@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from .. import defaults
 from ..checkpoint import DTYPES
+from ..sampling import KEEP_SCALES
 from ..tuning.config import TrainConfig
 from ..tuning.delta import MODES
 from ..tuning.losses import ScaleWeights
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")
-    s.add_argument("--keep-scales", type=int, default=4, help="with --init-image: how many scales to keep "
+    s.add_argument("--keep-scales", type=int, default=KEEP_SCALES, help="with --init-image: how many scales to keep "
                    "(default %(default)s)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_sample)

@@ -7,6 +7,11 @@ from pathlib import Path
 import torch
 
 from .. import defaults
+import var_core as vc
+from ..images import load_image, save_png, to_pil
+from ..sampling import variation_codes
+from ..schedules import template_key
+from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
 from ..checkpoint import DTYPES
 from .common import model_files, progress_bar
 
@@ -19,10 +24,6 @@ def _output_paths(out: str, count: int) -> list[Path]:
 
 
 def cmd_sample(args) -> int:
-    import var_core as vc
-    from var_core.schedules import template_key
-    from var_core.images import load_image, save_png, to_pil
-    from var_core.sampling import variation_codes
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
@@ -42,7 +43,6 @@ def cmd_sample(args) -> int:
 
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
-    from var_core.tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
     subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
     arbooth = arbooth_subject(model)
     if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import DTYPES
+import var_core as vc
+from tqdm import tqdm
+
+from ..checkpoint import DTYPES, read_file, save_safetensors_atomic
+from ..demo import DemoConfig, run_demo
 from .common import default_cache
 
 
 def cmd_convert(args) -> int:
-    import var_core as vc
-    from var_core.checkpoint import read_file, save_safetensors_atomic
 
     raw = read_file(args.input)
     kind = args.kind if args.kind != "auto" else vc.detect_kind(raw, args.input)
@@ -33,8 +35,6 @@ def cmd_convert(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on the embedded toy model: teach it a held-out subject from 4 photos, draw it in new contexts."""
-    from tqdm import tqdm
-    from var_core.demo import DemoConfig, run_demo
 
     bars: dict = {}
 

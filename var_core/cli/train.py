@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
 
+import var_core as vc
 from ..checkpoint import DTYPES
+from ..tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions, image_files, load_subject,
+                      prepare_images)
+from ..tuning.distributed import Ranks
+from ..tuning.jobs import job_arguments, read_jobs
+from ..tuning.trainer import state_path
 from .common import bar, model_files
 from .flags import add_train_arguments, training_settings
 
@@ -15,8 +23,6 @@ from .flags import add_train_arguments, training_settings
 def cmd_train(args, ranks=None) -> int:
     """Train one subject; under torchrun, data parallel over its processes (``ranks``: this process's place; default:
     join the launch's process group, or a single process without one)."""
-    from var_core.tuning import distributed
-
     device = distributed.local_device(args.device)
     if ranks is not None:
         return train_subject(args, device, ranks)
@@ -31,13 +37,6 @@ def cmd_train(args, ranks=None) -> int:
 
 
 def train_subject(args, device, ranks) -> int:
-    import signal
-
-    import var_core as vc
-    from var_core.tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions, image_files, load_subject,
-                                 prepare_images)
-    from var_core.tuning.trainer import state_path
-
     out = Path(args.out)
     if distributed.restarted() and not args.resume and out.is_file() and state_path(out).is_file():
         args.resume = str(out)  # torchrun restarted a failed launch: go on from its last checkpoint
@@ -133,9 +132,6 @@ def train_subject(args, device, ranks) -> int:
 
 def cmd_train_many(args) -> int:
     """Train every subject of a jobs file, each as `train` would; under torchrun, job i on rank i % world size."""
-    from var_core.tuning import distributed
-    from var_core.tuning.jobs import job_arguments, read_jobs
-
     job_parser = argparse.ArgumentParser(prog="python -m var_core train (a job of train-many)")
     add_train_arguments(job_parser)
     flags = set(job_parser._option_string_actions)
@@ -168,11 +164,6 @@ def cmd_train_many(args) -> int:
 
 def _train_job(parser: argparse.ArgumentParser, argv: list[str], name: str) -> str:
     """Run one job of train-many in this process; returns its status line."""
-    import time
-
-    from var_core.tuning.distributed import Ranks
-    from var_core.tuning.trainer import state_path
-
     try:
         args = parser.parse_args(argv)
     except SystemExit:  # argparse said why

@@ -170,18 +170,18 @@ class Encoder(nn.Module):
     """(B, 3, H, W) -> (B, d, H/p, W/p): conv_in, one level per ch_mult entry (all but the last downsample), mid,
     norm -> SiLU -> conv_out."""
 
-    def __init__(self, cfg: BitVAEConfig):
+    def __init__(self, config: BitVAEConfig):
         super().__init__()
-        widths = [cfg.base_ch * m for m in cfg.ch_mult]
-        self.conv_in = _Conv(3, cfg.base_ch)
-        c_in, n = cfg.base_ch, len(widths)
+        widths = [config.base_ch * m for m in config.ch_mult]
+        self.conv_in = _Conv(3, config.base_ch)
+        c_in, n = config.base_ch, len(widths)
         self.down = nn.ModuleList()
         for l, c in enumerate(widths):
-            self.down.append(_Level(c_in, c, cfg.num_res_blocks, "down" if l < n - 1 else None))
+            self.down.append(_Level(c_in, c, config.num_res_blocks, "down" if l < n - 1 else None))
             c_in = c
         self.mid = _Mid(c_in)
         self.norm_out = _Norm(c_in)
-        self.conv_out = _Conv(c_in, cfg.d)
+        self.conv_out = _Conv(c_in, config.d)
 
     def forward(self, x):
         x = self.conv_in(x)
@@ -194,15 +194,15 @@ class Decoder(nn.Module):
     """(B, d, h, w) -> (B, 3, h*p, w*p), unclamped: conv_in, mid, then levels from the deepest up (`up[l]` is level
     l, run in the order n-1 .. 0; all but level 0 upsample), norm -> SiLU -> conv_out."""
 
-    def __init__(self, cfg: BitVAEConfig):
+    def __init__(self, config: BitVAEConfig):
         super().__init__()
-        widths = [cfg.base_ch * m for m in cfg.ch_mult]
+        widths = [config.base_ch * m for m in config.ch_mult]
         c_in = widths[-1]
-        self.conv_in = _Conv(cfg.d, c_in)
+        self.conv_in = _Conv(config.d, c_in)
         self.mid = _Mid(c_in)
         levels = {}
         for l in reversed(range(len(widths))):
-            levels[l] = _Level(c_in, widths[l], cfg.num_res_blocks + 1, "up" if l > 0 else None)
+            levels[l] = _Level(c_in, widths[l], config.num_res_blocks + 1, "up" if l > 0 else None)
             c_in = widths[l]
         self.up = nn.ModuleList(levels[l] for l in range(len(widths)))
         self.norm_out = _Norm(c_in)
@@ -225,11 +225,11 @@ class BitVAE(nn.Module):
     # (or load the VAE in bf16).
     allow_tf32: bool = False
 
-    def __init__(self, cfg: BitVAEConfig = BitVAEConfig()):
+    def __init__(self, config: BitVAEConfig = BitVAEConfig()):
         super().__init__()
-        self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
         self.source = None  # the file it was loaded from, for error messages
 
     @property
@@ -361,7 +361,7 @@ def load_vae(path_or_state_dict, device=None, dtype=None) -> BitVAE:
     for key in _IGNORED:
         sd.pop(key, None)
     try:
-        cfg = BitVAEConfig.from_state_dict(sd)
+        config = BitVAEConfig.from_state_dict(sd)
     except KeyError as e:
         src = describe_source(path_or_state_dict, capital=True)
         raise CheckpointError(f"{src} is not a BitVAE checkpoint: it has no '{e.args[0]}' "
@@ -370,7 +370,7 @@ def load_vae(path_or_state_dict, device=None, dtype=None) -> BitVAE:
         src = describe_source(path_or_state_dict, capital=True)
         raise CheckpointError(f"{src} is not a usable BitVAE checkpoint: {e}.") from None
     with torch.device("meta"):
-        model = BitVAE(cfg)
+        model = BitVAE(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = _to_wrapper_form(sd, expected)
     check_keys(expected, sd, path_or_state_dict, "BitVAE")

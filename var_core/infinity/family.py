@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
+from safetensors import safe_open
 
 from ..checkpoint import CheckpointError, describe_source
 from ..family import Family
+from ..schedules import resolve_preset
 from . import quantizer
 from .loss import bit_accuracy, bitwise_kl, bitwise_token_loss
 
@@ -27,9 +29,6 @@ SAMPLING_METADATA = {"native_pn": "pn", "cfg": "cfg", "tau": "tau", "top_k": "to
 def file_defaults(source) -> dict:
     """{"sampling": {...}, "tuning": {...}} a safetensors model file states in its metadata (the embedded model
     states both); empty for files that say nothing."""
-    from safetensors import safe_open
-
-    from ..schedules import resolve_preset
     out = {"sampling": {}, "tuning": {}}
     if not isinstance(source, str) or not source.endswith(".safetensors"):
         return out
@@ -76,6 +75,7 @@ class InfinityFamily(Family):
             return "vae"
         return None
 
+    # the loaders' modules import this one (their classes carry INFINITY): imported when called
     def load_transformer(self, source, device=None, dtype=None):
         from .model import load_transformer
         return load_transformer(source, device, dtype)
@@ -173,3 +173,15 @@ class InfinityFamily(Family):
 
 
 INFINITY = InfinityFamily()
+
+
+@torch.no_grad()
+def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float = 0.0,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) in [-1, 1] -> (inputs (B, L-1, d) fp32, labels (B, L, d) uint8).
+
+    flip_prob > 0 enables Bitwise Self-Correction (each scale flips bits with a probability drawn from
+    {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic. ``schedule`` is the
+    transformer's; labels are in its token layout (patchified when the VAE is f8, as Infinity-8B's).
+    """
+    return INFINITY.teacher_forcing(vae, vae.encode_latent(images), schedule, flip_prob, generator)

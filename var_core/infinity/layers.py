@@ -267,13 +267,13 @@ class FFN(nn.Module):
 class Block(nn.Module):
     """x += g1*SA(AdaLN(x)); x += CA(LN_affine(x), text); x += g2*FFN(AdaLN(x))."""
 
-    def __init__(self, cfg: InfinityConfig):
+    def __init__(self, config: InfinityConfig):
         super().__init__()
-        C = cfg.embed_dim
+        C = config.embed_dim
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, C))
-        self.sa = SelfAttention(C, cfg.num_heads)
-        self.ca = CrossAttention(C, C, cfg.num_heads)
-        self.ffn = FFN(C, cfg.ffn_hidden)
+        self.sa = SelfAttention(C, config.num_heads)
+        self.ca = CrossAttention(C, C, config.num_heads)
+        self.ffn = FFN(C, config.ffn_hidden)
         self.ca_norm = nn.LayerNorm(C, eps=LN_EPS)
 
     def forward(self, x, cond: TextCondition, rope, scale_sizes=None, cache=None, block=0, total=0, updates=None):

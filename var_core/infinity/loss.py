@@ -1,21 +1,7 @@
-"""Training-side building blocks: images -> teacher-forced inputs and bit labels, and the bitwise cross-entropy."""
+"""Infinity's losses on bit logits (B, L, 2d): the bitwise cross-entropy, bit accuracy and the per-bit KL."""
 from __future__ import annotations
 
 import torch
-
-
-
-@torch.no_grad()
-def teacher_forcing_batch(vae, images: torch.Tensor, schedule, flip_prob: float = 0.0,
-                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, H, W) in [-1, 1] -> (inputs (B, L-1, d) fp32, labels (B, L, d) uint8).
-
-    flip_prob > 0 enables Bitwise Self-Correction (each scale flips bits with a probability drawn from
-    {0, 0.01, ..., flip_prob}; Infinity trains with 0.3); 0 is exact and deterministic. ``schedule`` is the
-    transformer's; labels are in its token layout (patchified when the VAE is f8, as Infinity-8B's).
-    """
-    from .family import INFINITY
-    return INFINITY.teacher_forcing(vae, vae.encode_latent(images), schedule, flip_prob, generator)
 
 
 def bitwise_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

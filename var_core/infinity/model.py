@@ -99,7 +99,7 @@ PER_SCALE_NEEDS_CACHE = ("A per-scale subject strength needs scale-by-scale samp
 class TextMix:
     """One prompt read several ways and blended: ``readings[r]`` (len_r, Ct5) weighs ``weights[r][k]`` at scale k (a
     single value: every scale); the weights of a scale sum to 1. It is how a subject's strength reaches the text: its
-    placeholder read as the learned vectors (weight = strength) or as the class word (1 - strength), tuning/placeholder.py.
+    placeholder read as the learned vectors (weight = strength) or as the class word (1 - strength), tuning/apply.py.
 
     The cross-attention sees every weighted reading's rows with log(weight) added to their attention logits, and the
     pooled vector (start token, AdaLN) is the weighted mean of the readings'; a reading of weight 0 is left out, so
@@ -139,25 +139,25 @@ def pad_text(text: list[torch.Tensor], device, dtype=torch.float32) -> tuple[tor
 class Infinity(nn.Module):
     family = INFINITY
 
-    def __init__(self, cfg: InfinityConfig):
+    def __init__(self, config: InfinityConfig):
         super().__init__()
-        self.config = cfg
-        C, Ct = cfg.embed_dim, cfg.text_channels
-        if cfg.depth % cfg.block_chunks:
-            raise ValueError(f"depth {cfg.depth} is not divisible by block_chunks {cfg.block_chunks}")
-        self.cfg_uncond = nn.Parameter(torch.zeros(cfg.text_maxlen, Ct))
+        self.config = config
+        C, Ct = config.embed_dim, config.text_channels
+        if config.depth % config.block_chunks:
+            raise ValueError(f"depth {config.depth} is not divisible by block_chunks {config.block_chunks}")
+        self.cfg_uncond = nn.Parameter(torch.zeros(config.text_maxlen, Ct))
         self.pos_start = nn.Parameter(torch.zeros(1, 1, C))
         self.text_norm = RMSNorm(Ct)
-        self.text_proj_for_sos = TextPool(C, Ct, cfg.text_pool_heads)
+        self.text_proj_for_sos = TextPool(C, Ct, config.text_pool_heads)
         self.text_proj_for_ca = nn.Sequential(nn.Linear(Ct, C), nn.GELU(approximate="tanh"), nn.Linear(C, C))
-        self.lvl_embed = nn.Embedding(cfg.num_levels, C)
-        self.word_embed = nn.Linear(cfg.bits, C)
+        self.lvl_embed = nn.Embedding(config.num_levels, C)
+        self.word_embed = nn.Linear(config.bits, C)
         self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
-        per_chunk = cfg.depth // cfg.block_chunks
+        per_chunk = config.depth // config.block_chunks
         self.block_chunks = nn.ModuleList(
-            BlockChunk([Block(cfg) for _ in range(per_chunk)]) for _ in range(cfg.block_chunks))
+            BlockChunk([Block(config) for _ in range(per_chunk)]) for _ in range(config.block_chunks))
         self.head_nm = AdaLNBeforeHead(C)
-        self.head = nn.Linear(C, 2 * cfg.bits)
+        self.head = nn.Linear(C, 2 * config.bits)
         self.gradient_checkpointing = False
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
@@ -165,7 +165,7 @@ class Infinity(nn.Module):
         self.file_defaults: dict[str, dict] = {"sampling": {}, "tuning": {}}
         self.sharded_fingerprint = None  # its identity, taken before FSDP split its blocks (tuning.distributed)
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
-        # low-rank updates (subject deltas, tuning/delta.py). A plain attribute, so a shallow copy can carry its own patch.
+        # low-rank updates (subjects applied, tuning/apply.py). A plain attribute: a shallow copy carries its own.
         self.patch = None
         self._rope_cache: dict = {}
 
@@ -181,7 +181,7 @@ class Infinity(nn.Module):
     @property
     def sharded(self) -> bool:
         """Whether FSDP split the blocks' weights over processes (tuning.distributed.shard_base)."""
-        from torch.distributed.tensor import DTensor
+        from torch.distributed.tensor import DTensor  # (distributed builds only)
         return isinstance(self.blocks[0].ffn.fc1.weight, DTensor)
 
     @property
@@ -372,15 +372,15 @@ def load_transformer(path_or_state_dict, device=None, dtype=None) -> Infinity:
         sd.pop(key, None)
     special_token = sd.pop("special_token", None)
     try:
-        cfg = InfinityConfig.from_state_dict(sd)
+        config = InfinityConfig.from_state_dict(sd)
     except KeyError as e:
         raise CheckpointError(
             f"{describe_source(path_or_state_dict, capital=True)} is not an Infinity transformer checkpoint: it has "
             f"no '{e.args[0]}' "
             f"tensor. (Is it a VAE or a text encoder file?)") from None
-    cfg = replace(cfg, lvl_embed_per_chunk=special_token is not None)
+    config = replace(config, lvl_embed_per_chunk=special_token is not None)
     with torch.device("meta"):
-        model = Infinity(cfg)
+        model = Infinity(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     for key, shape in expected.items():  # converted files sometimes drop the all-zero key-bias buffers
         if key.endswith("zero_k_bias") and key not in sd:

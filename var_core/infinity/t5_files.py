@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..checkpoint import CheckpointError, read_file
 
@@ -126,7 +127,6 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def open_tensors(files: list[Path], stack: ExitStack) -> dict[str, _Lazy]:
-    from safetensors import SafetensorError, safe_open
 
     tensors: dict[str, _Lazy] = {}
     for f in files:

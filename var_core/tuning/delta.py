@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 
 from ..infinity.layers import LowRank
+from .fingerprint import fingerprint
+from .placeholder import DEFAULT_TOKEN
 from .selection import block_tensor, parse_blocks, parse_groups, select_targets
 
 MODES = ("lora", "full", "none")
@@ -29,7 +31,7 @@ MODES = ("lora", "full", "none")
 
 class SubjectDelta:
     def __init__(self, tensors: dict[str, torch.Tensor], mode: str, rank: int = 0, alpha: float = 0.0,
-                 groups: Sequence[str] = (), blocks: Sequence[int] = (), token: str = "<placeholder>",
+                 groups: Sequence[str] = (), blocks: Sequence[int] = (), token: str = DEFAULT_TOKEN,
                  class_word: str = "", metadata: dict | None = None):
         self.tensors = tensors
         self.mode, self.rank, self.alpha = mode, int(rank), float(alpha)
@@ -41,7 +43,7 @@ class SubjectDelta:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, model, mode: str = "lora", groups=None, blocks=None, rank: int = 16,
-               alpha: float | None = None, placeholder_vectors: int = 4, token: str = "<placeholder>",
+               alpha: float | None = None, placeholder_vectors: int = 4, token: str = DEFAULT_TOKEN,
                class_word: str = "", generator: torch.Generator | None = None) -> "SubjectDelta":
         """A zero delta for ``model``: it changes nothing until trained."""
         if mode not in MODES:
@@ -118,11 +120,10 @@ class SubjectDelta:
                        strength * self.alpha / self.rank)
 
 
-def arbooth_subject(model, token: str = "<placeholder>") -> SubjectDelta | None:
+def arbooth_subject(model, token: str = DEFAULT_TOKEN) -> SubjectDelta | None:
     """The learned placeholder vectors of a model loaded from an ARBooth checkpoint (its fine-tuned weights are the
     model itself), as a subject to apply so that ``token`` in prompts means them; None for other models."""
     if model.special_token is None:
         return None
     vectors = model.special_token.detach().float().to(model.device)
-    from .fingerprint import fingerprint
     return SubjectDelta({"placeholder": vectors}, "none", token=token, metadata={"fingerprint": fingerprint(model)})

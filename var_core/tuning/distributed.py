@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from .fingerprint import fingerprint
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -131,8 +133,7 @@ def shard_base(model, ranks: Ranks) -> None:
     the GPU. Only low-rank subjects (LoRA) and placeholders can be trained on a sharded base: a full delta would need
     each whole weight (refused by SubjectTrainer)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    from .fingerprint import fingerprint
+    from torch.distributed.fsdp import fully_shard  # (distributed builds only)
 
     if ranks.world_size == 1:
         model.to(ranks.device)

@@ -13,8 +13,22 @@ from .selection import block_tensor
 FINGERPRINT_VALUES = 24
 
 
+def base_identity(model) -> dict[str, str]:
+    """What a subject file records of its base: family, fingerprint and architecture."""
+    return {"family": model.family.name, "fingerprint": fingerprint(model),
+            "architecture": json.dumps(asdict(model.config), sort_keys=True)}
+
+
+def family_of_subject(delta) -> str:
+    return delta.metadata.get("family") or "infinity"  # subject files before families existed are Infinity's
+
+
 def check_fits(delta, model) -> None:
-    """The delta must come from this base model (fingerprint, when known) and its shapes must fit."""
+    """The delta must come from this base model (family and fingerprint, when known) and its shapes must fit."""
+    if family_of_subject(delta) != model.family.name:
+        raise ValueError(f"The subject was trained on a base of the {family_of_subject(delta)!r} family; this base is "
+                         f"{model.family.title} ({model.source or 'given in memory'}). Load the base it was trained "
+                         f"on.")
     known = delta.metadata.get("fingerprint")
     if known and not same_base(known, model):
         raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "

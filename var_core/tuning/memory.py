@@ -49,21 +49,21 @@ def mask_bytes(schedule, dtype: torch.dtype) -> int:
     return 0 if L >= PER_SCALE_MIN_TOKENS else L * L * dtype_size(dtype)
 
 
-def training_activation_bytes(cfg: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
+def training_activation_bytes(config: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
                               checkpointing: bool) -> int:
     """Peak of one teacher-forced forward + backward of the student (instance or prior half: they run one after the
     other, so one counts). Without checkpointing every block's saved tensors are kept; with it each block's input
     (fp32) is, and one block's saved tensors are rebuilt at a time in backward."""
-    s, C, F = dtype_size(dtype), cfg.embed_dim, cfg.ffn_hidden
+    s, C, F = dtype_size(dtype), config.embed_dim, config.ffn_hidden
     n = batch * tokens(schedule)
     saved = n * ((SAVED_F_C * F32 + SAVED_S_C * s) * C + SAVED_F_FFN * F32 * F)
     working = n * (BWD_F_C * F32 * C + (BWD_F_FFN * F32 + BWD_S_FFN * s) * F)
     mask = mask_bytes(schedule, dtype)
     if checkpointing:
-        kept = cfg.depth * n * F32 * C + saved + mask
+        kept = config.depth * n * F32 * C + saved + mask
     else:
-        kept = cfg.depth * (saved + mask)
-    logits = n * 2 * cfg.bits * F32 * 5  # logits, their fp32 copy, log-softmax pairs, the loss's per-bit terms
+        kept = config.depth * (saved + mask)
+    logits = n * 2 * config.bits * F32 * 5  # logits, their fp32 copy, log-softmax pairs, the loss's per-bit terms
     return kept + working + logits
 
 
@@ -83,11 +83,11 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
-def needs_checkpointing(cfg: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
+def needs_checkpointing(config: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
                         device: torch.device) -> tuple[bool, str]:
     """Whether a training step needs gradient checkpointing to fit in ``device``'s free memory, and why (a short
     sentence with the two numbers)."""
-    without = training_activation_bytes(cfg, schedule, batch, dtype, checkpointing=False)
+    without = training_activation_bytes(config, schedule, batch, dtype, checkpointing=False)
     free = free_bytes(device)
     if free is None:
         return True, f"on: a step keeps {without / 2**30:.2f} GiB of activations without it and the free memory of " \

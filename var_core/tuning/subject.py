@@ -1,38 +1,38 @@
 """Subject files: a safetensors file holding only what was trained, plus metadata.
 
 Tensors: ``lora_A.{block}.{name}`` / ``lora_B.{block}.{name}`` or ``delta.{block}.{name}``, and ``placeholder``.
-Metadata (all strings): ``format`` = "varbooth-subject", ``format_version``, ``fingerprint`` and ``architecture`` of
-the base model, ``mode``, ``rank``, ``alpha``, ``groups``, ``blocks``, ``token``, ``class_word``, ``library_version``
-and ``training`` (JSON: steps, lr, loss weights, resolution, ...).
+Metadata (all strings): ``format`` = "varbooth-subject", ``format_version``, ``family`` (e.g. "infinity"; files
+without it are Infinity's), ``fingerprint`` and ``architecture`` of the base model, ``mode``, ``rank``, ``alpha``,
+``groups``, ``blocks``, ``token``, ``class_word``, ``library_version`` and ``training`` (JSON: steps, lr, loss
+weights, resolution, ...).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open
 
+from .. import __version__
 from ..checkpoint import CheckpointError, save_safetensors_atomic
-from ..infinity.model import Infinity
 from .delta import SubjectDelta
-from .fingerprint import check_fits, fingerprint
+from .placeholder import DEFAULT_TOKEN
+from .fingerprint import base_identity, check_fits, family_of_subject
 
 FORMAT, FORMAT_VERSION = "varbooth-subject", "1"
 
 
-def save_subject(delta: SubjectDelta, path, model: Infinity | None = None, training: dict | None = None,
+def save_subject(delta: SubjectDelta, path, model=None, training: dict | None = None,
                  dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
     """Write ``delta`` (atomic; refuses to replace a file unless ``overwrite``). The base model's fingerprint comes
     from ``model`` or, without one, from the delta's metadata (set by training and loading). ``dtype`` casts the
     weight tensors (e.g. bf16 halves a full delta); the placeholder vectors are always kept in fp32."""
-    from .. import __version__
     if model is not None:
-        base = {"fingerprint": fingerprint(model), "architecture": json.dumps(asdict(model.config), sort_keys=True)}
+        base = base_identity(model)
     elif "fingerprint" in delta.metadata:
-        base = {k: delta.metadata[k] for k in ("fingerprint", "architecture")}
+        base = {"family": family_of_subject(delta), **{k: delta.metadata[k] for k in ("fingerprint", "architecture")}}
     else:
         raise ValueError("Saving a subject needs the base model it was trained on (for its fingerprint).")
     tensors = {k: (v if dtype is None or k == "placeholder" else v.to(dtype)) for k, v in delta.tensors.items()}
@@ -46,7 +46,7 @@ def save_subject(delta: SubjectDelta, path, model: Infinity | None = None, train
     return save_safetensors_atomic(tensors, path, meta, overwrite=overwrite)
 
 
-def load_subject(path, model: Infinity | None = None, device=None) -> SubjectDelta:
+def load_subject(path, model=None, device=None) -> SubjectDelta:
     """Read a subject file. With ``model``, refuse it unless it was trained on that base model."""
     path = Path(path)
     if not path.is_file():
@@ -66,7 +66,7 @@ def load_subject(path, model: Infinity | None = None, device=None) -> SubjectDel
     delta = SubjectDelta(tensors, meta.get("mode", "lora"), int(meta.get("rank", 0)), float(meta.get("alpha", 0)),
                          tuple(g for g in meta.get("groups", "").split(",") if g),
                          tuple(int(b) for b in meta.get("blocks", "").split(",") if b),
-                         meta.get("token", "<placeholder>"), meta.get("class_word", ""),
+                         meta.get("token", DEFAULT_TOKEN), meta.get("class_word", ""),
                          {**meta, "training": json.loads(meta.get("training") or "{}")})
     if model is not None:
         try:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from ..checkpoint import (CheckpointError, load_optimizer_tensors, optimizer_tensors,
                           save_safetensors_atomic)
@@ -34,7 +36,7 @@ from .config import TrainConfig
 from .data import SubjectImages, _data_differences, data_fingerprint
 from .apply import apply_subjects
 from .delta import SubjectDelta
-from .fingerprint import check_fits, fingerprint
+from .fingerprint import base_identity, check_fits
 from .distributed import Ranks
 from .memory import needs_checkpointing
 from .losses import weighted_loss
@@ -96,8 +98,7 @@ class SubjectTrainer:
         # our own fp32 copy: a delta given to resume from is not trained in place under its holder
         self.delta = delta.to(self.device, torch.float32, copy=True).requires_grad_(True)
         self.ranks.broadcast(self.delta.parameters())  # every rank starts from rank 0's delta
-        self.delta.metadata = {**delta.metadata, "fingerprint": fingerprint(model),
-                               "architecture": json.dumps(asdict(model.config), sort_keys=True)}
+        self.delta.metadata = {**delta.metadata, **base_identity(model)}
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
         self.data = data_fingerprint(images, config.class_word)
@@ -314,9 +315,6 @@ class SubjectTrainer:
 
     def load_state(self, path) -> None:
         """Continue from a state written by ``save`` (same subject, same step count)."""
-        from safetensors.torch import load_file
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         if int(meta.get("steps_done", -1)) != self.step_count or \

@@ -102,3 +102,17 @@ def subject_pictures(n: int = 3, size: int = 256, seed: int = 0) -> torch.Tensor
         img = img * (1 - top) + top * torch.tensor([-0.8, -0.8, 0.9])[:, None, None]
         out.append(img)
     return torch.stack(out)
+
+
+def make_trainer(parts, pictures=None, encoder=None, **settings):
+    """A SubjectTrainer on ``parts`` (model, vae, text_encoder) over stand-in photos (subject_pictures at the training
+    size unless ``pictures`` are given): class word "dog" at 256² unless ``settings`` (TrainConfig's) say otherwise."""
+    from var_core.schedules import pixel_size, scale_schedule
+    from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
+
+    model, vae, enc = parts
+    config = TrainConfig(**{"class_word": "dog", "pn": "0.06M", **settings})
+    size = pixel_size(scale_schedule(config.aspect, config.pn or "0.06M"))
+    pictures = list(subject_pictures(2, size[0]) if pictures is None else pictures)
+    data = prepare_images(pictures, size, config.token, config.class_word or "x")
+    return SubjectTrainer(model, vae, encoder or enc, data, config)
