@@ -146,7 +146,7 @@ class TrainSubject(io.ComfyNode):
             t0 = time.perf_counter()
             try:  # a Cancel is raised from ComfyUI's progress hook inside report(), or seen by should_stop
                 trainer.run(callback=report, should_stop=comfy_env.interrupted, checkpoint_path=path,
-                            preview_every=preview_every)
+                            overwrite=True, preview_every=preview_every)  # the name reserved for this run
                 comfy_env.raise_if_interrupted()
             except comfy_env.Interrupted:
                 logging.warning("VARBooth: training cancelled after %d steps; checkpoint kept at %s",

@@ -1,5 +1,6 @@
 """Writing files: atomic, never overwriting unless asked, and race-free when two writers want one name."""
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +74,19 @@ def test_optimizer_state_round_trip():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="names for"):
         optimizer_tensors(opt_a, names[:1])
+
+
+def test_an_atomic_write_syncs_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """The renamed file's directory entry reaches the disk too (fsync of the folder), not only its bytes."""
+    import os
+    import stat
+    from var_core.checkpoint import write_atomic
+    synced, real = [], os.fsync
+    for name, overwrite in (("a.bin", False), ("b.bin", True)):
+        def fsync(fd):
+            synced.append((stat.S_ISDIR(os.fstat(fd).st_mode), (tmp_path / name).exists()))
+            real(fd)
+        monkeypatch.setattr(os, "fsync", fsync)
+        synced.clear()
+        write_atomic(tmp_path / name, lambda p: Path(p).write_bytes(b"x"), overwrite=overwrite)
+        assert synced == [(False, False), (True, True)]  # the file's bytes, then the folder holding its name

@@ -103,9 +103,15 @@ def test_top_p_below_one_half_is_greedy_as_in_the_reference():
     p1 = torch.tensor([0.6, 0.4, 0.69])
     logits = torch.stack([torch.zeros(3), torch.log(p1 / (1 - p1))], -1).flatten()[None, None]
     g = torch.Generator().manual_seed(0)
-    for top_p in (0.3, 0.0, 0.5):
+    for top_p in (0.3, 0.5):
         draws = torch.stack([INFINITY.draw(logits, 0, top_p, g) for _ in range(200)])[:, 0, 0]
         assert draws[:, 0].eq(1).all() and draws[:, 1].eq(0).all() and draws[:, 2].eq(1).all(), top_p
+    # top_p = 0 is the reference's default and means no filter (not greedy): the same draws as top_p = 1
+    unfiltered = []
+    for top_p in (0.0, 1.0):
+        g1 = torch.Generator().manual_seed(1)
+        unfiltered.append(torch.stack([INFINITY.draw(logits, 0, top_p, g1) for _ in range(200)])[:, 0, 0])
+    assert torch.equal(*unfiltered) and 0.3 < unfiltered[0][:, 1].float().mean() < 0.5
     # top_p = 0.7: an outcome is dropped when its probability is <= 0.3; 0.4 and 0.31 are not, so both stay random
     mixed = torch.stack([INFINITY.draw(logits, 0, 0.7, g) for _ in range(400)])[:, 0, 0].float().mean(0)
     assert 0.5 < mixed[0] < 0.7 and 0.3 < mixed[1] < 0.5 and 0.6 < mixed[2] < 0.78

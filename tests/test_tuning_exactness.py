@@ -3,6 +3,7 @@ the base model's identity in every dtype, resuming, shared objects left untouche
 import copy
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -162,6 +163,50 @@ def test_resume_takes_the_files_settings_and_refuses_conflicting_ones(toy, tmp_p
     model, vae, enc = toy
     data = prepare_images(list(subject_pictures(2, 256)), (256, 256), "<sks>", "dog")
     assert "optimizer starts afresh" in SubjectTrainer.resume(path, model, vae, enc, data).notes
+
+
+def test_the_library_never_replaces_a_file_it_was_not_asked_to(toy, tmp_path):
+    from var_core.tuning import train_subject
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(b"a file the user made")
+    trainer = make_trainer(toy, steps=1)
+    with pytest.raises(FileExistsError, match="already exists"):
+        trainer.run(checkpoint_path=path)
+    data = prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog")
+    with pytest.raises(FileExistsError, match="already exists"):
+        train_subject(*toy, data, TrainConfig(class_word="dog", pn="0.06M", rank=2, steps=1), checkpoint_path=path)
+    assert path.read_bytes() == b"a file the user made" and trainer.step_count == 0
+    trainer.run(checkpoint_path=path, overwrite=True)  # asked for
+    assert load_subject(path).metadata["training"]["steps_done"] == 1
+    model, vae, enc = toy  # resuming a file rewrites that file: it is the training's own
+    resumed = SubjectTrainer.resume(path, model, vae, enc, data, steps=2)
+    resumed.run(checkpoint_path=path)
+    assert load_subject(path).metadata["training"]["steps_done"] == 2
+
+
+def test_a_damaged_state_or_subject_file_is_named_with_what_to_do(toy, tmp_path):
+    """A truncated .state.safetensors and hand-edited subject metadata: a message naming the file and the remedy,
+    not a raw SafetensorError / JSONDecodeError / int() traceback."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from var_core.checkpoint import CheckpointError
+    path = tmp_path / "s.safetensors"
+    make_trainer(toy, steps=1).run(checkpoint_path=path)
+    model, vae, enc = toy
+    data = prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog")
+    state = state_path(path)
+    state.write_bytes(state.read_bytes()[:200])  # cut short, as by a full disk
+    with pytest.raises(CheckpointError, match=rf"'{re.escape(str(state))}' cannot be read .*Delete '.*' to resume"):
+        SubjectTrainer.resume(path, model, vae, enc, data, steps=2)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for key, value, says in (("rank", "sixteen", "rank='sixteen', which is not a whole number"),
+                             ("training", "{steps: 3", "training='{steps: 3', which is not a JSON object"),
+                             ("mode", "lorra", "mode='lorra'")):
+        edited = tmp_path / f"edited_{key}.safetensors"
+        save_file(tensors, str(edited), metadata={**meta, key: value})
+        with pytest.raises(CheckpointError, match=re.escape(f"'{edited}' has the metadata {says}")):
+            load_subject(edited)
 
 
 def test_resume_refuses_other_photos_and_names_what_differs(toy, tmp_path):

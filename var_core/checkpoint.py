@@ -231,7 +231,21 @@ def write_atomic(path: str | os.PathLike, write, overwrite: bool = False) -> Pat
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _fsync_folder(path.parent)  # the new name survives a power loss only once its folder is on disk
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder (NTFS journals its renames)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse to sync a folder; nothing more can be done there
+        pass
+    finally:
+        os.close(fd)
 
 
 def _link_exclusive(tmp: str, path: Path) -> None:

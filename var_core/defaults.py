@@ -1,6 +1,7 @@
 """Settings left to the model, resolved in one place: the family's release values, overridden by the model file's own
 metadata (the embedded model states its own), overridden by what the user gives. CLI help, node tooltips and the
-docs state these defaults through ``describe``, so no text can promise another value than the code uses.
+docs state these defaults through ``describe``, so no text can promise another value than the code uses. ``check``
+is the one validator of a numeric setting: its message names the setting, the value and what is allowed.
 
     defaults.sampling(model, cfg=None, tau=3.0)  # {"cfg": the model's own, "tau": 3.0, "top_k", "top_p", "pn"}
     defaults.tuning(model)                       # {"pn", "steps", "lr", "embedding_lr"} for TrainConfig
@@ -8,13 +9,49 @@ docs state these defaults through ``describe``, so no text can promise another v
 """
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 from .embedded import available, bundle_paths
 from .family import families, family_of
 
 
+# (lowest, highest, whole number) of each sampling setting; a bound in a 1-tuple is exclusive (check)
+SAMPLING_RANGES = {"cfg": (0.0, None, False), "tau": ((0.0,), None, False), "top_k": (0, None, True),
+                   "top_p": (0.0, 1.0, False)}
+PER_SCALE = ("cfg", "tau")  # may be one value per scale
+
+
 def sampling(model, **given) -> dict:
-    """{"cfg", "tau", "top_k", "top_p", "pn"}: each value given (not None) as it is, the others the model's own."""
-    return _resolve(model.family.sampling_defaults(model), given, "sampling")
+    """{"cfg", "tau", "top_k", "top_p", "pn"}: each value given (not None) as it is, the others the model's own;
+    refused with a message when a value is out of its range (SAMPLING_RANGES)."""
+    settings = _resolve(model.family.sampling_defaults(model), given, "sampling")
+    for key, (low, high, whole) in SAMPLING_RANGES.items():
+        values = settings[key] if isinstance(settings[key], (list, tuple)) and key in PER_SCALE else [settings[key]]
+        for value in values:
+            check(key, value, low, high, whole)
+    return settings
+
+
+def check(name: str, value, low=None, high=None, whole: bool = False):
+    """``value`` if it is a finite number in range (a whole number where ``whole``), else a ValueError that names
+    the setting, the value and the allowed range. A bound in a 1-tuple is exclusive: (0.0,) means above 0."""
+    (low, low_open), (high, high_open) = (_bound(low), _bound(high))
+    kind = Integral if whole else Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and \
+        (low is None or (value > low if low_open else value >= low)) and \
+        (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        bounds = [f"{'above' if low_open else 'at least'} {low:g}" if low is not None else "",
+                  f"{'below' if high_open else 'at most'} {high:g}" if high is not None else ""]
+        allowed = " and ".join(b for b in bounds if b) or "finite"
+        raise ValueError(f"{name} = {value!r} is not allowed: it must be {'a whole' if whole else 'a'} number "
+                         f"{allowed}.")
+    return value
+
+
+def _bound(bound) -> tuple:
+    return (bound[0], True) if isinstance(bound, tuple) else (bound, False)
 
 
 def tuning(model, **given) -> dict:

@@ -49,7 +49,7 @@ def run_demo(out, demo: DemoConfig = DemoConfig(), bundle=None, work: Path | Non
 
     data = prepare_images(info["photos"], size, config.token, word)
     trainer = SubjectTrainer(model, vae, encoder, data, config)
-    trainer.run(callback=(lambda p: progress("tuning", p.step, p.total)) if progress else None,
+    trainer.run(callback=(lambda p: progress("tuning", p.step, p.total)) if progress else None, overwrite=True,
                 checkpoint_path=work / "demo_subject.safetensors" if work else None)
     tuned = apply_subjects(model, [(trainer.delta, 1.0)])
 

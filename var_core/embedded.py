@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import load_text_encoder, load_transformer, load_vae
-
 BUNDLE = Path(__file__).with_name("bundle")
 PN = "0.015M"  # the bundle's resolution: 128², 5 scales (pretraining writes it into the model file's metadata)
 
@@ -36,6 +34,7 @@ def bundle_paths(folder=BUNDLE) -> dict[str, Path]:
 
 def load_models(folder=BUNDLE, device=None):
     """(transformer, BitVAE, text encoder) of the bundle, each by its ordinary loader."""
+    from . import load_text_encoder, load_transformer, load_vae  # the package imports this module (via defaults)
 
     paths = bundle_paths(folder)
     return (load_transformer(paths["transformer"], device), load_vae(paths["vae"], device),

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import defaults
 from .schedules import per_scale
 
 KEEP_SCALES = 4  # a variation keeps this many coarse scales of its image unless told otherwise
@@ -62,14 +63,13 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
         raise ValueError(f"The schedule has {K} scales; this model supports at most {model.config.num_levels}.")
     if vae is not None:
         family.check_compatible(model, vae)
-    own = family.sampling_defaults(model)
-    cfg, tau, top_k, top_p = (own[k] if v is None else v for k, v in
-                              (("cfg", cfg), ("tau", tau), ("top_k", top_k), ("top_p", top_p)))
-    cfgs, taus = per_scale(cfg, K, "cfg"), per_scale(tau, K, "tau")
+    settings = defaults.sampling(model, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p)  # the model's own, checked
+    cfgs, taus = per_scale(settings["cfg"], K, "cfg"), per_scale(settings["tau"], K, "tau")
+    top_k, top_p = settings["top_k"], settings["top_p"]
+    if seed is not None:
+        defaults.check("seed", seed, whole=True)
     if model.patch is not None and hasattr(model.patch, "check_scales"):
         model.patch.check_scales(K)
-    if any(t <= 0 for t in taus):
-        raise ValueError("tau must be > 0 at every scale.")
     if isinstance(text, torch.Tensor) and text.dim() == 2:
         text = [text]
     B = len(text)

@@ -82,11 +82,15 @@ def test_train_apply_save_load(nodes, loaded, pack):
                          resolution="0.06M (256²)", training_seed=0, preview_every=0)
     assert subject.metadata["training"]["steps_done"] == 3 and curve.shape[-1] == 3 and curve.dim() == 4
     assert model.patch is None and not model.gradient_checkpointing
-    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog")
-    base = sample(nodes, model, vae, cond)
     (zero,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=0.0)
     (full,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
+    # the prompt read for the model with the subject applied; the Sampler blends it with its model's strength
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog", model=full)
+    base = sample(nodes, model, vae, cond)
     assert not torch.equal(sample(nodes, full, vae, cond), base)
+    (unread,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <placeholder> dog")
+    with pytest.raises(ValueError, match="connect Apply Subject's model to Infinity Text Encode's model input"):
+        sample(nodes, full, vae, unread)  # encoded without the subject: refused, not drawn as plain text
     # strength 0: the base model drawing the prompt with the class word, exactly
     (plain,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of dog")
     assert torch.equal(sample(nodes, zero, vae, cond), sample(nodes, model, vae, plain))
@@ -229,7 +233,8 @@ def test_auto_resolution_follows_the_model_wired_in(nodes, loaded):
                     schedule=out.args[0] if hasattr(out, "args") else out.result[0])
     assert images.shape == (1, 128, 128, 3)
     tiny_model = loaded[0]  # a file without native_pn: Infinity's own 1M
-    assert tiny_model.native_preset() == "1M" and model.native_preset() == "0.015M"
+    from var_core import defaults
+    assert defaults.sampling(tiny_model)["pn"] == "1M" and defaults.sampling(model)["pn"] == "0.015M"
     photos = torch.rand(2, 128, 128, 3)
     out = nodes["VARBooth_TrainSubject"].execute(
         model=model, vae=vae, text_encoder=enc, images=photos, class_word="dog", token="<placeholder>", steps=1,

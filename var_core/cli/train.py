@@ -108,6 +108,7 @@ def train_subject(args, device, ranks) -> int:
         steps.set_postfix({k: f"{v:.4f}" for k, v in p.parts.items() if k != "lr"})
     try:
         finished = trainer.run(callback=report, should_stop=lambda: bool(stop), checkpoint_path=out,
+                               overwrite=args.overwrite,
                                checkpoint_every=args.checkpoint_every,
                                save_dtype=DTYPES[args.save_dtype] if args.save_dtype else None)
     finally:

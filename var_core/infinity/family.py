@@ -152,11 +152,12 @@ class InfinityFamily(Family):
         """Every bit independently from its 2-way softmax after top-k/top-p filtering: logits (B, l, 2d) -> bits
         (B, l, d) uint8. With two outcomes, top-k=1 is greedy and top-k >= 2 (or 0) keeps both; top-p keeps the most
         likely outcomes whose probabilities reach top_p, so it drops the less likely one when its probability is
-        <= 1 - top_p (always when top_p <= 0.5: greedy), as the reference's top_k_top_p_filtering."""
+        <= 1 - top_p (always when 0 < top_p <= 0.5: greedy); top_p 0 or 1 is no filter, as in the reference's
+        sample_with_top_k_top_p_ (its default is 0)."""
         p1 = logits.float().unflatten(-1, (-1, 2)).softmax(-1)[..., 1]
         if top_k == 1:
             p1 = (p1 > 0.5).float()
-        elif 0 <= top_p < 1:
+        elif 0 < top_p < 1:
             less_likely = torch.minimum(p1, 1 - p1)
             p1 = torch.where(less_likely <= 1 - top_p, (p1 >= 0.5).float(), p1)
         u = torch.rand(p1.shape, generator=generator, device=p1.device if generator is None else generator.device)

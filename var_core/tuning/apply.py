@@ -22,6 +22,7 @@ import torch
 
 from ..infinity.layers import BlockPatch, LowRank
 from ..infinity.model import PER_SCALE_NEEDS_CACHE, TextMix
+from ..defaults import check
 from ..schedules import per_scale
 from .delta import SubjectDelta
 from .fingerprint import check_fits
@@ -127,8 +128,10 @@ def apply_subjects(model, subjects: Iterable[tuple[SubjectDelta, float | Sequenc
     view adds to its subjects (chainable).
     """
     subjects = list(subjects)
-    for delta, _ in subjects:
+    for delta, strength in subjects:
         check_fits(delta, model)
+        for value in (strength if isinstance(strength, (list, tuple)) else [strength]):
+            check(f"the strength of subject {delta.token}", value, 0.0)
     entries = list(model.patch.entries) if isinstance(model.patch, SubjectPatch) else []
     base = model.patch.model if isinstance(model.patch, SubjectPatch) else model
     return _view(model, SubjectPatch(base, entries + subjects))

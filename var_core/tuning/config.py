@@ -55,29 +55,25 @@ class TrainConfig:
         if not self.class_word.strip():
             raise ValueError("The class word is empty: give the subject's class, e.g. dog, backpack or teapot (it "
                              "makes the default prompt and the prior distillation prompt).")
+        if self.mode not in MODES:
+            raise ValueError(f"mode = {self.mode!r} is not a tuning mode: choose from {', '.join(MODES)}.")
         for name, lr in (("learning rate", self.lr if self.mode != "none" else None),
                          ("placeholder learning rate", self.embedding_lr)):
-            if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
+            if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= 1):
                 raise ValueError(f"The {name} {lr!r} cannot train: use a positive number up to 1 (LoRA: about "
                                  f"1e-4 to 1e-3; full deltas: about 2e-5).")
-        if (self.steps is not None and self.steps < 1) or self.batch_size < 1:
-            raise ValueError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1.")
-        for name, value, ok, hint in (
-                ("prior_weight", self.prior_weight, lambda v: v >= 0, "0 turns prior distillation off; a negative "
-                 "weight would push the model away from its prior"),
-                ("flip_prob", self.flip_prob, lambda v: 0 <= v < 1, "the share of bits flipped for Bitwise "
-                 "Self-Correction, from 0 up to but not including 1"),
-                ("weight_decay", self.weight_decay, lambda v: v >= 0, "0 or a small positive number"),
-                ("grad_clip", self.grad_clip, lambda v: v >= 0, "0 turns clipping off"),
-                ("warmup_steps", self.warmup_steps, lambda v: v >= 0, "0 or more steps"),
-                ("prior_tau", self.prior_tau, lambda v: v > 0, "a positive sampling temperature"),
-                ("prior_top_p", self.prior_top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
-                ("prior_cfg", self.prior_cfg, lambda v: v >= 0, "0 or more"),
-                ("rank", self.rank, lambda v: v >= 1, "at least 1"),
-                ("placeholder_vectors", self.placeholder_vectors, lambda v: v >= 0, "0 (none) or more")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not ok(value):
-                raise ValueError(f"{name} = {value!r} is not a valid setting: {hint}.")
+        # (setting, lowest, highest, whole number); a bound in a 1-tuple is exclusive (defaults.check)
+        for name, low, high, whole in (
+                ("steps", 1, None, True), ("batch_size", 1, None, True), ("rank", 1, None, True),
+                ("alpha", (0.0,), None, False), ("placeholder_vectors", 0, None, True), ("warmup_steps", 0, None, True),
+                ("weight_decay", 0.0, None, False), ("grad_clip", 0.0, None, False),
+                ("flip_prob", 0.0, (1.0,), False),  # the share of bits Bitwise Self-Correction flips
+                ("prior_weight", 0.0, None, False), ("prior_tau", (0.0,), None, False),
+                ("prior_top_p", (0.0,), 1.0, False), ("prior_cfg", 0.0, None, False),
+                ("prior_samples", 0, None, True), ("seed", 0, None, True)):
+            value = getattr(self, name)
+            if value is not None or name not in ("steps", "alpha"):  # None: the model's own / the rank
+                defaults.check(name, value, low, high, whole)
         try:
             self.class_prompt()
         except (KeyError, IndexError, ValueError) as e:

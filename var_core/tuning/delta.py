@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from ..infinity.layers import LowRank
+from ..defaults import check
 from .fingerprint import fingerprint
 from .placeholder import DEFAULT_TOKEN
 from .selection import block_tensor, parse_blocks, parse_groups, select_targets
@@ -48,8 +49,10 @@ class SubjectDelta:
         """A zero delta for ``model``: it changes nothing until trained."""
         if mode not in MODES:
             raise ValueError(f"Unknown delta mode {mode!r}: choose from {', '.join(MODES)}.")
-        if mode == "lora" and rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
+        if mode == "lora":
+            check("rank", rank, 1, whole=True)
+            if alpha is not None:
+                check("alpha", alpha, (0.0,))
         if mode == "none" and placeholder_vectors < 1:
             raise ValueError("Nothing to train: mode 'none' needs placeholder vectors (placeholder_vectors >= 1).")
         groups = parse_groups(groups or model.family.default_groups, model.family.tuning_groups)
@@ -70,7 +73,8 @@ class SubjectDelta:
                 tensors[f"lora_B.{i}.{name}"] = torch.zeros(out_f, rank, device=device)
         if placeholder_vectors:
             tensors["placeholder"] = torch.zeros(placeholder_vectors, model.config.text_channels, device=device)
-        return cls(tensors, mode, rank if mode == "lora" else 0, (alpha or rank) if mode == "lora" else 0.0,
+        alpha = (rank if alpha is None else alpha) if mode == "lora" else 0.0
+        return cls(tensors, mode, rank if mode == "lora" else 0, alpha,
                    groups if mode != "none" else (), blocks if mode != "none" else (), token, class_word)
 
     # ------------------------------------------------------------------ views

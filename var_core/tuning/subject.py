@@ -17,7 +17,7 @@ from safetensors.torch import safe_open
 
 from .. import __version__
 from ..checkpoint import CheckpointError, save_safetensors_atomic
-from .delta import SubjectDelta
+from .delta import MODES, SubjectDelta
 from .placeholder import DEFAULT_TOKEN
 from .fingerprint import base_identity, check_fits, family_of_subject
 
@@ -63,11 +63,27 @@ def load_subject(path, model=None, device=None) -> SubjectDelta:
         raise CheckpointError(f"'{path}' has subject format version {meta.get('format_version')!r}; this library "
                               f"reads version {FORMAT_VERSION}. Update the library.")
     tensors = {k: (v.float() if k == "placeholder" else v) for k, v in tensors.items()}
-    delta = SubjectDelta(tensors, meta.get("mode", "lora"), int(meta.get("rank", 0)), float(meta.get("alpha", 0)),
-                         tuple(g for g in meta.get("groups", "").split(",") if g),
-                         tuple(int(b) for b in meta.get("blocks", "").split(",") if b),
+    parsed = {}
+    for key, parse, expected in (("rank", int, "a whole number"), ("alpha", float, "a number"),
+                                 ("blocks", lambda v: tuple(int(b) for b in v.split(",") if b),
+                                  "block numbers separated by commas"),
+                                 ("training", lambda v: json.loads(v or "{}"), "a JSON object")):
+        value = meta.get(key, {"rank": "0", "alpha": "0", "blocks": "", "training": "{}"}[key])
+        try:
+            parsed[key] = parse(value)
+        except (ValueError, TypeError):
+            raise CheckpointError(f"'{path}' has the metadata {key}={value!r}, which is not {expected} (was the "
+                                  f"file edited by hand?). Restore it from the original subject file.") from None
+    if not isinstance(parsed["training"], dict):
+        raise CheckpointError(f"'{path}' has training metadata that is not a JSON object (was the file edited by "
+                              f"hand?). Restore it from the original subject file.")
+    if meta.get("mode", "lora") not in MODES:
+        raise CheckpointError(f"'{path}' has the metadata mode={meta.get('mode')!r}; a subject is one of "
+                              f"{', '.join(MODES)}. Restore it from the original subject file.")
+    delta = SubjectDelta(tensors, meta.get("mode", "lora"), parsed["rank"], parsed["alpha"],
+                         tuple(g for g in meta.get("groups", "").split(",") if g), parsed["blocks"],
                          meta.get("token", DEFAULT_TOKEN), meta.get("class_word", ""),
-                         {**meta, "training": json.loads(meta.get("training") or "{}")})
+                         {**meta, "training": parsed["training"]})
     if model is not None:
         try:
             check_fits(delta, model)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..checkpoint import (CheckpointError, load_optimizer_tensors, optimizer_tensors,
@@ -144,6 +144,7 @@ class SubjectTrainer:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._order: list[int] = []
         self.notes = ""
+        self.resumed_from: Path | None = None  # the subject file this training continues (its own to rewrite)
 
     # ------------------------------------------------------------------ one iteration
     def _batch(self) -> list[int]:
@@ -315,18 +316,29 @@ class SubjectTrainer:
 
     def load_state(self, path) -> None:
         """Continue from a state written by ``save`` (same subject, same step count)."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if int(meta.get("steps_done", -1)) != self.step_count or \
-                sorted(json.loads(meta.get("optimized", "[]"))) != sorted(self._optimized_keys()):
+        unusable = (f"Delete '{path}' to resume with a fresh optimizer (the run will then differ from an "
+                    f"uninterrupted one), or restore the file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            steps, optimized = int(meta.get("steps_done", -1)), json.loads(meta.get("optimized", "[]"))
+            tensors = load_file(str(path))
+            state = tensors["rng.data"], tensors["rng.samples"], tensors["order"]
+        except (SafetensorError, OSError, ValueError, KeyError) as e:  # truncated, not safetensors, edited by hand
+            raise CheckpointError(f"The training state '{path}' cannot be read ({type(e).__name__}: {e}). "
+                                  f"{unusable}.") from None
+        if steps != self.step_count or sorted(optimized) != sorted(self._optimized_keys()):
             raise CheckpointError(f"The training state '{path}' belongs to another checkpoint (step "
-                                  f"{meta.get('steps_done')} vs the subject's {self.step_count}); delete it to resume "
-                                  f"with a fresh optimizer, or resume the subject file it was written with.")
-        tensors = load_file(str(path))
-        self.generator.set_state(tensors["rng.data"])
-        self.sample_generator.set_state(tensors["rng.samples"])
-        self._order = tensors["order"].tolist()[:-1]
-        load_optimizer_tensors(self.optimizer, tensors, self._optimized_keys())
+                                  f"{meta.get('steps_done')} vs the subject's {self.step_count}). {unusable}, or "
+                                  f"resume the subject file it was written with.")
+        self.generator.set_state(state[0])
+        self.sample_generator.set_state(state[1])
+        self._order = state[2].tolist()[:-1]
+        try:
+            load_optimizer_tensors(self.optimizer, tensors, self._optimized_keys())
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"The training state '{path}' holds no usable optimizer state ({e}). "
+                                  f"{unusable}.") from None
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -352,6 +364,7 @@ class SubjectTrainer:
                 raise ValueError(f"'{path}' was trained on other inputs than the ones given to resume it: "
                                  f"{'; '.join(differences)}. Resume with the same photos and captions, or start a "
                                  f"new training.")
+        trainer.resumed_from = Path(path).resolve()
         state = state_path(path)
         if state.is_file():
             trainer.load_state(state)
@@ -367,14 +380,19 @@ class SubjectTrainer:
 
     def run(self, callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
             checkpoint_path=None, checkpoint_every: int = 100, preview_every: int = 0,
-            save_dtype: torch.dtype | None = None) -> bool:
+            save_dtype: torch.dtype | None = None, overwrite: bool = False) -> bool:
         """Train until ``config.steps`` steps are done. Returns True if finished, False if stopped early.
 
         ``should_stop`` is polled before every step (data parallel: all ranks stop when one is asked to). The delta is
         written to ``checkpoint_path`` atomically every ``checkpoint_every`` steps and when the loop ends for any
         reason (finished, stopped, or an exception, e.g. a cancel raised from ``callback``), as of the last finished
-        step; data parallel, by rank 0 only.
+        step; data parallel, by rank 0 only. An existing file there is refused before any step, unless it is the one
+        this training resumes or ``overwrite``.
         """
+        if checkpoint_path is not None and not overwrite and Path(checkpoint_path).exists() and \
+                Path(checkpoint_path).resolve() != self.resumed_from:
+            raise FileExistsError(f"'{checkpoint_path}' already exists: choose another checkpoint path, resume it "
+                                  f"(SubjectTrainer.resume), or pass overwrite=True.")
         t0 = time.perf_counter()
         finished, failed = True, False
         try:
