@@ -38,6 +38,22 @@ def test_class_reading_names_the_class_once(text, expected):
     assert class_reading(text, "<sks>", "dog") == expected
 
 
+def test_a_subject_without_vectors_reads_its_token_as_written_or_as_the_class_word(toy):
+    """A LoRA subject trained without placeholder vectors: at strength 0 the base draws the class prompt exactly (the
+    token was left in the prompt as written before), at 1 the token reads as it was trained, literally."""
+    model, _, enc = toy
+    delta = SubjectDelta.create(model, "lora", rank=2, placeholder_vectors=0, token="<sks>", class_word="dog")
+    with torch.no_grad():
+        for t in delta.tensors.values():
+            t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(3)) * 0.05)
+    zero = draw(apply_subjects(model, [(delta, 0.0)]), enc, PROMPT)
+    assert all(torch.equal(a, b) for a, b in zip(zero, draw(model, enc, CLASS_PROMPT)))
+    full_view = apply_subjects(model, [(delta, 1.0)])
+    literal = [t for t in encode_prompts(enc, [PROMPT] * 2)]  # the token as written, no subject
+    full = sample(full_view, None, literal, SCHEDULE, seed=1, return_logits=True)[1]
+    assert all(torch.equal(a, b) for a, b in zip(draw(full_view, enc, PROMPT), full))
+
+
 @pytest.mark.parametrize("mode", ["none", "lora", "full"])
 def test_strength_zero_is_the_base_model_with_the_class_word(toy, mode):
     model, _, enc = toy

@@ -132,6 +132,38 @@ def test_the_base_is_recognised_in_every_dtype_and_another_base_is_not(tmp_path)
         load_subject(subject, tweaked)
 
 
+def test_the_fingerprint_sees_every_tensor_of_a_wide_base(tmp_path):
+    """At widths where a few sampled corners say nothing (the earlier fingerprint read 24 values of 6 tensors), one
+    block's FFN scaled x1.05, or every block weight replaced but those corners, is another base; bf16 and fp16
+    copies of the same file are the same base; subject files with the earlier fingerprint still load."""
+    from var_core.infinity.model import InfinityConfig
+    from var_core import embedded
+    wide = InfinityConfig(depth=4, embed_dim=512, num_heads=8, block_chunks=2, ffn_hidden=2048, bits=16,
+                          text_channels=32, text_maxlen=64, text_pool_heads=1)
+    model = random_transformer(wide)
+    path = tmp_path / "wide.safetensors"
+    save_safetensors_atomic(model.state_dict(), path)
+    subject = save_subject(SubjectDelta.create(model, "lora", rank=2), tmp_path / "s.safetensors", model)
+    for dtype in (torch.bfloat16, torch.float16):
+        load_subject(subject, load_transformer(path, dtype=dtype))
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled.blocks[2].ffn.fc2.weight.mul_(1.05)
+    replaced = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, t in replaced.block_chunks.named_parameters():
+            if t.dim() == 2:
+                corner = t[:8, :8].clone()
+                t.copy_(torch.randn_like(t) * t.std())
+                t[:8, :8] = corner  # what the earlier fingerprint read of block weights stays
+    for other in (scaled, replaced):
+        with pytest.raises(CheckpointError, match="another base model than this one"):
+            load_subject(subject, other)
+    earlier = load_subject(embedded.example_subjects()["guide_dog"]["subject"])
+    assert not earlier.metadata["fingerprint"].startswith("v2:")  # the earlier format, accepted by its own test
+    load_subject(embedded.example_subjects()["guide_dog"]["subject"], embedded.load_models()[0])
+
+
 # ------------------------------------------------------------------------------------------- 6. resume
 @pytest.mark.parametrize("kw", [{}, {"mode": "full", "separate_steps": True, "prior_samples": 0, "hflip": True}])
 def test_two_steps_then_resume_two_equals_four_steps(toy, tmp_path, kw):

@@ -160,10 +160,11 @@ def subjects_of(model) -> list[SubjectDelta]:
 @dataclass(frozen=True)
 class PromptReadings:
     """Prompts encoded every way their subjects' strengths can blend them: ``readings[on]`` holds every prompt's
-    features with subject j read as its learned vectors where on[j], else as its class word. What Infinity Text
-    Encode hands the sampler, which blends the readings with its model's (per-scale) strengths (``blend``)."""
+    features with subject j read as the subject where on[j] (its learned vectors; a subject without vectors: its
+    token as written, as it was trained), else as its class word. What Infinity Text Encode hands the sampler, which
+    blends the readings with its model's (per-scale) strengths (``blend``)."""
     prompts: tuple[str, ...]
-    subjects: tuple[SubjectDelta, ...]  # the subjects with vectors that some prompt names
+    subjects: tuple[SubjectDelta, ...]  # the subjects that some prompt names
     readings: dict
 
     def __len__(self) -> int:
@@ -173,11 +174,10 @@ class PromptReadings:
 def read_prompts(text_encoder, prompts: Sequence[str] | str, subjects: Sequence[SubjectDelta] = ()) -> PromptReadings:
     """Encode ``prompts`` once for every way of reading the placeholders of ``subjects`` that they name."""
     prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-    with_vectors = [s for s in subjects if s.placeholder is not None]
-    tokens = [s.token for s in with_vectors]
+    named = tuple(s for s in subjects if any(s.token in p for p in prompts))
+    tokens = [s.token for s in named]
     if len(set(tokens)) != len(tokens):
         raise ValueError(f"Two subjects use the same placeholder token ({tokens}); give each its own token.")
-    named = tuple(s for s in with_vectors if any(s.token in p for p in prompts))
     readings = {on: _read(text_encoder, prompts, [s for s, o in zip(named, on) if o],
                           [s for s, o in zip(named, on) if not o])
                 for on in itertools.product((False, True), repeat=len(named))}
@@ -192,8 +192,8 @@ def blend(text: PromptReadings, entries: Sequence[tuple[SubjectDelta, float | Se
     exactly the prompt with the class word, and a prompt whose subjects all read at strength 1 is a plain tensor;
     otherwise it is a TextMix. A subject the prompts were read without is refused."""
     strengths = {id(d): s for d, s in entries}
-    missing = [d.token for d, _ in entries if d.placeholder is not None and id(d) not in map(id, text.subjects)
-               and any(d.token in p for p in text.prompts)]
+    missing = [d.token for d, _ in entries if id(d) not in map(id, text.subjects) and any(d.token in p for p in
+                                                                                           text.prompts)]
     if missing:
         raise ValueError(f"The prompt names {', '.join(missing)}, a subject applied to the model, but it was encoded "
                          f"without that subject: encode the prompt with the model the subject is applied to (in "
@@ -240,10 +240,11 @@ def class_reading(prompt: str, token: str, class_word: str) -> str:
 
 
 def _read(text_encoder, prompts, as_subject, as_class) -> list[torch.Tensor]:
-    """Every prompt with the tokens of ``as_subject`` replaced by their vectors and those of ``as_class`` by their
-    class word."""
+    """Every prompt with the tokens of ``as_subject`` replaced by their vectors (kept as written for a subject
+    without vectors) and those of ``as_class`` by their class word."""
     for s in as_class:
         prompts = [class_reading(p, s.token, s.class_word) for p in prompts]
+    as_subject = [s for s in as_subject if s.placeholder is not None]
     features, positions = text_encoder.encode(prompts, [s.token for s in as_subject])
     return [substitute(feats, {p: s.placeholder.detach() for s in as_subject for p in rows[s.token]})
             for feats, rows in zip(features, positions)]

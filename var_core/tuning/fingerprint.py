@@ -1,16 +1,24 @@
 """A base model's identity, recorded in every subject file so a subject is refused by another base: its architecture
-and a sample of its weights, compared with a tolerance (the same checkpoint in fp32, bf16 or fp16 agrees)."""
+and, for every tensor, two numbers from an evenly strided sample of its values (their RMS and their projection on a
+fixed random sign pattern), compared with a tolerance, so the same checkpoint in fp32, bf16 or fp16 agrees while a
+base with any tensor changed by a few percent does not. Fingerprints of earlier versions (24 values of a few
+tensors; a hash) are still read and compared their own way."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import asdict, replace
+
+import numpy as np
 
 import torch
 
 from .selection import block_tensor
 
-FINGERPRINT_VALUES = 24
+FINGERPRINT_VALUES = 24  # of the format before "v2"
+SAMPLES = 64  # values read from every tensor (strided over all of it)
+TOLERANCE = 0.02  # of a tensor's RMS: bf16 keeps 8 significant bits (0.4 %), fp16 flushes values below 6e-8
 
 
 def base_identity(model) -> dict[str, str]:
@@ -31,10 +39,10 @@ def check_fits(delta, model) -> None:
                          f"on.")
     known = delta.metadata.get("fingerprint")
     if known and not same_base(known, model):
-        raise ValueError(f"The subject was trained on another base model (fingerprint {known}, architecture "
-                         f"{delta.metadata.get('architecture')}) than this one (fingerprint {fingerprint(model)}, "
-                         f"{model.source or 'given in memory'}){_architecture_change(delta, model)}. Load the base "
-                         f"model it was trained on.")
+        raise ValueError(f"The subject was trained on another base model than this one "
+                         f"({model.source or 'given in memory'}): load the base model it was trained on"
+                         f"{_architecture_change(delta, model)}. (Fingerprints {_short(known)} vs "
+                         f"{_short(fingerprint(model))}.)")
     for key, t in delta.tensors.items():
         if key == "placeholder":
             if t.dim() != 2 or t.shape[1] != model.config.text_channels:
@@ -73,37 +81,61 @@ def _architecture_change(delta, model) -> str:
 
 
 def _fingerprint_samples(model) -> list[torch.Tensor]:
+    """The few tensors the fingerprint of the format before "v2" read."""
     blocks = model.blocks  # a view shares these with its base
     return [model.cfg_uncond[:4], model.pos_start, model.head.bias, model.word_embed.weight[:8],
             blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8]]
 
 
-def fingerprint(model) -> str:
-    """The base model's identity: '<hash of its architecture>:<24 of its weights, 3 significant digits>'.
+def _architecture_hash(model) -> str:
+    return hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode()).hexdigest()[:12]
 
-    Weights are compared with a tolerance (same_base), not hashed: fp32, bf16 and fp16 copies of one checkpoint (and
-    fp16 -> bf16 double rounding) differ in the last bits, while another checkpoint differs far more.
-    """
+
+def _signature(model) -> np.ndarray:
+    """(tensors, 2): for every tensor of the model (by name), the RMS of an evenly strided sample of SAMPLES values
+    and their mean times a fixed random sign pattern."""
+    signs = torch.randint(0, 2, (SAMPLES,), generator=torch.Generator().manual_seed(0)).float() * 2 - 1
+    rows = []
+    for _, t in sorted(model.state_dict().items()):
+        flat = t.detach().reshape(-1)
+        v = flat[::max(1, flat.numel() // SAMPLES)][:SAMPLES].float().cpu()
+        rows.append([v.pow(2).mean().sqrt().item(), (v * signs[:v.numel()]).mean().item()])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def fingerprint(model) -> str:
+    """The base model's identity: 'v2:<hash of its architecture>:<base64 of _signature>'."""
     if model.sharded_fingerprint:  # an FSDP-sharded base (distributed.shard_base): its weights are split
         return model.sharded_fingerprint
-    arch = hashlib.sha256(json.dumps(asdict(model.config), sort_keys=True).encode()).hexdigest()[:12]
-    values = torch.cat([t.detach().float().flatten().cpu() for t in _fingerprint_samples(model)])
-    idx = torch.linspace(0, values.numel() - 1, FINGERPRINT_VALUES).long()
-    return arch + ":" + ",".join(f"{v:.3g}" for v in values[idx].tolist())
+    return f"v2:{_architecture_hash(model)}:{base64.b64encode(_signature(model).tobytes()).decode()}"
 
 
 def same_base(known: str, model) -> bool:
     """Whether a stored fingerprint names ``model`` (any of the dtypes the loaders offer)."""
+    if known.startswith("v2:"):
+        _, arch, text = known.split(":", 2)
+        if arch != _architecture_hash(model):
+            return False
+        theirs = np.frombuffer(base64.b64decode(text), dtype=np.float32).reshape(-1, 2)
+        mine = _signature(model)
+        if theirs.shape != mine.shape:
+            return False
+        scale = np.maximum(np.maximum(theirs[:, :1], mine[:, :1]), 1e-6)  # per tensor: its RMS
+        return bool((np.abs(theirs - mine) <= TOLERANCE * scale).all())
     if ":" not in known:  # format 1 (a hash of bf16-rounded weights): exact, so only fp32/bf16 copies agree
         return known == _legacy_fingerprint(model)
-    arch, _, text = known.partition(":")
-    mine_arch, _, mine = fingerprint(model).partition(":")
-    if arch != mine_arch:
+    arch, _, text = known.partition(":")  # format 1.5: 24 values of a few tensors, 3 significant digits
+    if arch != _architecture_hash(model):
         return False
+    values = torch.cat([t.detach().float().flatten().cpu() for t in _fingerprint_samples(model)])
+    mine = values[torch.linspace(0, values.numel() - 1, FINGERPRINT_VALUES).long()]
     a = torch.tensor([float(v) for v in text.split(",")])
-    b = torch.tensor([float(v) for v in mine.split(",")])
-    # bf16 keeps 8 significant bits (0.4 %), the 3-digit text 0.05 %; fp16 flushes values below 6e-8
+    b = torch.tensor([float(f"{v:.3g}") for v in mine.tolist()])
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-2, atol=1e-4)
+
+
+def _short(known: str) -> str:
+    return hashlib.sha256(known.encode()).hexdigest()[:10]
 
 
 def _legacy_fingerprint(model) -> str:
