@@ -185,6 +185,32 @@ def test_train_many_spreads_jobs_over_ranks_reports_failures_and_skips_finished_
     assert (tmp_path / "dog.safetensors").stat().st_mtime_ns == before
 
 
+def test_ranks_that_disagree_stop_together_before_training_and_say_where(toy_paths, photos, tmp_path):
+    """Rank 1 started with other settings (here --steps: it would wait in all_reduce for the collective timeout
+    after rank 0 finished) or other photos: every rank stops at once, before the first step, naming both."""
+    worker = tmp_path / "other_rank_1.py"
+    worker.write_text(
+        "import os, sys\n"
+        "from var_core.cli import main\n"
+        "argv = sys.argv[1:]\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    argv[argv.index('--steps') + 1] = '5'\n"
+        "sys.exit(main(argv))\n")
+    out = tmp_path / "mixed.safetensors"
+    proc = torchrun(worker, "train", *train_args(toy_paths, photos, out))
+    assert proc.returncode != 0
+    assert "none of them trains: rank 1 has settings.steps = 5, rank 0 has 4" in proc.stderr
+    assert not out.exists()
+
+
+def test_train_many_refuses_two_jobs_with_one_output_before_anything_runs(tmp_path, capsys):
+    listing = tmp_path / "jobs.jsonl"
+    same = str(tmp_path / "dog.safetensors")
+    listing.write_text("\n".join(json.dumps({"images": "x", "class": c, "out": same}) for c in ("dog", "cat")))
+    assert main(["train-many", str(listing)]) == 2
+    assert "jobs 1 and 2 both write" in capsys.readouterr().err and not Path(same).exists()
+
+
 def test_a_jobs_file_with_an_unknown_setting_is_refused_before_anything_runs(tmp_path, capsys):
     listing = tmp_path / "jobs.json"
     listing.write_text(json.dumps([{"images": "x", "class": "dog", "out": "o.safetensors", "stpes": 3}]))

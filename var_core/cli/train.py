@@ -138,7 +138,15 @@ def cmd_train_many(args) -> int:
     flags = set(job_parser._option_string_actions)
     common = [a for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder),
                                     ("--device", args.device), ("--dtype", args.dtype)) if value for a in (flag, value)]
-    jobs = [common + job_arguments(job, flags) for job in read_jobs(args.jobs)]  # every job checked before any runs
+    listed = read_jobs(args.jobs)
+    jobs = [common + job_arguments(job, flags) for job in listed]  # every job checked before any runs
+    outputs: dict[Path, int] = {}
+    for i, job in enumerate(listed):
+        out = Path(str(job["out"])).expanduser().resolve()
+        if out in outputs:  # the second would overwrite the first's subject, or be skipped as existing
+            raise ValueError(f"{args.jobs}: jobs {outputs[out] + 1} and {i + 1} both write '{job['out']}'; give "
+                             f"each job its own out.")
+        outputs[out] = i
     # (gloo for the summary only: ranks wait at the end for the longest job, hence the long timeout)
     ranks = distributed.start(torch.device("cpu"), timeout_minutes=7 * 24 * 60)
     try:

@@ -79,6 +79,27 @@ class Ranks:
             return flag
         return bool(self.sum(torch.tensor([float(flag)], device=self.device)).item() > 0)
 
+    def agree(self, inputs: dict) -> None:
+        """Refuse, on every rank at once, to go on unless every rank has the same ``inputs`` (name -> a value
+        that pickles: settings, a hash of the photos, ...): the message names the first rank and setting that
+        differ from rank 0's. Data parallel training on other photos or settings would mix them silently, and a
+        rank with other step counts would wait for the others until the collective timeout."""
+        if self.world_size == 1:
+            return
+        everyone = [None] * self.world_size
+        dist.all_gather_object(everyone, inputs)
+        for rank, theirs in enumerate(everyone[1:], start=1):
+            for name in sorted(set(inputs) | set(theirs)):
+                a, b = everyone[0].get(name), theirs.get(name)
+                if a == b:
+                    continue
+                if isinstance(a, dict) and isinstance(b, dict):  # name the setting inside, e.g. settings.steps
+                    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+                    name, a, b = f"{name}.{key}", a.get(key), b.get(key)
+                raise ValueError(f"The {self.world_size} processes do not agree, so none of them trains: rank {rank} "
+                                 f"has {name} = {_shown(b)}, rank 0 has {_shown(a)}. Start every process with the "
+                                 f"same photos, captions, settings and output.")
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
@@ -152,3 +173,8 @@ def block_weights_held(model) -> tuple[int, int]:
     params = [p for b in model.blocks for p in b.parameters()]
     return (sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params),
             sum(p.numel() for p in params))
+
+
+def _shown(value, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."

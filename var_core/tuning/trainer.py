@@ -86,6 +86,10 @@ class SubjectTrainer:
             raise ValueError(f"A batch of {batch} images cannot be split over {self.ranks.world_size} processes: "
                              f"give a --batch-size (and photos) of at least {self.ranks.world_size}, or start fewer "
                              f"processes (--nproc_per_node).")
+        identity = base_identity(model)
+        # before any collective: every rank must be about to train the same thing
+        self.ranks.agree({"photos and captions": data_fingerprint(images, config.class_word),
+                          "settings": _comparable(config.summary()), "start step": int(start_step), "base": identity})
         self.generator = torch.Generator().manual_seed(config.seed)  # data order, flips, BSC (CPU: reproducible)
         self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)  # fresh teacher samples
         delta = delta or SubjectDelta.create(
@@ -98,7 +102,7 @@ class SubjectTrainer:
         # our own fp32 copy: a delta given to resume from is not trained in place under its holder
         self.delta = delta.to(self.device, torch.float32, copy=True).requires_grad_(True)
         self.ranks.broadcast(self.delta.parameters())  # every rank starts from rank 0's delta
-        self.delta.metadata = {**delta.metadata, **base_identity(model)}
+        self.delta.metadata = {**delta.metadata, **identity}
         self.step_count = int(start_step)
         self.num_trainable = self.delta.num_parameters()
         self.data = data_fingerprint(images, config.class_word)
@@ -389,6 +393,7 @@ class SubjectTrainer:
         step; data parallel, by rank 0 only. An existing file there is refused before any step, unless it is the one
         this training resumes or ``overwrite``.
         """
+        self.ranks.agree({"steps": self.config.steps, "output": str(checkpoint_path)})
         if checkpoint_path is not None and not overwrite and Path(checkpoint_path).exists() and \
                 Path(checkpoint_path).resolve() != self.resumed_from:
             raise FileExistsError(f"'{checkpoint_path}' already exists: choose another checkpoint path, resume it "
@@ -426,3 +431,8 @@ def train_subject(model, vae, text_encoder, images: SubjectImages, config: Train
     trainer = SubjectTrainer(model, vae, text_encoder, images, config)
     trainer.run(**run_kwargs)
     return trainer.delta
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings as every rank can compare them (gradient checkpointing may differ: it changes memory, not results)."""
+    return {k: v for k, v in settings.items() if k != "gradient_checkpointing"}
