@@ -317,3 +317,24 @@ def test_a_subject_file_records_its_family_and_another_family_refuses_it(toy, tm
         apply_subjects(model, [(loaded, 1.0)])
     del loaded.metadata["family"]  # files written before families existed are Infinity's
     apply_subjects(model, [(loaded, 1.0)])
+
+
+def test_an_fp16_base_trains_with_loss_scaling(toy, toy_paths, tmp_path):
+    """fp16 activations' gradients underflow without loss scaling: the trainer scales the loss on an fp16 base (only
+    there), its gradients are then nearer the fp32 base's, and the scale is part of the resumable state."""
+    from safetensors.torch import load_file
+    from toyworld.builders import compare_gradients, first_step_gradients
+    from var_core import load_transformer
+    from var_core.tuning.trainer import state_path
+    _, vae, enc = toy
+    half = load_transformer(toy_paths["transformer"], dtype=torch.float16)
+    assert make_trainer((half, vae, enc)).scaler is not None
+    assert make_trainer(toy).scaler is None
+    assert make_trainer((load_transformer(toy_paths["transformer"], dtype=torch.bfloat16), vae, enc)).scaler is None
+    reference = first_step_gradients(toy[0], vae, enc, "0.06M")
+    scaled, _ = compare_gradients(reference, first_step_gradients(half, vae, enc, "0.06M"))
+    unscaled, _ = compare_gradients(reference, first_step_gradients(half, vae, enc, "0.06M", scaled=False))
+    assert scaled < 0.5 * unscaled, (scaled, unscaled)
+    path = tmp_path / "half.safetensors"
+    make_trainer((half, vae, enc), steps=1, rank=2, prior_samples=2).run(checkpoint_path=path)
+    assert load_file(state_path(path))["scaler"][0] > 1

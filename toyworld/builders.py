@@ -116,3 +116,24 @@ def make_trainer(parts, pictures=None, encoder=None, **settings):
     pictures = list(subject_pictures(2, size[0]) if pictures is None else pictures)
     data = prepare_images(pictures, size, config.token, config.class_word or "x")
     return SubjectTrainer(model, vae, encoder or enc, data, config)
+
+
+def first_step_gradients(model, vae, encoder, pn: str, scaled: bool = True) -> dict[str, torch.Tensor]:
+    """The LoRA delta's gradients of one training step (rank 8, prior distillation on), unscaled; ``scaled=False``:
+    without the loss scaling an fp16 base gets."""
+    trainer = make_trainer((model, vae, encoder), pn=pn, rank=8, prior_samples=2, gradient_checkpointing=False)
+    if not scaled:
+        trainer.scaler = None
+    trainer._update = lambda: None  # keep the first step's gradients
+    trainer.step()
+    scale = trainer.scaler.get_scale() if trainer.scaler is not None else 1.0
+    return {k: t.grad.detach().float() / scale for k, t in trainer.delta.tensors.items() if t.grad is not None}
+
+
+def compare_gradients(reference: dict, other: dict) -> tuple[float, float]:
+    """(relative L2 error, share of the reference's nonzero entries that are exactly zero in ``other``)."""
+    num = sum(float((reference[k] - other[k]).pow(2).sum()) for k in reference)
+    den = sum(float(reference[k].pow(2).sum()) for k in reference)
+    nonzero = sum(int((reference[k] != 0).sum()) for k in reference)
+    lost = sum(int(((reference[k] != 0) & (other[k] == 0)).sum()) for k in reference)
+    return (num / den) ** 0.5, lost / nonzero

@@ -185,21 +185,21 @@ def read_prompts(text_encoder, prompts: Sequence[str] | str, subjects: Sequence[
 
 
 def blend(text: PromptReadings, entries: Sequence[tuple[SubjectDelta, float | Sequence[float]]] = ()) -> list:
-    """The conditioning of ``text`` with subjects at strengths (``entries``: a view's entries()): on the text side a
-    subject's
-    strength s (per scale, clipped to 0..1; above 1 only the weight changes grow) blends two readings of the prompt,
-    the placeholder as the learned vectors (weight s) and as the class word (1 - s; class_reading). So strength 0 is
-    exactly the prompt with the class word, and a prompt whose subjects all read at strength 1 is a plain tensor;
-    otherwise it is a TextMix. A subject the prompts were read without is refused."""
-    strengths = {id(d): s for d, s in entries}
-    missing = [d.token for d, _ in entries if id(d) not in map(id, text.subjects) and any(d.token in p for p in
-                                                                                           text.prompts)]
+    """The conditioning of ``text`` with subjects at strengths (``entries``: entries_of(a view)): on the text side a
+    subject's strength s (per scale, clipped to 0..1; above 1 only the weight changes grow) blends two readings of
+    the prompt, the placeholder as the learned vectors (weight s) and as the class word (1 - s; class_reading). So
+    strength 0 is exactly the prompt with the class word, and a prompt whose subjects all read at strength 1 is a
+    plain tensor; otherwise it is a TextMix. A subject the prompts were read without is refused; one they were read
+    with that ``entries`` leaves out reads as its class word (strength 0)."""
+    def strength_of(read) -> float | Sequence[float]:
+        return next((s for d, s in entries if _same_reading(d, read)), 0.0)
+    missing = [d.token for d, _ in entries if any(d.token in p for p in text.prompts)
+               and not any(_same_reading(d, read) for read in text.subjects)]
     if missing:
         raise ValueError(f"The prompt names {', '.join(missing)}, a subject applied to the model, but it was encoded "
                          f"without that subject: encode the prompt with the model the subject is applied to (in "
                          f"ComfyUI: connect Apply Subject's model to Infinity Text Encode's model input).")
-    # a subject the prompts were read with but the model does not apply reads as its class word (strength 0)
-    weight = [_text_weights(strengths.get(id(s), 0.0)) for s in text.subjects]
+    weight = [_text_weights(strength_of(s)) for s in text.subjects]
     whole = [set(w) == {1.0} for w in weight]
     out = []
     for i, prompt in enumerate(text.prompts):
@@ -218,6 +218,13 @@ def blend(text: PromptReadings, entries: Sequence[tuple[SubjectDelta, float | Se
             weights.append(w)
         out.append(TextMix(tuple(feats), tuple(weights)))
     return out
+
+
+def _same_reading(a: SubjectDelta, b: SubjectDelta) -> bool:
+    """Whether two subjects read a prompt the same way (a copy of a subject on another device does)."""
+    if (a.token, a.class_word) != (b.token, b.class_word) or (a.placeholder is None) != (b.placeholder is None):
+        return False
+    return a.placeholder is None or a is b or torch.equal(a.placeholder.detach().cpu(), b.placeholder.detach().cpu())
 
 
 def encode_prompts(text_encoder, prompts: Sequence[str] | str, subjects=()) -> list:

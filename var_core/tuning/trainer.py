@@ -146,6 +146,8 @@ class SubjectTrainer:
         self.optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay,
                                            foreach=self.device.type == "cuda")
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # an fp16 base: its activations' gradients underflow to zero without loss scaling (docs/benchmarks.md)
+        self.scaler = torch.amp.GradScaler(self.device.type) if model.compute_dtype == torch.float16 else None
         self._order: list[int] = []
         self.notes = ""
         self.resumed_from: Path | None = None  # the subject file this training continues (its own to rewrite)
@@ -258,14 +260,21 @@ class SubjectTrainer:
                                      f"learning rate.")
         if weight != 1.0:
             loss = weight * loss
-        (loss * share if share != 1.0 else loss).backward()
+        loss = loss * share if share != 1.0 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return total
 
     def _update(self):
         self.ranks.sum_gradients(self._params())  # data parallel: the whole batch's gradient on every rank
+        if self.scaler is not None:  # (after the sum: every rank sees the same inf/nan and skips the same step)
+            self.scaler.unscale_(self.optimizer)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.delta.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> dict[str, float]:
@@ -316,6 +325,8 @@ class SubjectTrainer:
         tensors = {"rng.data": self.generator.get_state(), "rng.samples": self.sample_generator.get_state().cpu(),
                    "order": torch.tensor(self._order + [-1], dtype=torch.long),  # -1 ends it (never empty)
                    **optimizer_tensors(self.optimizer, keys)}
+        if self.scaler is not None:
+            tensors["scaler"] = torch.tensor([self.scaler.get_scale(), self.scaler._get_growth_tracker()])
         return tensors, {"steps_done": str(self.step_count), "optimized": json.dumps(keys)}
 
     def load_state(self, path) -> None:
@@ -343,6 +354,9 @@ class SubjectTrainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"The training state '{path}' holds no usable optimizer state ({e}). "
                                   f"{unusable}.") from None
+        if self.scaler is not None and "scaler" in tensors:  # an fp16 base's loss scale, where it had got to
+            scale, tracker = tensors["scaler"].tolist()
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": scale, "_growth_tracker": int(tracker)})
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
