@@ -34,7 +34,8 @@ class Sampler(io.ComfyNode):
                 Vae.Input("vae", tooltip="The BitVAE that decodes the bits."),
                 Conditioning.Input("positive", tooltip="What to draw (Infinity Text Encode)."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
-                             tooltip="Same seed and device give the same image."),
+                             tooltip="The same seed, prompt, batch size and device give the same images (one seed "
+                                     "draws the whole batch: an image depends on the batch size)."),
                 io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
                                tooltip="One of Infinity's 15 templates (h/w, and its size at 1024²)."),
                 io.Combo.Input("resolution", options=RESOLUTIONS, default=DEFAULT_RESOLUTION,

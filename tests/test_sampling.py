@@ -194,3 +194,13 @@ def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
     save_file(sd, tmp_path / "bad.safetensors", metadata={"cfg": "strong"})
     with pytest.raises(CheckpointError, match="bad.safetensors.*cfg='strong'"):
         load_transformer(tmp_path / "bad.safetensors")
+
+
+def test_one_seed_draws_the_whole_batch(tiny_model, case_text):
+    """The documented property: the same seed, prompts and batch redraw the same images, and a row depends on the
+    batch it is in (one generator draws every row, scale by scale)."""
+    batch = [case_text[0]] * 3
+    first = sample(tiny_model, None, batch, SCHEDULE[:4], seed=9)
+    assert all(torch.equal(a, b) for a, b in zip(first, sample(tiny_model, None, batch, SCHEDULE[:4], seed=9)))
+    alone = sample(tiny_model, None, batch[:1], SCHEDULE[:4], seed=9)
+    assert not all(torch.equal(a[:1], b) for a, b in zip(first, alone))

@@ -284,7 +284,7 @@ def test_cancel_keeps_a_loadable_checkpoint_and_resume_continues(toy, tmp_path):
     model, vae, enc = toy
     again = SubjectTrainer(model, vae, enc, prepare_images(list(subject_pictures(2, 256)), (256, 256), "<placeholder>", "dog"),
                            TrainConfig(class_word="dog", pn="0.06M", steps=5, rank=2), delta=saved, start_step=3)
-    assert again.run(checkpoint_path=path) and again.step_count == 5
+    assert again.run(checkpoint_path=path, overwrite=True) and again.step_count == 5  # its own file, given back
     assert load_subject(path).metadata["training"]["steps_done"] == 5
 
 

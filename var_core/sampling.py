@@ -43,7 +43,8 @@ def sample(model, vae, text, schedule, cfg=None, tau=None, top_k: int | None = N
     negative: list of B tensors (default: the model's learned null text cfg_uncond[:len_i]). forced_codes: codes
     (B, h_k, w_k, ·) of the first N scales, used instead of sampling (variations / image-to-image), in the model's
     token layout (variation_codes makes them).
-    seed: same seed and device -> same images.
+    seed: the same seed, prompts, batch and device give the same images. One seed draws the whole batch, scale by
+    scale, so an image depends on the batch it is in: row 0 of a batch of 4 is not the batch-1 image of that seed.
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
     the CFG mix). vae may be None to skip decoding (then the per-scale codes are returned in place of images).
     use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).

@@ -175,7 +175,7 @@ def read_prompts(text_encoder, prompts: Sequence[str] | str, subjects: Sequence[
     """Encode ``prompts`` once for every way of reading the placeholders of ``subjects`` that they name."""
     prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
     named = tuple(s for s in subjects if any(s.token in p for p in prompts))
-    tokens = [s.token for s in named]
+    tokens = [s.token for s in subjects if s.placeholder is not None or s in named]
     if len(set(tokens)) != len(tokens):
         raise ValueError(f"Two subjects use the same placeholder token ({tokens}); give each its own token.")
     readings = {on: _read(text_encoder, prompts, [s for s, o in zip(named, on) if o],

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from .fingerprint import fingerprint
+from .fingerprint import identities
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def shard_base(model, ranks: Ranks) -> None:
         model.to(ranks.device)
         return
     # the fingerprint reads a few weights, which are split over the ranks from here on: taken now, while whole
-    model.sharded_fingerprint = fingerprint(model)
+    model.sharded_fingerprint = identities(model)
     mesh = init_device_mesh(ranks.device.type, (ranks.world_size,))
     for block in model.blocks:
         fully_shard(block, mesh=mesh)  # gathered before the block runs, split again after (also in the backward)
