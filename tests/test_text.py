@@ -325,3 +325,12 @@ def test_is_a_text_encoder(encoder):
     assert isinstance(encoder, TextEncoder)
     assert "width=32" in repr(encoder)
     assert json.loads((encoder.source / "config.json").read_text())["d_model"] == 32
+
+
+def test_the_embedded_models_text_encoder_loads_with_every_allowed_transformers():
+    """The bundle's tokenizer names a class every transformers in requirements.txt knows (5.x's own name for it,
+    TokenizersBackend, is unknown to 4.x): CI runs this file on transformers 4.40 too."""
+    from var_core import embedded, load_text_encoder
+    encoder = load_text_encoder(embedded.bundle_paths()["text_encoder"])
+    (features,) = encoder(["a photo of a dog on the beach"])
+    assert features.shape == (9, encoder.width)  # 7 words, "on the", and </s>: one row per word-level token

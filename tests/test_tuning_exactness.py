@@ -161,7 +161,8 @@ def test_the_fingerprint_sees_every_tensor_of_a_wide_base(tmp_path):
             load_subject(subject, other)
     earlier = load_subject(embedded.example_subjects()["guide_dog"]["subject"])
     assert not earlier.metadata["fingerprint"].startswith("v2:")  # the earlier format, accepted by its own test
-    load_subject(embedded.example_subjects()["guide_dog"]["subject"], embedded.load_models()[0])
+    load_subject(embedded.example_subjects()["guide_dog"]["subject"],
+                 load_transformer(embedded.bundle_paths()["transformer"]))
 
 
 # ------------------------------------------------------------------------------------------- 6. resume

@@ -69,6 +69,8 @@ def make_tokenizer(folder, words: Sequence[str] | None = None) -> Path:
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg.pop("backend", None)
+    # a class every transformers the requirements allow can name (5.x writes "TokenizersBackend", unknown to 4.x)
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     if words is None:  # extra_ids=0: no <extra_id_*> sentinels (the real vocabulary has 100; never used here)
         cfg.update(tokenizer_class="T5Tokenizer", extra_ids=0)
         (folder / "special_tokens_map.json").write_text(
