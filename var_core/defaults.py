@@ -9,6 +9,7 @@ is the one validator of a numeric setting: its message names the setting, the va
 """
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Integral, Real
 
@@ -91,6 +92,7 @@ def shared(kind: str, key: str):
     return next(iter(values.values()))
 
 
+@functools.cache  # read once per process: help texts and tooltips ask for it many times
 def embedded_defaults() -> dict:
     """What the embedded model's file states ({"sampling": ..., "tuning": ...}), read from its header only; empty
     when the bundle is absent."""

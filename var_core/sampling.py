@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import torch
 
 from . import defaults
+from .infinity.layers import KVCache, scale_levels
+from .infinity.model import TextMix
 from .schedules import per_scale
 
 KEEP_SCALES = 4  # a variation keeps this many coarse scales of its image unless told otherwise
-from .infinity.layers import KVCache, scale_levels
-from .infinity.model import TextMix
 
 
 def variation_codes(vae, image: torch.Tensor, schedule, keep_scales: int, batch: int, family=None) -> list | None:

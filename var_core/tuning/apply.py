@@ -209,7 +209,7 @@ def blend(text: PromptReadings, entries: Sequence[tuple[SubjectDelta, float | Se
             continue
         feats, weights = [], []
         for on in itertools.product((False, True), repeat=len(mixed)):
-            key = [whole[j] and j not in mixed for j in range(len(text.subjects))]
+            key = list(whole)  # the mixed subjects' entries are set below
             w = (1.0,)
             for j, o in zip(mixed, on):
                 key[j] = o
