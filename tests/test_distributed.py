@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from toyworld.builders import subject_pictures
 from var_core.cli import main
 from var_core.images import to_pil
-from var_core.tuning import SubjectTrainer, TrainConfig, prepare_images
+from var_core.tuning import SubjectTrainer, TrainConfig, load_subject, prepare_images
 from var_core.tuning.distributed import Ranks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +149,31 @@ def test_a_rank_killed_mid_run_is_restarted_and_finishes_the_same_subject(one_an
     assert "resumed at step 2 with its optimizer state" in proc.stderr  # the checkpoint before the kill
     restarted, uninterrupted = load_file(out), load_file(work / "two.safetensors")
     assert relative_difference(uninterrupted, restarted) <= 1e-6
+
+
+def test_a_rank_that_freezes_mid_run_stops_the_run_within_its_rank_timeout(toy_paths, photos, tmp_path):
+    """Rank 1 stops (SIGSTOP: alive, silent, as a hung process or a lost node) before its 4th step while rank 0
+    waits for it in all_reduce: rank 0 names it and ends the run after --rank-timeout, not the 30-minute collective
+    timeout; the checkpoint of step 2 stands."""
+    worker = tmp_path / "frozen_at_step_3.py"
+    worker.write_text(
+        "import os, signal, sys\n"
+        "from var_core.cli import main\n"
+        "from var_core.tuning import SubjectTrainer\n"
+        "step = SubjectTrainer.step\n"
+        "def freezing(self):\n"
+        "    if os.environ['RANK'] == '1' and self.step_count == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "    return step(self)\n"
+        "SubjectTrainer.step = freezing\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "frozen.safetensors"
+    t0 = time.monotonic()
+    proc = torchrun(worker, "train", *train_args(toy_paths, photos, out, "--rank-timeout", "4"))
+    assert proc.returncode != 0
+    assert "rank 0: rank 1 has given no sign of life for 4 s" in proc.stderr, proc.stderr[-3000:]
+    assert time.monotonic() - t0 < 120
+    assert load_subject(out).metadata["training"]["steps_done"] == 2
 
 
 def test_train_many_spreads_jobs_over_ranks_reports_failures_and_skips_finished_jobs(toy_paths, photos, tmp_path):

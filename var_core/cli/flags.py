@@ -9,6 +9,7 @@ from dataclasses import fields
 from .. import defaults
 from ..checkpoint import DTYPES
 from ..sampling import KEEP_SCALES
+from ..tuning import distributed
 from ..tuning.config import TrainConfig
 from ..tuning.delta import MODES
 from ..tuning.losses import ScaleWeights
@@ -118,6 +119,9 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--fsdp", action="store_true",
                    help="under torchrun: split the frozen base's blocks over the processes (FSDP) instead of a whole "
                         "copy on each, for a base one GPU cannot hold (Infinity-8B on 24-40 GB); LoRA only")
+    t.add_argument("--rank-timeout", type=float, default=distributed.SILENCE, metavar="SECONDS",
+                   help="under torchrun: stop every process when one has given no sign of life for this long (it "
+                        "died, hangs or lost its node) (default %(default)g)")
     t.add_argument("--overwrite", action="store_true")
 
 

@@ -11,6 +11,7 @@ import torch
 
 import var_core as vc
 from ..checkpoint import DTYPES
+from ..defaults import check
 from ..tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions, image_files, load_subject,
                       prepare_images)
 from ..tuning.distributed import Ranks
@@ -26,7 +27,7 @@ def cmd_train(args, ranks=None) -> int:
     device = distributed.local_device(args.device)
     if ranks is not None:
         return train_subject(args, device, ranks)
-    ranks = distributed.start(device)
+    ranks = distributed.start(device, silence=check("--rank-timeout", args.rank_timeout, (0.0,)))
     ended = False
     try:
         code = train_subject(args, device, ranks)
@@ -148,7 +149,7 @@ def cmd_train_many(args) -> int:
                              f"each job its own out.")
         outputs[out] = i
     # (gloo for the summary only: ranks wait at the end for the longest job, hence the long timeout)
-    ranks = distributed.start(torch.device("cpu"), timeout_minutes=7 * 24 * 60)
+    ranks = distributed.start(torch.device("cpu"), timeout_minutes=7 * 24 * 60, silence=None)
     try:
         mine = []
         for i in range(ranks.rank, len(jobs), ranks.world_size):

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -126,17 +129,82 @@ def local_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def start(device: torch.device, timeout_minutes: float = 30) -> Ranks:
+SILENCE = 60.0  # seconds without a sign of life after which a rank is reported (train --rank-timeout)
+
+
+def start(device: torch.device, timeout_minutes: float = 30, silence: float | None = SILENCE) -> Ranks:
     """Join the process group of a torchrun launch (NCCL on GPUs, gloo on CPUs); a single process without one.
 
-    ``timeout_minutes``: how long a collective may wait for the slowest rank before failing.
+    ``timeout_minutes``: how long a collective may wait for the slowest rank before failing (a slow rank is not a
+    lost one: loading an 8B base or writing a checkpoint can keep the others waiting for minutes).
+    ``silence``: seconds after which a rank that gave no sign of life (its process died, froze or lost its node)
+    stops the whole run with a message naming it (``Watch``); None: no watch.
     """
     if not launched():
         return Ranks()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=timeout_minutes))
-    return Ranks(dist.get_rank(), dist.get_world_size(), device)
+    ranks = Ranks(dist.get_rank(), dist.get_world_size(), device)
+    if silence is not None and ranks.world_size > 1:
+        Watch.start_for(ranks, silence)
+    return ranks
+
+
+class Watch(threading.Thread):
+    """Heartbeats through the launch's key-value store, beside the main thread (which may be blocked in a
+    collective, where nothing else could notice a missing rank before the collective timeout).
+
+    Every rank adds to its own counter every few seconds; rank 0 watches every other rank's counter, the others
+    watch rank 0's. A counter that has not moved for ``silence`` seconds means that process died or stopped: the
+    watcher prints which rank and ends its own process, and torchrun then ends the rest of the launch (on the
+    other nodes, their watchers see rank 0 fall silent). The last regular checkpoint keeps the training."""
+    current: "Watch | None" = None
+
+    def __init__(self, store, ranks: Ranks, silence: float):
+        super().__init__(name="rank-watch", daemon=True)
+        self.store, self.ranks, self.silence = store, ranks, silence
+        self.interval = min(5.0, silence / 4)
+        self.stopping = threading.Event()
+
+    @classmethod
+    def start_for(cls, ranks: Ranks, silence: float) -> None:
+        try:
+            store = dist.PrefixStore("varbooth-watch/", dist.distributed_c10d._get_default_store())
+        except (AttributeError, RuntimeError) as e:  # (a torch without the default store's accessor)
+            print(f"rank {ranks.rank}: no watch over the other ranks ({e}); a lost rank is reported by the "
+                  f"collective timeout", file=sys.stderr)
+            return
+        cls.current = cls(store, ranks, silence)
+        cls.current.start()
+
+    def run(self) -> None:
+        mine = f"beat{self.ranks.rank}"
+        watched = range(1, self.ranks.world_size) if self.ranks.is_main else [0]
+        seen = {r: (-1, time.monotonic()) for r in watched}
+        while not self.stopping.wait(self.interval):
+            try:
+                self.store.add(mine, 1)
+                for r in watched:
+                    count = self.store.add(f"beat{r}", 0)  # (adding 0 reads the counter)
+                    if count != seen[r][0]:
+                        seen[r] = (count, time.monotonic())
+                    elif time.monotonic() - seen[r][1] > self.silence and not self.stopping.is_set():
+                        self._lost(f"rank {r} has given no sign of life for {self.silence:g} s: its process died, "
+                                   f"hangs or lost its node")
+            except Exception as e:  # noqa: BLE001 - the store is gone with the launch's host
+                if not self.stopping.is_set():
+                    self._lost(f"the launch's store stopped answering ({type(e).__name__}: {e})")
+
+    def _lost(self, why: str) -> None:
+        print(f"rank {self.ranks.rank}: {why}. Stopping this run (raise train --rank-timeout if a process can "
+              f"legitimately freeze that long); the last checkpoint keeps the training: start the run again to "
+              f"resume it.", file=sys.stderr, flush=True)
+        os._exit(1)  # the main thread may be blocked in a collective: nothing else can end it
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
 
 
 def stop(together: bool = False) -> None:
@@ -145,6 +213,9 @@ def stop(together: bool = False) -> None:
     if dist.is_initialized():
         if together:
             dist.barrier()
+        if Watch.current is not None:  # after the barrier: a rank that ends early must not look lost
+            Watch.current.stop()
+            Watch.current = None
         dist.destroy_process_group()
 
 
