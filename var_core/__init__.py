@@ -2,7 +2,8 @@
 
 Public API (stable names used by the CLI, the ComfyUI nodes and outside checks):
     load_transformer, load_vae, load_text_encoder, scale_schedule, sample, check_compatible, ...
-The loaders recognise a file's family from its tensor names (family.py); Infinity is the family implemented today.
+The loaders recognise a file's family from its tensor names (family.py): Infinity, Switti and the class-conditional
+VAR.
 """
 from __future__ import annotations
 
@@ -34,15 +35,18 @@ def load_transformer(path_or_state_dict, device=None, dtype=None):
     return family_of(path_or_state_dict, "transformer").load_transformer(path_or_state_dict, device, dtype)
 
 
-def load_vae(path_or_state_dict, device=None):
+def load_vae(path_or_state_dict, device=None, dtype=None):
     """The VAE (multi-scale tokenizer) of whichever family the file is."""
-    return family_of(path_or_state_dict, "vae").load_vae(path_or_state_dict, device)
+    return family_of(path_or_state_dict, "vae").load_vae(path_or_state_dict, device, dtype)
 
 
 def load_text_encoder(path, device=None, dtype=None, family: Family | str | None = None, **kwargs):
-    """The frozen text encoder a family conditions on (Infinity: T5); calling it on a list of prompts gives one
-    (len_i, C_text) tensor per prompt. ``family``: which family's encoder (default: the only one, Infinity)."""
-    family = family_named(family) if isinstance(family, str) else family or family_named("infinity")
+    """The frozen text encoder(s) a family conditions on: Infinity's T5 (called on a list of prompts: one
+    (len_i, C_text) tensor per prompt), or Switti's CLIP-L with its OpenCLIP-bigG as ``text_encoder_2`` (called on a
+    list of prompts: PromptEmbeds). ``family``: whose encoder (default: Switti's when text_encoder_2 is given, else
+    Infinity's)."""
+    default = "switti" if kwargs.get("text_encoder_2") is not None else "infinity"
+    family = family_named(family) if isinstance(family, str) else family or family_named(default)
     return family.load_text_encoder(path, device=device, dtype=dtype, **kwargs)
 
 
@@ -51,12 +55,19 @@ def check_compatible(model, vae) -> None:
     model.family.check_compatible(model, vae)
 
 
+def __getattr__(name):  # the text side of Switti imports transformers: only when it is asked for
+    if name == "PromptEmbeds":
+        from .switti.text import PromptEmbeds
+        return PromptEmbeds
+    raise AttributeError(f"module 'var_core' has no attribute {name!r}")
+
+
 def detect_kind(state_dict, source="the given file") -> str:
     """'transformer' or 'vae', from the tensor names (also inside the known wrappers)."""
     return recognise(tensor_names(state_dict), source)[1]
 
 
-__all__ = ["BitVAE", "CheckpointError", "Family", "Infinity", "InfinityConfig", "PRESETS", "TEMPLATE_KEYS",
+__all__ = ["BitVAE", "CheckpointError", "Family", "Infinity", "InfinityConfig", "PRESETS", "PromptEmbeds", "TEMPLATE_KEYS",
            "bit_accuracy", "bitwise_cross_entropy", "check_compatible", "detect_kind", "family_of", "load_text_encoder",
            "load_transformer", "load_vae", "nearest_template", "pixel_size", "sample", "scale_schedule",
            "teacher_forcing_batch"]

@@ -50,12 +50,24 @@ def describe_source(source, capital: bool = False) -> str:
 SHARD_INDEX = "model.safetensors.index.json"
 
 
+HUB_WEIGHTS = "model.safetensors"  # a folder's one weights file, beside its config.json (the hub mixin's layout)
+
+
+def hub_weights(path: Path) -> Path | None:
+    """The weights file of a folder in the hub mixin's layout (config.json + model.safetensors: Switti, VQVAE-Switti,
+    a CLIP text encoder), else None."""
+    if path.is_dir() and not (path / SHARD_INDEX).is_file() and (path / HUB_WEIGHTS).is_file():
+        return path / HUB_WEIGHTS
+    return None
+
+
 def read_file(path: str | os.PathLike) -> Mapping:
-    """Read a .pth/.pt/.ckpt/.bin pickle (weights only), a .safetensors file, or a folder of safetensors shards with
-    its model.safetensors.index.json (how Infinity-8B is released) onto the CPU."""
+    """Read a .pth/.pt/.ckpt/.bin pickle (weights only), a .safetensors file, a folder of safetensors shards with
+    its model.safetensors.index.json (how Infinity-8B is released) or a folder holding one model.safetensors, onto
+    the CPU."""
     path = Path(path)
     if path.is_dir():
-        return read_shards(path)
+        return read_shards(path) if hub_weights(path) is None else read_file(hub_weights(path))
     if not path.is_file():
         raise CheckpointError(f"Model file '{path}' does not exist (or is not a file).")
     if path.suffix.lower() == ".safetensors":
@@ -145,6 +157,7 @@ def tensor_names(source) -> set[str]:
     tensors where the format allows (safetensors headers, a shard index; pickles are memory-mapped)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        path = hub_weights(path) or path
         if path.is_dir() and (path / SHARD_INDEX).is_file():
             try:
                 return set(json.loads((path / SHARD_INDEX).read_text())["weight_map"])

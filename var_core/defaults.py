@@ -24,10 +24,13 @@ PER_SCALE = ("cfg", "tau")  # may be one value per scale
 
 
 def sampling(model, **given) -> dict:
-    """{"cfg", "tau", "top_k", "top_p", "pn"}: each value given (not None) as it is, the others the model's own;
+    """The family's settings (Infinity: {"cfg", "tau", "top_k", "top_p", "pn"}; Switti, VAR: {"cfg", "top_k",
+    "top_p"}): each value given (not None) as it is, the others the model's own;
     refused with a message when a value is out of its range (SAMPLING_RANGES)."""
     settings = _resolve(model.family.sampling_defaults(model), given, "sampling")
     for key, (low, high, whole) in SAMPLING_RANGES.items():
+        if key not in settings:  # (a setting the family does not have, e.g. tau for Switti and VAR)
+            continue
         values = settings[key] if isinstance(settings[key], (list, tuple)) and key in PER_SCALE else [settings[key]]
         for value in values:
             check(key, value, low, high, whole)

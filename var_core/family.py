@@ -1,6 +1,6 @@
 """The model-family seam: what the library needs from one kind of next-scale-prediction model.
 
-A family (Infinity today; Switti and the class-conditional VAR next) is one object, ``model.family`` of every model
+A family (Infinity; Switti; the class-conditional VAR) is one object, ``model.family`` of every model
 it loads. The sampler, subject tuning, subject files, the CLI and the nodes speak only to this interface, so a new
 family is a new folder beside ``var_core/infinity/``, not an ``if`` in each of them. docs/architecture.md explains
 each part.
@@ -34,7 +34,7 @@ class Family(ABC):
         """The transformer, strictly, with the architecture read from the file; ``model.family`` is this family."""
 
     @abstractmethod
-    def load_vae(self, source, device=None):
+    def load_vae(self, source, device=None, dtype=None):
         """The multi-scale tokenizer's autoencoder."""
 
     @abstractmethod
@@ -132,8 +132,12 @@ class Family(ABC):
 
 
 def families() -> list[Family]:
-    from .infinity import INFINITY  # imported here: each family imports this module for its base class
-    return [INFINITY]
+    # imported here: each family imports this module for its base class. The codebook families come first: their
+    # tensor names are recognised exactly, Infinity's by prefixes they share (word_embed., encoder.)
+    from .infinity import INFINITY
+    from .switti.family import SWITTI
+    from .var.family import VAR
+    return [VAR, SWITTI, INFINITY]
 
 
 def family_named(name: str) -> Family:

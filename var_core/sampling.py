@@ -35,8 +35,12 @@ def variation_codes(vae, image: torch.Tensor, schedule, keep_scales: int, batch:
 def sample(model, vae, text, schedule, cfg=None, tau=None, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, negative=None, forced_codes: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
-           progress: Callable[[int, int], None] | None = None, use_cache: bool = True):
+           progress: Callable[[int, int], None] | None = None, use_cache: bool = True, **family_settings):
     """Generate images (B, 3, H, W) in [-1, 1].
+
+    For Switti and VAR (codebook families) this is vq/sampling.py's ``sample``: text is their condition (Switti:
+    PromptEmbeds; VAR: class labels or names), there is no tau, and family_settings are their own controls (Switti's
+    cfg window, last_scale_temp, Gumbel smoothing; return_codes). The rest of this docstring is Infinity's.
 
     text: list of B (len_i, Ct5) tensors (or TextMix: a subject's strength on the text side). cfg, tau: scalar or one
     value per scale; cfg, tau, top_k, top_p None: the model's own (model.family.sampling_defaults(model)).
@@ -49,6 +53,15 @@ def sample(model, vae, text, schedule, cfg=None, tau=None, top_k: int | None = N
     the CFG mix). vae may be None to skip decoding (then the per-scale codes are returned in place of images).
     use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).
     """
+    if hasattr(model.family, "sample"):  # the codebook families (vq/sampling.py): their own controls
+        if tau is not None:
+            raise ValueError(f"{model.family.title} models have no tau (Infinity's temperature); Switti divides the "
+                             f"logits after its guidance window by last_scale_temp.")
+        return model.family.sample(model, vae, text, schedule, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
+                                   negative=negative, forced_codes=forced_codes, return_logits=return_logits,
+                                   generator=generator, progress=progress, **family_settings)
+    if family_settings:
+        raise TypeError(f"Infinity has no sampling settings {sorted(family_settings)}.")
     # inference mode, except on an FSDP-sharded base (training's teacher samples): FSDP reuses the buffers it gathers
     # blocks into, and a buffer made in inference mode could not be used by the training step after
     with torch.inference_mode(not model.sharded), torch.no_grad():

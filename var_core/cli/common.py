@@ -24,10 +24,11 @@ def progress_bar(total: int, desc: str):
     return update
 
 
-def model_files(args, parser_name: str) -> tuple[str, str, str, bool]:
-    """--model/--vae/--text-encoder, or all three from the embedded toy bundle when none is given."""
+def model_files(args, parser_name: str, text: bool = True) -> tuple[str, str, str | None, bool]:
+    """--model/--vae/--text-encoder, or all three from the embedded toy bundle when none is given. ``text`` False:
+    the text encoder is the caller's to check (VAR has none, Switti two)."""
     given = [args.model, args.vae, args.text_encoder]
-    if all(given):
+    if all(given) or (not text and args.model and args.vae):
         return (*given, False)
     if any(given):
         raise ValueError(f"{parser_name}: give --model, --vae and --text-encoder together, or none of them for the "

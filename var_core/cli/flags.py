@@ -9,6 +9,7 @@ from dataclasses import fields
 from .. import defaults
 from ..checkpoint import DTYPES
 from ..sampling import KEEP_SCALES
+from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
 from ..tuning import distributed
 from ..tuning.config import TrainConfig
 from ..tuning.delta import MODES
@@ -34,11 +35,15 @@ def add_model_arguments(p: argparse.ArgumentParser, jobs: bool = False) -> None:
     """--model, --vae, --text-encoder, --device, --dtype: the same for every command that runs a model."""
     given = " (a job may give its own)" if jobs else ""
     p.add_argument("--model", default=None, help="the transformer: Infinity's .pth or .safetensors, or Infinity-8B's "
-                   "folder of shards with model.safetensors.index.json (default: the embedded toy model, with its "
-                   f"--vae and --text-encoder){given}")
-    p.add_argument("--vae", default=None, help=f"the VAE released with the transformer (.pth or .safetensors){given}")
+                   "folder of shards with model.safetensors.index.json; a Switti folder (config.json + "
+                   "model.safetensors); a VAR var_dNN.pth (default: the embedded toy model, with its --vae and "
+                   f"--text-encoder){given}")
+    p.add_argument("--vae", default=None, help="the VAE released with the transformer (.pth or .safetensors; "
+                   f"Switti's: the VQVAE-Switti folder){given}")
     p.add_argument("--text-encoder", default=None, help=f"the text encoder: a flan-t5-xl folder or an encoder "
-                   f".safetensors file{given}")
+                   f".safetensors file (Switti: the CLIP-L folder; VAR: none){given}")
+    p.add_argument("--text-encoder-2", default=None, help=f"Switti's second text encoder: the OpenCLIP-bigG "
+                   f"folder{given}")
     p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
     p.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
 
@@ -163,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CPU threads for torch (default: torch's, one per core)")
     s = sub.add_parser("sample", help="generate images from text", parents=[threads])
     add_model_arguments(s)
-    s.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
+    s.add_argument("--prompt", action="append", default=[], help="repeat for several prompts (VAR: --class)")
+    s.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS",
+                   help="VAR: an ImageNet class, its number (0-999) or name, e.g. 'golden retriever'; repeatable")
     s.add_argument("--negative", default=None, help="negative prompt (default: the model's learned null text)")
     s.add_argument("--out", required=True, help="output PNG (numbered when several images)")
     s.add_argument("--batch", type=int, default=1, help="images per prompt (default %(default)s)")
@@ -176,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default %(default)s)")
     s.add_argument("--pn", default=None, help="resolution preset: 0.06M, 0.25M, 0.60M, 1M (or 256/512/768/1024); "
                    + own("sampling", "pn"))
+    window = SWITTI_WINDOW
+    s.add_argument("--cfg-start-scale", type=int, default=None, help="Switti: the first guided scale "
+                   f"(default {window['cfg_start_scale']})")
+    s.add_argument("--cfg-stop-scale", type=int, default=None, help="Switti: guidance stops at this scale "
+                   f"(default {window['cfg_stop_scale']})")
+    s.add_argument("--last-scale-temp", type=float, default=None, help="Switti: the scales from --cfg-stop-scale on "
+                   "divide their logits by this temperature (default: none)")
+    s.add_argument("--more-smooth", action="store_true", default=None, help="Switti: Gumbel-smoothed soft codes "
+                   "from --smooth-start-scale up to --cfg-stop-scale")
+    s.add_argument("--smooth-start-scale", type=int, default=None, help="Switti: with --more-smooth, the first "
+                   f"smoothed scale (default {window['smooth_start_scale']})")
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")

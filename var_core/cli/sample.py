@@ -13,6 +13,7 @@ from ..sampling import variation_codes
 from ..schedules import template_key
 from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
 from ..checkpoint import DTYPES
+from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
 from .common import model_files, progress_bar
 
 
@@ -27,8 +28,12 @@ def cmd_sample(args) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
-    model_path, vae_path, encoder_path, embedded = model_files(args, "sample")
+    model_path, vae_path, encoder_path, embedded = model_files(args, "sample", text=False)
     model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    if model.family.name in ("switti", "var"):
+        return sample_codebook(args, model, vae_path, encoder_path, device)
+    if not encoder_path or not args.prompt or args.classes:
+        raise ValueError("sample: an Infinity model needs --text-encoder and --prompt (--class is VAR's).")
     settings = defaults.sampling(model, cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p, pn=args.pn)
     schedule = vc.scale_schedule(args.aspect, settings["pn"])
     template = template_key(args.aspect)
@@ -66,6 +71,55 @@ def cmd_sample(args) -> int:
         save_png(pil, path, overwrite=args.overwrite)
         # which prompt it drew, and what redraws it (one seed for the whole batch: same prompts, --batch, --seed)
         print(f"{path}: {prompts[i]!r} (seed {args.seed}, image {i + 1} of {len(prompts)})")
+    return 0
+
+
+def sample_codebook(args, model, vae_path, encoder_path, device) -> int:
+    """`sample` on Switti (prompts, two CLIP encoders, its guidance window) or VAR (ImageNet classes)."""
+    family = model.family
+    window = {k: getattr(args, k) for k in SWITTI_WINDOW if getattr(args, k) is not None}
+    unsupported = [flag for flag, given in (("--tau", args.tau is not None), ("--pn", args.pn is not None),
+                                             ("--aspect", args.aspect != "1.0"), ("--subject", bool(args.subject)))
+                   if given]
+    if family.name == "var":
+        if args.prompt or not args.classes or encoder_path or window:
+            raise ValueError("sample: VAR is class-conditional: give --class (a number 0-999 or an ImageNet name, "
+                             "e.g. 'golden retriever'), no --prompt, text encoder or Switti settings.")
+        labels = [label for c in args.classes for label in [int(c) if c.isdigit() else c] * args.batch]
+        shown = labels
+    else:
+        if args.classes or not args.prompt or not (encoder_path and args.text_encoder_2):
+            raise ValueError("sample: Switti needs --prompt, --text-encoder (CLIP-L) and --text-encoder-2 "
+                             "(OpenCLIP-bigG); --class is VAR's.")
+        shown = [p for p in args.prompt for _ in range(args.batch)]
+    if unsupported:
+        raise ValueError(f"sample: {', '.join(unsupported)} {'is' if len(unsupported) == 1 else 'are'} not available "
+                         f"for {family.title} models yet (they generate their own resolution).")
+    paths = _output_paths(args.out, len(shown))
+    clash = [str(p) for p in paths if p.exists()]
+    if clash and not args.overwrite:
+        raise FileExistsError(f"Output exists: {', '.join(clash)}; choose another --out or pass --overwrite.")
+    vae = vc.load_vae(vae_path, device=device)
+    vc.check_compatible(model, vae)
+    negative = None
+    if family.name == "switti":
+        encoder = vc.load_text_encoder(encoder_path, text_encoder_2=args.text_encoder_2, device=device)
+        cond, negative = encoder(shown), encoder([args.negative or ""])
+        del encoder
+    else:
+        cond = labels
+    settings = defaults.sampling(model, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    print(settings_line(settings, args), file=sys.stderr)
+    forced = None
+    if args.init_image:
+        image = load_image(args.init_image, vc.pixel_size(model.schedule)).to(device)
+        forced = variation_codes(vae, image, model.schedule, args.keep_scales, len(shown), family)
+    images = vc.sample(model, vae, cond, cfg=settings["cfg"], top_k=settings["top_k"], top_p=settings["top_p"],
+                       seed=args.seed, negative=negative, forced_codes=forced,
+                       progress=progress_bar(len(model.schedule), "sampling"), **window)
+    for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
+        save_png(pil, path, overwrite=args.overwrite)
+        print(f"{path}: {shown[i]!r} (seed {args.seed}, image {i + 1} of {len(shown)})")
     return 0
 
 

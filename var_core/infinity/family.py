@@ -80,9 +80,10 @@ class InfinityFamily(Family):
         from .model import load_transformer
         return load_transformer(source, device, dtype)
 
-    def load_vae(self, source, device=None):
+    def load_vae(self, source, device=None, dtype=None):
         from .bitvae import load_vae
-        return load_vae(source, device)
+        vae = load_vae(source, device)
+        return vae if dtype is None else vae.to(dtype)
 
     def load_text_encoder(self, source, device=None, dtype=None, **kwargs):
         from .t5 import load_text_encoder  # transformers is heavy: only this needs it

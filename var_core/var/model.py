@@ -1,0 +1,303 @@
+"""The original class-conditional VAR transformer (FoundationVision/VAR, var_dNN.pth), clean-room, with the released
+parameter names.
+
+Shapes, stated once:
+  labels : (B,) int64 class ids; label == num_classes is the unconditional class
+  inputs : (B, L - 1, Cvae) teacher-forcing inputs of scales 1..K-1 (VQVAE.inputs_from_codes)
+  logits : (B, L, V) fp32, L = sum of pn_k^2 over the model's square schedule (patch_nums)
+
+Every block is AdaLN-conditioned on the class embedding, which is also the start token. Training attends
+causally by scale (the saved `attn_bias_for_masking`); sampling runs one scale at a time with a KV cache held in a
+VARSamplingState (never in the modules, so one model can serve interleaved samplers).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .family import VAR as VAR_FAMILY
+
+# Training checkpoints (ar-ckpt-*.pth) keep the transformer under trainer/var_wo_ddp; the release files are flat.
+_WRAPPERS = (("trainer", "var_wo_ddp"),)
+
+
+@dataclass(frozen=True)
+class VARConfig:
+    depth: int = 16
+    embed_dim: int = 1024
+    num_heads: int = 16
+    mlp_hidden: int = 4096
+    num_classes: int = 1000
+    vocab_size: int = 4096
+    Cvae: int = 32
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    shared_aln: bool = False
+    attn_l2_norm: bool = True
+    norm_eps: float = 1e-6
+
+    @staticmethod
+    def from_state_dict(sd) -> VARConfig:
+        """The architecture from tensor shapes (raises KeyError naming a tensor it needs but cannot find)."""
+        blocks = {int(m[1]) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+        if not blocks:
+            raise KeyError("blocks.0.attn.mat_qkv.weight")
+        counts = torch.bincount(sd["lvl_1L"].flatten()).tolist()
+        patch_nums = tuple(math.isqrt(n) for n in counts)
+        if any(p * p != n for p, n in zip(patch_nums, counts)):
+            raise ValueError(f"lvl_1L has {counts} positions per scale, not squares")
+        embed_dim, cvae = sd["word_embed.weight"].shape
+        l2 = "blocks.0.attn.scale_mul_1H11" in sd
+        # without the per-head scales the head count is not in any shape; the release rule is heads = depth
+        heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if l2 else 1 + max(blocks)
+        return VARConfig(depth=1 + max(blocks), embed_dim=embed_dim, num_heads=heads,
+                         mlp_hidden=sd["blocks.0.ffn.fc1.weight"].shape[0],
+                         num_classes=sd["class_emb.weight"].shape[0] - 1, vocab_size=sd["head.weight"].shape[0],
+                         Cvae=cvae, patch_nums=patch_nums, shared_aln="shared_ada_lin.1.weight" in sd,
+                         attn_l2_norm=l2)
+
+
+class KVCache:
+    """One block's self-attention keys and values (rows, heads, tokens, head_dim), grown scale by scale."""
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+    def keep(self, rows: int) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k[:rows], self.v[:rows]
+
+
+@dataclass
+class VARSamplingState:
+    cond: torch.Tensor  # (rows, C) class embeddings: [cond; uncond] while guided, else cond only
+    caches: list[KVCache]
+    batch: int
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        C = cfg.embed_dim
+        self.num_heads, self.head_dim, self.l2_norm = cfg.num_heads, C // cfg.num_heads, cfg.attn_l2_norm
+        if self.l2_norm:  # cosine attention with a learned per-head temperature, capped at 100
+            self.scale = 1.0
+            self.scale_mul_1H11 = nn.Parameter(torch.zeros(1, cfg.num_heads, 1, 1))
+            self.max_scale_mul = math.log(100.0)  # clamp_max rounds it to the weight's dtype, as the reference's
+        else:
+            self.scale = 0.25 / math.sqrt(self.head_dim)
+        self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(C)), nn.Parameter(torch.zeros(C))
+        self.register_buffer("zero_k_bias", torch.zeros(C))
+        self.proj = nn.Linear(C, C)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        B, L, C = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
+        if self.l2_norm:
+            q = F.normalize(q, dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())
+            k = F.normalize(k, dim=-1)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class FFN(nn.Module):
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.embed_dim, cfg.mlp_hidden)
+        self.fc2 = nn.Linear(cfg.mlp_hidden, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += gamma1 * attn(LN(x)(1 + scale1) + shift1); x += gamma2 * ffn(LN(x)(1 + scale2) + shift2)."""
+
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        self.C, self.eps = cfg.embed_dim, cfg.norm_eps
+        self.attn, self.ffn = SelfAttention(cfg), FFN(cfg)
+        if cfg.shared_aln:  # a per-block offset to the one shared projection of the condition
+            self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, cfg.embed_dim))
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cfg.embed_dim, 6 * cfg.embed_dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        if hasattr(self, "ada_gss"):
+            ada = self.ada_gss + cond  # cond: the shared projection, (B, 1, 6, C)
+        else:
+            ada = self.ada_lin(cond).view(-1, 1, 6, self.C)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
+        h = F.layer_norm(x, (self.C,), eps=self.eps).mul(scale1.add(1)).add_(shift1)
+        x = x + self.attn(h, attn_bias, cache).mul_(gamma1)
+        h = F.layer_norm(x, (self.C,), eps=self.eps).mul(scale2.add(1)).add_(shift2)
+        return x + self.ffn(h).mul(gamma2)
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        self.C, self.eps = cfg.embed_dim, cfg.norm_eps
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cfg.embed_dim, 2 * cfg.embed_dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.C).unbind(2)
+        return F.layer_norm(x, (self.C,), eps=self.eps).mul(scale.add(1)).add_(shift)
+
+
+class _SharedAdaLin(nn.Linear):
+    """shared_aln: one projection of the condition for all blocks, viewed as (B, 1, 6, C)."""
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return super().forward(cond).view(-1, 1, 6, self.out_features // 6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+class VAR(nn.Module):
+    family = VAR_FAMILY
+
+    def __init__(self, config: VARConfig):
+        super().__init__()
+        self.config = config
+        C, pn = config.embed_dim, config.patch_nums
+        self.first_l = pn[0] ** 2
+        ends = [sum(p * p for p in pn[:i + 1]) for i in range(len(pn))]
+        self.begin_ends = list(zip([0] + ends[:-1], ends))  # token range of each scale
+        L = ends[-1]
+        self.word_embed = nn.Linear(config.Cvae, C)
+        self.class_emb = nn.Embedding(config.num_classes + 1, C)
+        self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
+        self.pos_1LC = nn.Parameter(torch.zeros(1, L, C))
+        self.lvl_embed = nn.Embedding(len(pn), C)
+        if config.shared_aln:
+            self.shared_ada_lin = nn.Sequential(nn.SiLU(), _SharedAdaLin(C, 6 * C))
+        self.blocks = nn.ModuleList(AdaLNSelfAttn(config) for _ in range(config.depth))
+        levels = torch.cat([torch.full((p * p,), i) for i, p in enumerate(pn)])
+        self.register_buffer("lvl_1L", levels.view(1, L))
+        # a query attends to every key of its own and earlier scales
+        causal = torch.where(levels[:, None] >= levels[None, :], 0.0, -torch.inf)
+        self.register_buffer("attn_bias_for_masking", causal.view(1, 1, L, L))
+        self.head_nm = AdaLNBeforeHead(config)
+        self.head = nn.Linear(C, config.vocab_size)
+        self.source: str | None = None  # the file it was loaded from, for error messages
+
+    @property
+    def schedule(self) -> list[tuple[int, int]]:
+        return [(p, p) for p in self.config.patch_nums]
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos_1LC.device
+
+    def _run(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
+             caches: list[KVCache] | None) -> torch.Tensor:
+        """The blocks (in their own dtype) and the fp32 head: tokens (rows, l, C) -> logits (rows, l, V)."""
+        dtype = self.blocks[0].attn.proj.weight.dtype
+        ada = self.shared_ada_lin(cond) if hasattr(self, "shared_ada_lin") else cond
+        x, ada = x.to(dtype), ada.to(dtype)
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, ada, attn_bias, caches[i] if caches is not None else None)
+        return self.head(self.head_nm(x.float(), cond).float()).float()
+
+    def forward(self, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Training forward, causal by scale, without class dropout: (B,) labels, (B, L-1, Cvae) -> (B, L, V)."""
+        B, ed = labels.shape[0], self.first_l + inputs.shape[1]
+        cond = self.class_emb(labels)
+        sos = cond.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
+        x = torch.cat((sos, self.word_embed(inputs.float())), dim=1)
+        x += self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
+        return self._run(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None)
+
+    def teacher_forced_logits(self, cond: torch.Tensor, codes: list[torch.Tensor], schedule, vae,
+                              image_sizes=None) -> torch.Tensor:
+        """Logits (B, L, V) of every scale given the codes of the earlier ones. ``image_sizes``: unused (Switti's)."""
+        if [tuple(hw) for hw in schedule] != self.schedule:
+            raise ValueError(f"VAR's positions are learned for the schedule {self.schedule}; got {list(schedule)}")
+        device = self.pos_1LC.device
+        return self.forward(cond.to(device), vae.inputs_from_codes(codes, schedule).to(device))
+
+    # ---- per-scale sampling with a KV cache ----
+    def start_sampling(self, cond: torch.Tensor | int, negative=None, batch: int | None = None,
+                       guided: bool = True) -> VARSamplingState:
+        """State for sampling ``batch`` images of the classes ``cond`` ((B,) labels, or one label for all).
+        Rows are [cond; unconditional] when guided. ``negative`` is unused: VAR's negative is the unconditional
+        class."""
+        labels = torch.as_tensor(cond, device=self.pos_1LC.device).long().reshape(-1)
+        batch = batch or labels.numel()
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ValueError(f"{labels.numel()} labels for a batch of {batch}")
+        if guided:
+            labels = torch.cat((labels, torch.full_like(labels, self.config.num_classes)))
+        return VARSamplingState(self.class_emb(labels), [KVCache() for _ in self.blocks], batch)
+
+    def sampling_step(self, state: VARSamplingState, k: int, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Raw fp32 logits (rows, l_k, V) of scale k. ``tokens``: None at k = 0, else the (B, l_k, Cvae) area-resized
+        running f_hat, shared by the conditional and unconditional rows."""
+        rows = state.cond.shape[0]
+        lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
+        begin, end = self.begin_ends[k]
+        if k == 0:
+            x = (state.cond.unsqueeze(1).expand(rows, self.first_l, -1)
+                 + self.pos_start.expand(rows, self.first_l, -1) + lvl_pos[:, :self.first_l])
+        else:
+            if tokens.shape[1] != end - begin:
+                raise ValueError(f"scale {k} has {end - begin} tokens, got {tokens.shape[1]}")
+            x = self.word_embed(tokens.to(self.pos_1LC.device, torch.float32)) + lvl_pos[:, begin:end]
+            x = x.repeat(rows // x.shape[0], 1, 1)
+        return self._run(x, state.cond, None, state.caches)
+
+    @staticmethod
+    def drop_uncond(state: VARSamplingState) -> None:
+        """From the next step on, run only the conditional rows (every cache is cut to them)."""
+        state.cond = state.cond[:state.batch]
+        for cache in state.caches:
+            cache.keep(state.batch)
+
+
+def load_var(source, device=None, dtype=None) -> VAR:
+    """Load a VAR transformer from a var_dNN.pth file (flat state dict), a training checkpoint or a state dict;
+    the architecture comes from tensor shapes. Loading is strict. ``dtype`` is the blocks' storage/compute dtype:
+    default bf16 on CUDA, else fp32; embeddings and the head stay fp32."""
+    sd = dict(load_state_dict(source, wrappers=_WRAPPERS, what="a VAR transformer"))
+    src = describe_source(source, capital=True)
+    try:
+        config = VARConfig.from_state_dict(sd)
+    except KeyError as e:
+        raise CheckpointError(f"{src} is not a VAR transformer checkpoint: it has no '{e.args[0]}' tensor. "
+                              "(Is it a VAE file?)") from None
+    except ValueError as e:
+        raise CheckpointError(f"{src} is not a usable VAR transformer checkpoint: {e}.") from None
+    with torch.device("meta"):
+        model = VAR(config)
+    check_keys({k: v.shape for k, v in model.state_dict().items()}, sd, source, "VAR transformer")
+    model.load_state_dict(sd, assign=True)
+    model.source = str(source) if isinstance(source, (str, os.PathLike)) else None
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.float().blocks.to(dtype)
+    return model.to(device).eval().requires_grad_(False)
