@@ -86,12 +86,13 @@ def describe(kind: str, key: str) -> str:
     return text + (f"; {_shown(embedded[key])} for the embedded model" if key in embedded else "")
 
 
-def shared(kind: str, key: str):
-    """The release value of ``key`` that every family and variant agrees on (a widget's default, where a widget
+def shared(kind: str, key: str, family: str) -> object:
+    """The release value of ``key`` that every variant of ``family`` agrees on (a widget's default, where a widget
     cannot say "the model's own"); refused when they differ."""
-    values = {repr(d[key]): d[key] for f in families() for d in f.release_defaults(kind).values() if key in d}
+    values = {repr(d[key]): d[key] for f in families() if f.name == family
+              for d in f.release_defaults(kind).values() if key in d}
     if len(values) != 1:
-        raise ValueError(f"The families' {kind} default of {key} differs ({', '.join(values)}): leave it to the model.")
+        raise ValueError(f"The {family} {kind} default of {key} differs ({', '.join(values)}): leave it to the model.")
     return next(iter(values.values()))
 
 

@@ -32,7 +32,7 @@ def variation_codes(vae, image: torch.Tensor, schedule, keep_scales: int, batch:
     return [c.expand(batch, *c.shape[1:]) for c in codes]
 
 
-def sample(model, vae, text, schedule, cfg=None, tau=None, top_k: int | None = None, top_p: float | None = None,
+def sample(model, vae, text, schedule=None, cfg=None, tau=None, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, negative=None, forced_codes: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
            progress: Callable[[int, int], None] | None = None, use_cache: bool = True, **family_settings):
@@ -62,6 +62,8 @@ def sample(model, vae, text, schedule, cfg=None, tau=None, top_k: int | None = N
                                    generator=generator, progress=progress, **family_settings)
     if family_settings:
         raise TypeError(f"Infinity has no sampling settings {sorted(family_settings)}.")
+    if schedule is None:
+        raise ValueError("Infinity samples any resolution: give a schedule, e.g. var_core.scale_schedule(1.0, '1M').")
     # inference mode, except on an FSDP-sharded base (training's teacher samples): FSDP reuses the buffers it gathers
     # blocks into, and a buffer made in inference mode could not be used by the training step after
     with torch.inference_mode(not model.sharded), torch.no_grad():

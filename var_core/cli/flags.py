@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--last-scale-temp", type=float, default=None, help="Switti: the scales from --cfg-stop-scale on "
                    "divide their logits by this temperature (default: none)")
     s.add_argument("--more-smooth", action="store_true", default=None, help="Switti: Gumbel-smoothed soft codes "
-                   "from --smooth-start-scale up to --cfg-stop-scale")
+                   "(no draw) from --smooth-start-scale to the last guided scale")
     s.add_argument("--smooth-start-scale", type=int, default=None, help="Switti: with --more-smooth, the first "
                    f"smoothed scale (default {window['smooth_start_scale']})")
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .family import SWITTI
 from .text import PromptEmbeds
 
 # patch_nums of the released resolutions (RESOLUTION_PATCH_NUMS_MAPPING of the reference's utils/arg_util.py)
@@ -355,6 +356,8 @@ class SamplingState:
 
 
 class Switti(nn.Module):
+    family = SWITTI
+
     def __init__(self, config: SwittiConfig):
         super().__init__()
         self.config = config

@@ -102,21 +102,20 @@ class ClipPair:
 
 
 def _load_part(folder: str | os.PathLike, device, dtype):
-    from transformers import (  # (only the Switti family needs transformers)
-        CLIPTextModel,
-        CLIPTokenizer,
-    )
+    # imported here: only the Switti family needs transformers
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     if not (Path(folder) / "config.json").is_file():
         raise CheckpointError(f"'{folder}' is not a CLIP text encoder folder: it has no config.json. Give a local "
                               f"copy of the Hugging Face folder (CLIPTextModel weights and CLIPTokenizer files).")
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = CLIPTextModel.from_pretrained(str(folder), local_files_only=True)
+        # safetensors only: a pickled .bin could run code when read
+        model = CLIPTextModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError) as e:
+        first_line = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"'{folder}' could not be read as a CLIP text encoder with its tokenizer "
-                              f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})."
-                              ) from e
+                              f"({type(e).__name__}: {first_line}).") from e
     return model.to(device=device, dtype=dtype), tokenizer
 
 
