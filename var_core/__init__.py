@@ -45,7 +45,9 @@ def load_text_encoder(path, device=None, dtype=None, family: Family | str | None
     (len_i, C_text) tensor per prompt), or Switti's CLIP-L with its OpenCLIP-bigG as ``text_encoder_2`` (called on a
     list of prompts: PromptEmbeds). ``family``: whose encoder (default: Switti's when text_encoder_2 is given, else
     Infinity's)."""
-    default = "switti" if kwargs.get("text_encoder_2") is not None else "infinity"
+    if kwargs.get("text_encoder_2", 0) is None:
+        del kwargs["text_encoder_2"]
+    default = "switti" if "text_encoder_2" in kwargs else "infinity"
     family = family_named(family) if isinstance(family, str) else family or family_named(default)
     return family.load_text_encoder(path, device=device, dtype=dtype, **kwargs)
 

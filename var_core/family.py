@@ -64,6 +64,11 @@ class Family(ABC):
         """The TrainConfig settings ({"pn", "steps", "lr", "embedding_lr"}) that suit this model where the user gives
         none: the family's, overridden by the model file's own metadata (the embedded model states its own)."""
 
+    def tuning_schedule(self, model, aspect, pn) -> list[tuple[int, int]]:
+        """The scales subject tuning trains on (Infinity: any aspect and resolution preset)."""
+        from .schedules import scale_schedule
+        return scale_schedule(aspect, pn)
+
     # ------------------------------------------------------------------ codes (the multi-scale tokenizer)
     code_dtype: torch.dtype  # of one scale's codes (Infinity: uint8 bits; a codebook: int64 indices)
 
@@ -116,6 +121,10 @@ class Family(ABC):
     def draw(self, logits: torch.Tensor, top_k: int, top_p: float,
              generator: torch.Generator | None) -> torch.Tensor:
         """One scale's codes (B, l, ...) from its logits (B, l, ·)."""
+
+    def placeholder_width(self, model) -> int:
+        """The width of a subject's learned vectors (Infinity: T5's features)."""
+        return model.config.text_channels
 
     @abstractmethod
     def token_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

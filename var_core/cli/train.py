@@ -47,7 +47,7 @@ def train_subject(args, device, ranks) -> int:
         raise SystemExit("train: --class is required (the subject's class word, e.g. dog)")
     show = ranks.is_main  # data parallel: rank 0 speaks for all
     settings = training_settings(args)
-    model_path, vae_path, encoder_path, embedded = model_files(args, "train")
+    model_path, vae_path, encoder_path, embedded = model_files(args, "train", text=False)
     dtype = DTYPES[args.dtype] if args.dtype else None
     if args.fsdp:  # loaded on the CPU; only this rank's shards go to its device
         model = vc.load_transformer(model_path, device="cpu",
@@ -55,6 +55,8 @@ def train_subject(args, device, ranks) -> int:
         distributed.shard_base(model, ranks)
     else:
         model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    if model.family.name != "var" and not encoder_path:
+        raise ValueError(f"train: a {model.family.title} model needs --text-encoder.")
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
     if args.resume:
@@ -64,17 +66,18 @@ def train_subject(args, device, ranks) -> int:
         config = TrainConfig(**settings).for_model(model)  # what is not given: the model's own
     files = image_files(args.images)
     captions = folder_captions(files) if args.captions else None
-    images = prepare_images(files, vc.pixel_size(vc.scale_schedule(config.aspect, config.pn)), config.token,
-                            config.class_word, captions, require_token=config.placeholder_vectors > 0)
-    encoder = vc.load_text_encoder(encoder_path, device=device)
+    schedule = model.family.tuning_schedule(model, config.aspect, config.pn)
+    images = prepare_images(files, vc.pixel_size(schedule), config.token, config.class_word, captions,
+                            require_token=config.placeholder_vectors > 0)
+    encoder = vc.load_text_encoder(encoder_path, device=device, text_encoder_2=args.text_encoder_2) \
+        if encoder_path else None
     if args.resume:
         trainer = SubjectTrainer.resume(args.resume, model, vae, encoder, images, config.steps, ranks=ranks)
         if show:
             print(trainer.notes, file=sys.stderr)
     else:
         trainer = SubjectTrainer(model, vae, encoder, images, config, ranks=ranks)
-    encoder.to("cpu")
-    del encoder
+    del encoder  # only needed once: its memory goes back to the training
     if show:
         where = f"{ranks.world_size} processes ({device.type}), {config.batch_size} images per step in all" \
             + (", the base's blocks sharded over them (FSDP): {:,} of their {:,} weights on each".format(
@@ -84,7 +87,7 @@ def train_subject(args, device, ranks) -> int:
               f"{','.join(config.groups)}, {len(files)} images, {len(trainer.schedule)} scales) on {where}; "
               f"{trainer.checkpointing}", file=sys.stderr)
         own = [k for k in ("pn", "steps", "lr", "embedding_lr") if k not in settings and not args.resume]
-        print(f"settings: resolution {config.pn}, {config.steps} steps, learning rate {config.lr:g}, placeholder "
+        print(f"settings: resolution {config.pn or vc.pixel_size(trainer.schedule)}, {config.steps} steps, learning rate {config.lr:g}, placeholder "
               f"learning rate {config.embedding_lr:g}" + (f" ({', '.join(own)}: the model's own)" if own else ""),
               file=sys.stderr)
     if trainer.distills and config.prior_samples > 0:
@@ -124,7 +127,10 @@ def train_subject(args, device, ranks) -> int:
         state.unlink(missing_ok=True)
     elif state.is_file():
         print(f"kept {state} ({state.stat().st_size / 2**20:.1f} MiB) for an exact --resume; delete it when done")
-    if finished:
+    if finished and model.family.name == "var":
+        print(f"use it: give its token as the class, e.g. python -m var_core sample --model {model_path} --vae "
+              f"{vae_path} --subject {out} --class '{trainer.delta.token}' --out subject.png")
+    elif finished:
         models = "" if embedded else f" --model {model_path} --vae {vae_path} --text-encoder {encoder_path}"
         print(f"use it: write '{trainer.delta.token} {config.class_word}' in a prompt, e.g. python -m var_core sample"
               f"{models} --subject {out} --prompt 'a photo of {trainer.delta.token} {config.class_word} on the beach' "

@@ -1,7 +1,8 @@
 """Switti's text path: a CLIP-L and an OpenCLIP-bigG text encoder, read exactly as SwittiPipeline.encode_prompt does.
 
 Each encoder is a Hugging Face ``CLIPTextModel`` with its ``CLIPTokenizer`` in one folder (a local copy of
-openai/clip-vit-large-patch14 and of laion/CLIP-ViT-bigG-14-laion2B-39B-b160k). Nothing is ever downloaded.
+openai/clip-vit-large-patch14 and of laion/CLIP-ViT-bigG-14-laion2B-39B-b160k), or its weights alone in one
+.safetensors file as ComfyUI keeps them (clip_l / clip_g; see clip_files.py). Nothing is ever downloaded.
 A prompt is padded (or truncated) to 77 tokens by each tokenizer; the model conditions on
   embeds = CLIP-L last_hidden_state || bigG last_hidden_state   (the last layer, after the final LayerNorm)
   pooled = bigG pooler_output                                   (the hidden state at the EOS token, unprojected)
@@ -81,7 +82,7 @@ class ClipPair:
         self.tokenizer = tokenizer
         self.encoder_2 = encoder_2.eval().requires_grad_(False)
         self.tokenizer_2 = tokenizer_2
-        self.source = source  # the two folders, for messages
+        self.source = source  # the two folders or files, for messages
 
     @property
     def device(self) -> torch.device:
@@ -101,13 +102,24 @@ class ClipPair:
         return out.last_hidden_state.float(), out.pooler_output.float(), mask.bool()
 
 
-def _load_part(folder: str | os.PathLike, device, dtype):
+def _load_part(path: str | os.PathLike, role: str, device, dtype):
+    """One encoder with its tokenizer: from a file (``role`` says which release it is) or from a folder."""
+    if Path(path).is_file():
+        from .clip_files import load_clip_file
+        return load_clip_file(path, role, device, dtype)
+    return _load_folder(path, device, dtype)
+
+
+def _load_folder(folder: str | os.PathLike, device, dtype):
     # imported here: only the Switti family needs transformers
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    if not Path(folder).exists():
+        raise CheckpointError(f"'{folder}' does not exist: give a CLIP text encoder folder or its .safetensors file.")
     if not (Path(folder) / "config.json").is_file():
         raise CheckpointError(f"'{folder}' is not a CLIP text encoder folder: it has no config.json. Give a local "
-                              f"copy of the Hugging Face folder (CLIPTextModel weights and CLIPTokenizer files).")
+                              f"copy of the Hugging Face folder (CLIPTextModel weights and CLIPTokenizer files), "
+                              f"or the encoder's single .safetensors file (ComfyUI's clip_l / clip_g).")
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         # safetensors only: a pickled .bin could run code when read
@@ -121,10 +133,11 @@ def _load_part(folder: str | os.PathLike, device, dtype):
 
 def load_clip_pair(path: str | os.PathLike, text_encoder_2: str | os.PathLike, device=None,
                    dtype: torch.dtype | None = None) -> ClipPair:
-    """The CLIP-L encoder from ``path`` and the OpenCLIP-bigG one from ``text_encoder_2`` (each folder holds its
-    model and tokenizer). ``dtype``: the encoders' weights (default fp32); outputs are always fp32."""
+    """The CLIP-L encoder from ``path`` and the OpenCLIP-bigG one from ``text_encoder_2``: each a folder holding its
+    model and tokenizer, or a single .safetensors file of the model's weights (ComfyUI's clip_l / clip_g; the
+    tokenizer ships with var_core). ``dtype``: the encoders' weights (default fp32); outputs are always fp32."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.float32
-    encoder, tokenizer = _load_part(path, device, dtype)
-    encoder_2, tokenizer_2 = _load_part(text_encoder_2, device, dtype)
+    encoder, tokenizer = _load_part(path, "clip_l", device, dtype)
+    encoder_2, tokenizer_2 = _load_part(text_encoder_2, "clip_g", device, dtype)
     return ClipPair(encoder, tokenizer, encoder_2, tokenizer_2, source=(str(path), str(text_encoder_2)))

@@ -72,10 +72,12 @@ class SubjectDelta:
                 tensors[f"lora_A.{i}.{name}"] = a.to(device)
                 tensors[f"lora_B.{i}.{name}"] = torch.zeros(out_f, rank, device=device)
         if placeholder_vectors:
-            tensors["placeholder"] = torch.zeros(placeholder_vectors, model.config.text_channels, device=device)
+            width = model.family.placeholder_width(model)
+            tensors["placeholder"] = torch.zeros(placeholder_vectors, width, device=device)
         alpha = (rank if alpha is None else alpha) if mode == "lora" else 0.0
         return cls(tensors, mode, rank if mode == "lora" else 0, alpha,
-                   groups if mode != "none" else (), blocks if mode != "none" else (), token, class_word)
+                   groups if mode != "none" else (), blocks if mode != "none" else (), token, class_word,
+                   metadata={"family": model.family.name})
 
     # ------------------------------------------------------------------ views
     @property

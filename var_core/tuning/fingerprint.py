@@ -45,9 +45,9 @@ def check_fits(delta, model) -> None:
                          f"{_short(fingerprint(model))}.)")
     for key, t in delta.tensors.items():
         if key == "placeholder":
-            if t.dim() != 2 or t.shape[1] != model.config.text_channels:
-                raise ValueError(f"Placeholder vectors {tuple(t.shape)} do not fit text width "
-                                 f"{model.config.text_channels}.")
+            width = model.family.placeholder_width(model)
+            if t.dim() != 2 or t.shape[1] != width:
+                raise ValueError(f"Placeholder vectors {tuple(t.shape)} do not fit this model's width {width}.")
             continue
         kind, i, name = key.split(".", 2)
         if int(i) >= model.config.depth:
@@ -66,7 +66,7 @@ def _architecture_change(delta, model) -> str:
         theirs = json.loads(delta.metadata.get("architecture") or "{}")
     except ValueError:
         return ""
-    mine = asdict(model.config)
+    mine = json.loads(json.dumps(asdict(model.config)))  # (tuples read back as lists)
     changed = [f"{k} {theirs[k]} (this model: {mine[k]})" for k in mine if k in theirs and theirs[k] != mine[k]]
     if not changed:
         return ""
@@ -99,6 +99,7 @@ def _signature(model) -> np.ndarray:
     for _, t in sorted(model.state_dict().items()):
         flat = t.detach().reshape(-1)
         v = flat[::max(1, flat.numel() // SAMPLES)][:SAMPLES].float().cpu()
+        v = torch.nan_to_num(v, posinf=1.0, neginf=-1.0)  # (a -inf attention mask buffer; finite values as they are)
         rows.append([v.pow(2).mean().sqrt().item(), (v * signs[:v.numel()]).mean().item()])
     return np.asarray(rows, dtype=np.float32)
 

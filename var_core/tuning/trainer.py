@@ -31,7 +31,6 @@ from safetensors.torch import load_file
 from ..checkpoint import (CheckpointError, load_optimizer_tensors, optimizer_tensors,
                           save_safetensors_atomic)
 from ..sampling import sample
-from ..schedules import scale_schedule
 from .config import TrainConfig
 from .data import SubjectImages, _data_differences, data_fingerprint
 from .apply import apply_subjects
@@ -68,6 +67,12 @@ class SubjectTrainer:
     default: a single process): each rank trains on its rows of every batch and only rank 0 writes files.
     """
 
+    def __new__(cls, model, *args, **kwargs):
+        # a family whose conditioning is not Infinity's text trains with its own subclass (e.g. VAR's class vector)
+        if cls is SubjectTrainer and hasattr(model.family, "trainer"):
+            cls = model.family.trainer()
+        return super().__new__(cls)
+
     def __init__(self, model, vae, text_encoder, images: SubjectImages, config: TrainConfig,
                  delta: SubjectDelta | None = None, start_step: int = 0, ranks: Ranks | None = None):
         if model.patch is not None:
@@ -77,7 +82,7 @@ class SubjectTrainer:
         config.check()
         self.model, self.vae, self.config, self.family = model, vae, config, model.family
         self.device = model.device
-        self.schedule = scale_schedule(config.aspect, config.pn)
+        self.schedule = model.family.tuning_schedule(model, config.aspect, config.pn)
         if len(images.prompts) != images.images.shape[0]:
             raise ValueError("One prompt per training image is needed.")
         self.ranks = ranks or Ranks()
@@ -92,9 +97,7 @@ class SubjectTrainer:
                           "settings": _comparable(config.summary()), "start step": int(start_step), "base": identity})
         self.generator = torch.Generator().manual_seed(config.seed)  # data order, flips, BSC (CPU: reproducible)
         self.sample_generator = torch.Generator(self.device).manual_seed(config.seed + 1)  # fresh teacher samples
-        delta = delta or SubjectDelta.create(
-            model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
-            config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
+        delta = delta or self._new_delta(model, config)
         check_fits(delta, model)
         if model.sharded and delta.mode not in ("lora", "none"):
             raise ValueError(f"A {delta.mode} delta changes whole weights, which a sharded base (--fsdp) splits over "
@@ -113,29 +116,12 @@ class SubjectTrainer:
             self.latents = [vae.encode_latent(imgs[i:i + 1]).cpu() for i in range(imgs.shape[0])]
             self.flipped = [vae.encode_latent(imgs[i:i + 1].flip(-1)).cpu() for i in range(imgs.shape[0])] \
                 if config.hflip else None
-        self.prompts = list(images.prompts)
-        token = self.delta.token  # a resumed subject keeps its own token
-        tokens = [token] if self.delta.placeholder is not None else []
-        text, rows = text_encoder.encode(self.prompts, tokens)  # what sampling feeds T5 too (encode_prompts)
-        self.text = [t.to(self.device) for t in text]
-        self.positions = [r.get(token, []) for r in rows]
-        if self.delta.placeholder is not None and not any(self.positions):
-            raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
-                             f"would never be used.")
-        prior = config.class_prompt()
-        # Placeholder vectors alone never change the class prompt's output: nothing to distil, so no teacher.
-        self.distills = config.prior_weight > 0 and self.delta.mode != "none"
-        self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if self.distills else None
+        self._conditioning(text_encoder, images)
         self.prior_bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
         self.student = apply_subjects(model, [(self.delta, 1.0)])
         # on this training's own view of the model: the shared base (and other trainers on it) stay as they are
-        if config.gradient_checkpointing is None:
-            rows = -(-batch // self.ranks.world_size)  # the most rows one rank trains on
-            on, why = needs_checkpointing(model.config, self.schedule, rows, model.compute_dtype, self.device)
-        else:
-            on, why = config.gradient_checkpointing, "on (asked for)" if config.gradient_checkpointing else \
-                "off (asked for)"
+        on, why = self._checkpointing(batch)
         self.student.gradient_checkpointing = on
         self.checkpointing = "gradient checkpointing " + why
         groups = [{"params": [t for k, t in self.delta.tensors.items() if k != "placeholder"],
@@ -151,6 +137,38 @@ class SubjectTrainer:
         self._order: list[int] = []
         self.notes = ""
         self.resumed_from: Path | None = None  # the subject file this training continues (its own to rewrite)
+
+    # ------------------------------------------------------------------ what a family's subclass may change
+    @staticmethod
+    def _new_delta(model, config: TrainConfig) -> SubjectDelta:
+        return SubjectDelta.create(
+            model, config.mode, config.groups, config.blocks, config.rank, config.alpha, config.placeholder_vectors,
+            config.token, config.class_word, generator=torch.Generator().manual_seed(config.seed))
+
+    def _checkpointing(self, batch: int) -> tuple[bool, str]:
+        config = self.config
+        if config.gradient_checkpointing is None:
+            rows = -(-batch // self.ranks.world_size)  # the most rows one rank trains on
+            return needs_checkpointing(self.model.config, self.schedule, rows, self.model.compute_dtype, self.device)
+        return config.gradient_checkpointing, "on (asked for)" if config.gradient_checkpointing else "off (asked for)"
+
+    def _conditioning(self, text_encoder, images: SubjectImages) -> None:
+        """The frozen conditioning, computed once: T5 features of the prompts and where the placeholder sits, and
+        the class prompt's for prior distillation."""
+        config = self.config
+        self.prompts = list(images.prompts)
+        token = self.delta.token  # a resumed subject keeps its own token
+        tokens = [token] if self.delta.placeholder is not None else []
+        text, rows = text_encoder.encode(self.prompts, tokens)  # what sampling feeds T5 too (encode_prompts)
+        self.text = [t.to(self.device) for t in text]
+        self.positions = [r.get(token, []) for r in rows]
+        if self.delta.placeholder is not None and not any(self.positions):
+            raise ValueError(f"No training prompt contains the placeholder {token!r}, so the learned vectors "
+                             f"would never be used.")
+        prior = config.class_prompt()
+        # Placeholder vectors alone never change the class prompt's output: nothing to distil, so no teacher.
+        self.distills = config.prior_weight > 0 and self.delta.mode != "none"
+        self.prior_text = [t.to(self.device) for t in text_encoder([prior])] if self.distills else None
 
     # ------------------------------------------------------------------ one iteration
     def _batch(self) -> list[int]:
@@ -173,11 +191,15 @@ class SubjectTrainer:
         inputs, labels = self.family.teacher_forcing(self.vae, latent, self.schedule, self.config.flip_prob,
                                                      self.generator)
         inputs, labels = inputs[rows], labels[rows]
-        vectors = self.delta.placeholder
-        text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx[rows]]
-        logits = self.student(text, inputs, self.schedule)
+        logits = self._student_logits(idx[rows], inputs)
         return weighted_loss(self.family, logits, labels, self.schedule, self.config.scale_weights), \
             self.family.accuracy(logits.detach(), labels)
+
+    def _student_logits(self, idx: Sequence[int], inputs: torch.Tensor) -> torch.Tensor:
+        """The student's teacher-forced logits on the instance prompts of images ``idx``."""
+        vectors = self.delta.placeholder
+        text = [substitute(self.text[i], {p: vectors for p in self.positions[i]}) for i in idx]
+        return self.student(text, inputs, self.schedule)
 
     @torch.no_grad()
     def teacher_samples(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

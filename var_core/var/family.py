@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..schedules import per_scale
-from ..vq.family import VQFamily
+from ..vq.family import RELEASE_TUNING, VQFamily
 from ..vq.sampling import ScalePlan
 
 # demo_sample.ipynb of the release: cfg 4, top-k 900, top-p 0.95, no Gumbel smoothing
@@ -25,6 +25,11 @@ def class_names() -> tuple[str, ...]:
 class VARFamily(VQFamily):
     name = "var"
     title = "VAR"
+    # a subject: its own class vector (the learned placeholder) and updates of the layers the class acts through:
+    # the AdaLN projection that reads the class (VAR's only conditioning path) and the FFN
+    tuning_groups = {"ada": ("ada_lin.1.weight",), "ffn": ("ffn.fc1.weight", "ffn.fc2.weight"),
+                     "attn": ("attn.proj.weight",)}
+    default_groups = ("ada", "ffn")
 
     def recognise(self, names):
         if {"class_emb.weight", "pos_1LC", "lvl_1L"} <= names:
@@ -40,7 +45,25 @@ class VARFamily(VQFamily):
                          "0-999 or its name, e.g. 'golden retriever') instead of a prompt.")
 
     def release_defaults(self, kind):
+        if kind == "tuning":
+            return {self.title: {k: v for k, v in RELEASE_TUNING.items() if v is not None}}
         return {self.title: RELEASE_SAMPLING} if kind == "sampling" else {}
+
+    def placeholder_width(self, model) -> int:
+        return model.config.embed_dim  # a class embedding
+
+    def placeholder_count(self, asked: int) -> int:
+        return min(asked, 1)  # one class vector
+
+    def class_label(self, model, word) -> int:
+        """The label of a class given as its number ("207", 207) or ImageNet name."""
+        if isinstance(word, str) and word.strip().isdigit():
+            word = int(word)
+        return self.condition(model, [word]).item()
+
+    def trainer(self):
+        from .tuning import VARSubjectTrainer
+        return VARSubjectTrainer
 
     def scale_plan(self, K, cfg, **settings):
         """VAR guides every scale with t = cfg·k/(K-1) (0 at the first scale, cfg at the last)."""
@@ -51,29 +74,54 @@ class VARFamily(VQFamily):
             return [ScalePlan(None)] * K
         return [ScalePlan(c * self.ratio(k, K), ratio=self.ratio(k, K)) for k, c in enumerate(cfgs)]
 
-    def condition(self, model, cond) -> torch.Tensor:
-        """Class labels (B,) on the model's device from labels or class names; the label num_classes is the
-        unconditional class."""
-        if isinstance(cond, torch.Tensor):
-            labels = cond.reshape(-1).tolist()
-        else:
-            labels = [cond] if isinstance(cond, (int, str)) else list(cond)
-        n = model.config.num_classes
+    def condition(self, model, cond):
+        """Class labels (B,) on the model's device from labels or class names (the label num_classes is the
+        unconditional class); rows naming an applied subject's token read as its class vector, blended with its
+        class word's embedding by its strength (0: the class exactly): then (B, C) embeddings, or one such per scale
+        for a per-scale strength."""
+        from ..tuning.apply import entries_of  # (tuning imports the families)
+        items = cond.reshape(-1).tolist() if isinstance(cond, torch.Tensor) else \
+            [cond] if isinstance(cond, (int, str)) else list(cond)
+        subjects = {d.token: (d, s) for d, s in entries_of(model) if d.placeholder is not None}
+        rows = [subjects.get(item) if isinstance(item, str) else None for item in items]
+        labels = torch.tensor([0 if r else self._label(model, item) for r, item in zip(rows, items)],
+                              dtype=torch.long, device=model.device)
+        if not any(rows):
+            return labels
+        K = len(model.schedule)
+        base = model.class_emb(labels)
         out = []
-        for label in labels:
-            if isinstance(label, str):
-                if label not in class_names() or n != len(class_names()):
-                    raise ValueError(f"VAR is class-conditional: {label!r} is not one of its {n} class names "
-                                     f"(ImageNet's, e.g. 'golden retriever'); give a class, not a prompt.")
-                label = class_names().index(label)
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= n:
-                raise ValueError(f"Class label {label!r} is not allowed: VAR's labels are whole numbers from 0 to "
-                                 f"{n - 1} ({n} = no class, unconditional).")
-            out.append(label)
-        return torch.tensor(out, dtype=torch.long, device=model.device)
+        for k in range(K):
+            vectors = []
+            for i, row in enumerate(rows):
+                if row is None:
+                    vectors.append(base[i])
+                    continue
+                delta, strength = row
+                s = strength if isinstance(strength, (int, float)) else strength[k]
+                s = min(1.0, max(0.0, float(s)))  # above 1 only the weight updates grow
+                own = model.class_emb.weight[self._label(model, delta.class_word)]
+                vectors.append(s * delta.placeholder[0].to(own) + (1 - s) * own)
+            out.append(torch.stack(vectors))
+        return out if any(not torch.equal(out[0], o) for o in out[1:]) else out[0]
+
+    def _label(self, model, label) -> int:
+        n = model.config.num_classes
+        if isinstance(label, str) and label.strip().isdigit():
+            label = int(label)
+        if isinstance(label, str):
+            if label not in class_names() or n != len(class_names()):
+                raise ValueError(f"VAR is class-conditional: {label!r} is not one of its {n} class names "
+                                 f"(ImageNet's, e.g. 'golden retriever') nor the token of an applied subject; give a "
+                                 f"class, not a prompt.")
+            return class_names().index(label)
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= n:
+            raise ValueError(f"Class label {label!r} is not allowed: VAR's labels are whole numbers from 0 to "
+                             f"{n - 1} ({n} = no class, unconditional).")
+        return label
 
     def batch_of(self, cond) -> int:
-        return cond.shape[0]
+        return (cond[0] if isinstance(cond, list) else cond).shape[0]
 
 
 VAR = VARFamily()

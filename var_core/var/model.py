@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from ..vq import patch
 from .family import VAR as VAR_FAMILY
 
 # Training checkpoints (ar-ckpt-*.pth) keep the transformer under trainer/var_wo_ddp; the release files are flat.
@@ -83,7 +84,7 @@ class KVCache:
 
 @dataclass
 class VARSamplingState:
-    cond: torch.Tensor  # (rows, C) class embeddings: [cond; uncond] while guided, else cond only
+    cond: list[torch.Tensor]  # per scale (rows, C) class embeddings: [cond; uncond] while guided, else cond only
     caches: list[KVCache]
     batch: int
 
@@ -175,6 +176,10 @@ class _SharedAdaLin(nn.Linear):
 # ----------------------------------------------------------------------------------------------------------------------
 class VAR(nn.Module):
     family = VAR_FAMILY
+    patch = None  # the applied subjects (tuning/apply.py: a view of this model sets it)
+    sharded = False
+    sharded_fingerprint = None
+    special_token = None
 
     def __init__(self, config: VARConfig):
         super().__init__()
@@ -209,6 +214,14 @@ class VAR(nn.Module):
     def device(self) -> torch.device:
         return self.pos_1LC.device
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.blocks[0].attn.proj.weight.dtype
+
+    def embed_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """Class labels (B,) -> their embeddings (B, C); embeddings (a subject's class vector) pass as they are."""
+        return cond.to(self.device, torch.float32) if cond.is_floating_point() else self.class_emb(cond.to(self.device))
+
     def _run(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
              caches: list[KVCache] | None) -> torch.Tensor:
         """The blocks (in their own dtype) and the fp32 head: tokens (rows, l, C) -> logits (rows, l, V)."""
@@ -222,13 +235,15 @@ class VAR(nn.Module):
         return self.head(self.head_nm(x.float(), cond).float()).float()
 
     def forward(self, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """Training forward, causal by scale, without class dropout: (B,) labels, (B, L-1, Cvae) -> (B, L, V)."""
+        """Training forward, causal by scale, without class dropout: (B,) labels or (B, C) class embeddings,
+        (B, L-1, Cvae) -> (B, L, V)."""
         B, ed = labels.shape[0], self.first_l + inputs.shape[1]
-        cond = self.class_emb(labels)
+        cond = self.embed_cond(labels)
         sos = cond.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
         x = torch.cat((sos, self.word_embed(inputs.float())), dim=1)
         x += self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
-        return self._run(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None)
+        with patch.active(self.patch):
+            return self._run(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None)
 
     def teacher_forced_logits(self, cond: torch.Tensor, codes: list[torch.Tensor], schedule, vae,
                               image_sizes=None) -> torch.Tensor:
@@ -239,41 +254,48 @@ class VAR(nn.Module):
         return self.forward(cond.to(device), vae.inputs_from_codes(codes, schedule).to(device))
 
     # ---- per-scale sampling with a KV cache ----
-    def start_sampling(self, cond: torch.Tensor | int, negative=None, batch: int | None = None,
-                       guided: bool = True) -> VARSamplingState:
-        """State for sampling ``batch`` images of the classes ``cond`` ((B,) labels, or one label for all).
-        Rows are [cond; unconditional] when guided. ``negative`` is unused: VAR's negative is the unconditional
-        class."""
-        labels = torch.as_tensor(cond, device=self.pos_1LC.device).long().reshape(-1)
-        batch = batch or labels.numel()
-        if labels.numel() == 1:
-            labels = labels.expand(batch)
-        if labels.numel() != batch:
-            raise ValueError(f"{labels.numel()} labels for a batch of {batch}")
-        if guided:
-            labels = torch.cat((labels, torch.full_like(labels, self.config.num_classes)))
-        return VARSamplingState(self.class_emb(labels), [KVCache() for _ in self.blocks], batch)
+    def start_sampling(self, cond, negative=None, batch: int | None = None, guided: bool = True) -> VARSamplingState:
+        """State for sampling ``batch`` images of ``cond``: (B,) labels (or one label for all), (B, C) class
+        embeddings, or one such per scale (a subject's class vector at a per-scale strength). Rows are [cond;
+        unconditional] when guided. ``negative`` is unused: VAR's negative is the unconditional class."""
+        per_scale = cond if isinstance(cond, list) else [cond] * len(self.schedule)
+        conds = []
+        for c in per_scale:
+            c = torch.as_tensor(c, device=self.device)
+            c = self.embed_cond(c.reshape(-1) if not c.is_floating_point() else c.reshape(-1, c.shape[-1]))
+            batch = batch or c.shape[0]
+            if c.shape[0] == 1:
+                c = c.expand(batch, -1)
+            if c.shape[0] != batch:
+                raise ValueError(f"{c.shape[0]} classes for a batch of {batch}")
+            if guided:
+                uncond = self.class_emb(torch.full((batch,), self.config.num_classes, device=self.device))
+                c = torch.cat((c, uncond))
+            conds.append(c)
+        return VARSamplingState(conds, [KVCache() for _ in self.blocks], batch)
 
     def sampling_step(self, state: VARSamplingState, k: int, tokens: torch.Tensor | None) -> torch.Tensor:
         """Raw fp32 logits (rows, l_k, V) of scale k. ``tokens``: None at k = 0, else the (B, l_k, Cvae) area-resized
         running f_hat, shared by the conditional and unconditional rows."""
-        rows = state.cond.shape[0]
+        cond = state.cond[k]
+        rows = cond.shape[0]
         lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
         begin, end = self.begin_ends[k]
         if k == 0:
-            x = (state.cond.unsqueeze(1).expand(rows, self.first_l, -1)
+            x = (cond.unsqueeze(1).expand(rows, self.first_l, -1)
                  + self.pos_start.expand(rows, self.first_l, -1) + lvl_pos[:, :self.first_l])
         else:
             if tokens.shape[1] != end - begin:
                 raise ValueError(f"scale {k} has {end - begin} tokens, got {tokens.shape[1]}")
             x = self.word_embed(tokens.to(self.pos_1LC.device, torch.float32)) + lvl_pos[:, begin:end]
             x = x.repeat(rows // x.shape[0], 1, 1)
-        return self._run(x, state.cond, None, state.caches)
+        with patch.active(self.patch, k):
+            return self._run(x, cond, None, state.caches)
 
     @staticmethod
     def drop_uncond(state: VARSamplingState) -> None:
         """From the next step on, run only the conditional rows (every cache is cut to them)."""
-        state.cond = state.cond[:state.batch]
+        state.cond = [c[:state.batch] for c in state.cond]
         for cache in state.caches:
             cache.keep(state.batch)
 
@@ -300,4 +322,5 @@ def load_var(source, device=None, dtype=None) -> VAR:
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.float().blocks.to(dtype)
+    patch.install(model)
     return model.to(device).eval().requires_grad_(False)

@@ -10,6 +10,10 @@ from ..checkpoint import CheckpointError, describe_source
 from ..family import Family
 from . import sampling
 
+# ARBooth's tuning settings (as for Infinity): 500 steps; LoRA 1e-4, full deltas 2.34e-5, the learned vectors 1e-3.
+# The resolution is the model's own (its positions are learned for one scale grid).
+RELEASE_TUNING = {"pn": None, "steps": 500, "lr": {"lora": 1e-4, "full": 2.34375e-5, "none": 0.0},
+                  "embedding_lr": 1e-3}
 VAE_KEYS = ("quantize.embedding.weight", "quantize.quant_resi.qresi_ls.0.weight", "encoder.conv_in.weight")
 
 
@@ -58,7 +62,17 @@ class VQFamily(Family):
         return dict(self.release_defaults("sampling")[self.title])
 
     def tuning_defaults(self, model) -> dict:
-        raise NotImplementedError(f"Subject tuning on {self.title} models is not available yet.")
+        return dict(RELEASE_TUNING)
+
+    def tuning_schedule(self, model, aspect, pn) -> list[tuple[int, int]]:
+        if pn is not None or float(aspect) != 1.0:
+            raise ValueError(f"{self.title} models train and sample at their own square resolution "
+                             f"{model.schedule[-1][0] * 16}²: leave out the resolution (pn) and aspect.")
+        return model.schedule
+
+    def placeholder_count(self, asked: int) -> int:
+        """How many learned vectors a subject gets when ``asked`` for (TrainConfig.placeholder_vectors)."""
+        return asked
 
     # ------------------------------------------------------------------ codes
     def code_shape(self, model, hw):
@@ -74,7 +88,10 @@ class VQFamily(Family):
         return vae.decode_latent(sums)
 
     def teacher_forcing(self, vae, latent, schedule, flip_prob=0.0, generator=None):
-        raise NotImplementedError(f"Subject tuning on {self.title} models is not available yet.")
+        """(inputs (B, L-1, Cvae), codes (B, L)) of a latent. No self-correction noise: flip_prob is Infinity's
+        Bitwise Self-Correction, which has no codebook counterpart here."""
+        codes = vae.latent_codes(latent, schedule)
+        return vae.inputs_from_codes(codes, schedule), self.flatten_codes(codes)
 
     def inputs_from_codes(self, model, codes, schedule):
         raise NotImplementedError("teacher-forcing inputs come from the VAE: vae.inputs_from_codes")

@@ -236,6 +236,10 @@ class VQVAE(nn.Module):
     def codebook(self) -> torch.Tensor:
         return self.quantize.embedding.weight
 
+    @property
+    def device(self) -> torch.device:
+        return self.codebook.device
+
     def phi_index(self, k: int, K: int) -> int:
         """Which shared phi refines scale k of K: the tick nearest to k / (K - 1) (first on ties)."""
         return int(np.argmin(np.abs(self._ticks - (k / (K - 1) if K > 1 else 0.0))))
@@ -277,7 +281,10 @@ class VQVAE(nn.Module):
     def encode_codes(self, images: torch.Tensor, schedule: Schedule) -> list[torch.Tensor]:
         """Multi-scale residual quantisation of the images' latent: at each scale the area-resized remainder is
         matched to its nearest code (squared L2), and that scale's contribution is subtracted from the remainder."""
-        f_rest = self.encode_latent(images)
+        return self.latent_codes(self.encode_latent(images), schedule)
+
+    def latent_codes(self, f_rest: torch.Tensor, schedule: Schedule) -> list[torch.Tensor]:
+        """encode_codes of a latent (B, Cvae, h, w) already computed (subject tuning encodes its photos once)."""
         B, C, H, W = f_rest.shape
         if tuple(schedule[-1]) != (H, W):
             raise ValueError(f"the schedule ends at {tuple(schedule[-1])} but the latent is {H}x{W}")
