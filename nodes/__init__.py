@@ -1,10 +1,12 @@
-"""Thin ComfyUI adapters over var_core (V3 schema API): loaders, text, sampling, schedule, training, subjects."""
+"""Thin ComfyUI adapters over var_core (V3 schema API): Infinity's loaders, text, sampling, schedule, training,
+subjects; Switti's and the class-conditional VAR's loaders and samplers."""
 from comfy_api.latest import ComfyExtension, io
 
-from . import comfy_env, loaders, proxy, sampling, schedule, subjects, text, training
+from . import comfy_env, loaders, proxy, sampling, schedule, subjects, switti, text, training, var
 
 comfy_env.register_folders()
-NODES = [*loaders.NODES, *text.NODES, *sampling.NODES, *schedule.NODES, *training.NODES, *subjects.NODES, *proxy.NODES]
+NODES = [*loaders.NODES, *text.NODES, *sampling.NODES, *schedule.NODES, *training.NODES, *subjects.NODES, *proxy.NODES,
+         *switti.NODES, *var.NODES]
 
 
 class VARBoothExtension(ComfyExtension):

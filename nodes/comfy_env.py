@@ -18,12 +18,14 @@ from var_core.checkpoint import reserve_name
 
 WEIGHT_EXTENSIONS = {".pth", ".pt", ".safetensors", ".bin", ".sft"}
 TRANSFORMERS = "infinity"  # models/infinity: Infinity transformers
+SWITTI = "switti"  # models/switti: Switti's model folders (config.json + model.safetensors)
+VAR = "var"  # models/var: the class-conditional VAR's var_d*.pth
 SUBJECTS = "var_subjects"  # models/var_subjects: subject files
 
 
 def register_folders() -> None:
-    """models/infinity and models/var_subjects (ComfyUI already has vae and text_encoders)."""
-    for name in (TRANSFORMERS, SUBJECTS):
+    """models/infinity, switti, var and var_subjects (ComfyUI already has vae and text_encoders)."""
+    for name in (TRANSFORMERS, SWITTI, VAR, SUBJECTS):
         path = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, path)
@@ -80,13 +82,15 @@ def full_path(folder: str, name: str) -> str:
     return path
 
 
-# A model that is a folder, not a file: a Hugging Face T5 folder, Infinity-8B's folder of shards
-FOLDER_MARKERS = {"text_encoders": "config.json", TRANSFORMERS: "model.safetensors.index.json"}
+# A model that is a folder, not a file: a Hugging Face T5 or CLIP folder, Infinity-8B's folder of shards, a Switti
+# folder, the VQVAE-Switti folder
+FOLDER_MARKERS = {"text_encoders": "config.json", TRANSFORMERS: "model.safetensors.index.json", SWITTI: "config.json",
+                  "vae": "config.json"}
 
 
-def list_folder_models(folder: str) -> list[str]:
-    """models/<folder>'s model folders (those holding FOLDER_MARKERS[folder]) listed once each as 'name/', then the
-    single files that are not inside one."""
+def list_folder_models(folder: str, files: bool = True) -> list[str]:
+    """models/<folder>'s model folders (those holding FOLDER_MARKERS[folder]) listed once each as 'name/', then (with
+    ``files``) the single files that are not inside one."""
     folders = []
     for root in folder_paths.get_folder_paths(folder):
         if os.path.isdir(root):
@@ -94,7 +98,8 @@ def list_folder_models(folder: str) -> list[str]:
                 if os.path.isfile(os.path.join(root, entry, FOLDER_MARKERS[folder])):
                     folders.append(entry + "/")
     inside = tuple(folders)
-    return folders + [f for f in list_files(folder) if not f.replace(os.sep, "/").startswith(inside)]
+    loose = [f for f in list_files(folder) if not f.replace(os.sep, "/").startswith(inside)] if files else []
+    return folders + loose
 
 
 def folder_model_path(folder: str, name: str) -> str:
@@ -142,6 +147,17 @@ def raise_if_interrupted() -> None:
 
 def progress_bar(total: int):
     return comfy.utils.ProgressBar(total)
+
+
+def sampling_progress(total: int):
+    """var_core's per-scale progress callback: ComfyUI's progress bar, and Cancel stops the sampler at the next
+    scale."""
+    bar = progress_bar(total)
+
+    def progress(k: int, n: int) -> None:
+        bar.update_absolute(k, n)
+        raise_if_interrupted()
+    return progress
 
 
 def output_directory() -> str:

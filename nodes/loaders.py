@@ -14,14 +14,26 @@ from .types import CATEGORY, Model, TextEncoder, Vae
 DTYPES = {"auto": None, **checkpoint.DTYPES}
 
 
-def _load_transformer(name: str, dtype: str):
+# Each family's model folder and the node that loads it: a model of another family is sent to its own loader
+FAMILIES = {"infinity": (comfy_env.TRANSFORMERS, "Load Infinity (all three)"),
+            "switti": (comfy_env.SWITTI, "Load Switti"), "var": (comfy_env.VAR, "Load VAR")}
+
+
+def load_transformer(name: str, dtype: str, family: str = "infinity"):
+    """The ``family`` transformer a loader choice names in that family's model folder."""
+    folder = FAMILIES[family][0]
     comfy_env.free_memory(5 << 30)
     with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs normal tensors
-        return var_core.load_transformer(comfy_env.model_path(comfy_env.TRANSFORMERS, name), comfy_env.device(),
-                                         DTYPES[dtype])
+        model = var_core.load_transformer(comfy_env.model_path(folder, name), comfy_env.device(), DTYPES[dtype])
+    if model.family.name != family:
+        own_folder, loader = FAMILIES[model.family.name]
+        raise ValueError(f"'{name}' (models/{folder}) is a {model.family.title} model: load it with {loader}, from "
+                         f"models/{own_folder}.")
+    return model
 
 
-def _load_vae(name: str, model=None):
+def load_vae(name: str, model=None):
+    """The VAE a loader choice names in models/vae, refused (naming both files) when it does not fit ``model``."""
     with torch.inference_mode(False):
         vae = var_core.load_vae(comfy_env.model_path("vae", name), comfy_env.device())
     if model is not None:
@@ -52,7 +64,7 @@ class LoadTransformer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, dtype):
-        return io.NodeOutput(_load_transformer(model_name, dtype))
+        return io.NodeOutput(load_transformer(model_name, dtype))
 
 
 class LoadVAE(io.ComfyNode):
@@ -68,7 +80,7 @@ class LoadVAE(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name):
-        return io.NodeOutput(_load_vae(vae_name))
+        return io.NodeOutput(load_vae(vae_name))
 
 
 class LoadTextEncoder(io.ComfyNode):
@@ -109,8 +121,8 @@ class LoadAll(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, vae_name, text_encoder_name, dtype):
-        model = _load_transformer(model_name, dtype)
-        return io.NodeOutput(model, _load_vae(vae_name, model), _load_text_encoder(text_encoder_name))
+        model = load_transformer(model_name, dtype)
+        return io.NodeOutput(model, load_vae(vae_name, model), _load_text_encoder(text_encoder_name))
 
 
 NODES = [LoadTransformer, LoadVAE, LoadTextEncoder, LoadAll]

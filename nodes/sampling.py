@@ -82,17 +82,12 @@ class Sampler(io.ComfyNode):
         if init_image is not None:
             pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
             forced = variation_codes(vae, pixels, scales, keep_scales, len(text))
-        bar = comfy_env.progress_bar(K)
-
-        def progress(k, n):
-            bar.update_absolute(k, n)
-            comfy_env.raise_if_interrupted()
         own = defaults.sampling(model)
         # 0 on a widget or in a schedule: the model's own value, scale by scale
         cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
                       for key, value in (("cfg", cfg), ("tau", tau)))
         images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
-                                 negative=neg, forced_codes=forced, progress=progress)
+                                 negative=neg, forced_codes=forced, progress=comfy_env.sampling_progress(K))
         notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {_values(cfgs)}, "
                  f"tau {_values(taus)}"] + \
             token_warnings(positive["prompts"], model)

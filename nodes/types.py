@@ -14,6 +14,12 @@ Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": tunin
 Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta
 Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Proxy-Tuning)
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
+# The codebook families: their own sockets, so that no Infinity node takes them (nor they an Infinity model)
+SwittiModel = io.Custom("VAR_SWITTI_MODEL")  # var_core Switti
+SwittiTextEncoder = io.Custom("VAR_SWITTI_TEXT_ENCODER")  # var_core ClipPair (CLIP-L + OpenCLIP-bigG)
+SwittiConditioning = io.Custom("VAR_SWITTI_CONDITIONING")  # {"positive": PromptEmbeds (a row per prompt), "negative"}
+ClassModel = io.Custom("VAR_CLASS_MODEL")  # var_core VAR (class-conditional, ImageNet)
+VQVae = io.Custom("VAR_VQVAE")  # var_core VQVAE: Switti's and VAR's multi-scale codebook VAE
 
 CATEGORY = "VARBooth"
 AUTO = "auto (the model's own)"

@@ -98,3 +98,74 @@ def test_the_cli_trains_a_var_subject_and_samples_it(tmp_path, capsys):
     assert main(["sample", "--model", model, "--vae", vae, "--subject", str(out), "--class", "<sks>", "--out",
                  str(tmp_path / "s.png"), "--device", "cpu"]) == 0
     assert (tmp_path / "s.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def switti():
+    return (var_core.load_transformer(SWITTI / "transformer"), var_core.load_vae(SWITTI / "vae"),
+            var_core.load_text_encoder(SWITTI / "text_encoder", text_encoder_2=SWITTI / "text_encoder_2"))
+
+
+@pytest.fixture(scope="module")
+def switti_trained(switti):
+    model, vae, encoder = switti
+    images = prepare_images(list(subject_pictures(3, 160)), (128, 128), "<sks>", "dog")
+    trainer = SubjectTrainer(model, vae, encoder, images, TrainConfig(steps=30, **{**SETTINGS, "class_word": "dog"}))
+    with torch.no_grad():
+        before = trainer.instance_loss(list(range(3)))[0].item()
+    trainer.run()
+    return trainer, before
+
+
+def test_switti_learns_the_subject_through_both_text_encoders(switti_trained):
+    trainer, before = switti_trained
+    assert type(trainer).__name__ == "SwittiSubjectTrainer" and trainer.sizes == [(160, 160)] * 3
+    with torch.no_grad():
+        after = trainer.instance_loss(list(range(3)))[0].item()
+    assert after < 0.7 * before, (before, after)
+    width = trainer.encoder.width  # the vectors moved in both encoders' input embeddings
+    start = trainer._class_word_embedding()
+    moved = (trainer.delta.placeholder.detach() - start).abs()
+    assert moved[:, :width].max() > 1e-3 and moved[:, width:].max() > 1e-3
+
+
+def test_switti_strength_zero_is_the_base_drawing_the_class_prompt(switti_trained, switti):
+    trainer, _ = switti_trained
+    model, vae, encoder = switti
+    subject = trainer.delta.to("cpu", copy=True).requires_grad_(False)
+    null = encoder([""])
+
+    def draw(m, prompt):
+        text = m.family.encode(m, encoder, [prompt])
+        return var_core.sample(m, vae, text, negative=null, seed=3, return_logits=True)
+    base = draw(model, "a photo of dog")
+    off = draw(apply_subjects(model, [(subject, 0.0)]), "a photo of <sks> dog")
+    on = draw(apply_subjects(model, [(subject, 1.0)]), "a photo of <sks> dog")
+    assert torch.equal(base[0], off[0]) and all(torch.equal(a, b) for a, b in zip(base[1], off[1]))
+    assert not torch.equal(base[0], on[0])
+    half = draw(apply_subjects(model, [(subject, [1.0, 1.0, 1.0, 0.0, 0.0, 0.0])]), "a photo of <sks> dog")
+    assert torch.equal(half[1][0], on[1][0]) and torch.equal(half[1][2], on[1][2])  # the same first scales
+    assert not torch.equal(half[1][5], on[1][5])
+
+
+def test_a_switti_subject_is_refused_by_var(switti_trained, var, tmp_path):
+    trainer, _ = switti_trained
+    path = trainer.save(tmp_path / "s.safetensors")
+    assert load_subject(path, trainer.model).metadata["family"] == "switti"
+    with pytest.raises(ValueError, match="'switti' family; this base is VAR"):
+        load_subject(path, var[0])
+
+
+def test_the_cli_trains_a_switti_subject_and_samples_it(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, picture in enumerate(to_pil(subject_pictures(2, 160))):
+        picture.save(photos / f"{i}.png")
+    files = ["--model", str(SWITTI / "transformer"), "--vae", str(SWITTI / "vae"), "--text-encoder",
+             str(SWITTI / "text_encoder"), "--text-encoder-2", str(SWITTI / "text_encoder_2"), "--device", "cpu"]
+    out = tmp_path / "s.safetensors"
+    assert main(["train", *files, "--images", str(photos), "--class", "dog", "--token", "<sks>", "--out", str(out),
+                 "--steps", "2", "--prior-samples", "2"]) == 0
+    assert main(["sample", *files, "--subject", f"{out}:0.8", "--prompt", "a photo of <sks> dog", "--out",
+                 str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()

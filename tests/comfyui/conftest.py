@@ -39,9 +39,21 @@ def _require_comfyui():
 
 
 # ------------------------------------------------------------------------------------------------ model files
+SWITTI = ROOT / "tests/fixtures/switti/tiny_switti"
+VAR = ROOT / "tests/fixtures/var/tiny_var"
+# Switti's and VAR's tiny fixtures (random weights in the real layouts, 128² output) under the release names their
+# templates load, so that the templates run unchanged
+RELEASE_NAMES = {"models/switti/Switti": SWITTI / "transformer", "models/vae/VQVAE-Switti": SWITTI / "vae",
+                 "models/text_encoders/clip-vit-large-patch14": SWITTI / "text_encoder",
+                 "models/text_encoders/CLIP-ViT-bigG-14-laion2B-39B-b160k": SWITTI / "text_encoder_2",
+                 "models/var/var_d16.pth": VAR / "var_d2.pth",
+                 "models/vae/vae_ch160v4096z32.pth": VAR / "vae_ch32v128z8.pth"}
+
+
 def make_base(base: Path) -> Path:
     """A ComfyUI base directory: tiny models in the folders users put the real ones in (for the loader and refusal
-    tests) and an empty input/ (the templates run on the embedded model and its example subjects)."""
+    tests, and the Switti and VAR templates) and an empty input/ (the other templates run on the embedded model and
+    its example subjects)."""
     from toyworld.builders import make_random_models, random_vae
     from var_core.infinity.bitvae import BitVAEConfig
     from var_core.checkpoint import save_safetensors_atomic
@@ -59,6 +71,9 @@ def make_base(base: Path) -> Path:
     shutil.copy(TINY_8B / "vae.pth", base / "models/vae/infinity_vae_d56_f8_14_patchify.pth")
     from toyworld.t5 import make_t5
     make_t5(base / "models/text_encoders/t5_192", d_model=192)  # the fixture's text width
+    for name, source in RELEASE_NAMES.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, base / name)
     os.symlink(ROOT, base / "custom_nodes" / PACK)
     return base
 

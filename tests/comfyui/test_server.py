@@ -9,13 +9,15 @@ import uuid
 
 import pytest
 
-from workflows import NOTES, WORKFLOWS, api_twins, to_ui
+from workflows import DOWNLOADS, NOTES, WORKFLOWS, api_twins, to_ui
 
 NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEncoder", "VARBooth_LoadAll",
             "VARBooth_TextEncode", "VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject",
             "VARBooth_SaveSubject", "VARBooth_LoadSubject", "VARBooth_ApplySubject", "VARBooth_ProxyPrompts",
-            "VARBooth_ExampleSubject"}
+            "VARBooth_ExampleSubject", "VARBooth_LoadSwitti", "VARBooth_SwittiTextEncode", "VARBooth_SwittiSampler",
+            "VARBooth_LoadVAR", "VARBooth_VARSampler"}
 EMBEDDED = "embedded toy model (128², no download)"
+FILES = ("model_name", "vae_name", "text_encoder_name", "clip_l_name", "clip_g_name")  # the loaders' file inputs
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +52,25 @@ def test_every_node_is_listed_with_tooltips(object_info):
 def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object_info):
     twins = api_twins()
     assert set(twins) == {"text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
-                          "image_variations", "proxy_tuning"}
+                          "image_variations", "proxy_tuning", "switti_text_to_image", "var_class_to_image"}
     assert sorted(comfy.get("/api/workflow_templates")["comfyui-varbooth"]) == sorted(twins)
     for name, api in twins.items():
         ui_file = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
         assert ui_file == to_ui(api, object_info, NOTES[name]), f"{name}.json is stale: python tests/comfyui/workflows.py"
         note = next(n for n in ui_file["nodes"] if n["type"] == "Note")["widgets_values"][0]
-        assert "Infinity-2B" in note and len(note.splitlines()) == 2
         assert (WORKFLOWS / f"{name}.jpg").is_file(), "no thumbnail: python tests/comfyui/workflows.py URL --thumbnails"
-        for node in api.values():  # nothing from models/ or input/: the embedded model and its example subjects
-            assert node["class_type"] != "LoadImage"
-            for key in ("model_name", "vae_name", "text_encoder_name"):
-                assert node["inputs"].get(key, EMBEDDED) == EMBEDDED
+        loaded = [node["inputs"][key] for node in api.values() for key in FILES if key in node["inputs"]]
+        if name in DOWNLOADS:  # the Note names every file or folder the template loads, and where it goes
+            for value in loaded:
+                assert value.rstrip("/") in note, (name, value)
+            folders = {"VARBooth_LoadSwitti": ["models/switti/", "models/vae/", "models/text_encoders/"],
+                       "VARBooth_LoadVAR": ["models/var/", "models/vae/"]}
+            assert all(f in note for node in api.values() for f in folders.get(node["class_type"], [])), name
+            continue
+        assert "Infinity-2B" in note and len(note.splitlines()) == 2
+        # nothing from models/ or input/: the embedded model and its example subjects
+        assert all(node["class_type"] != "LoadImage" for node in api.values())
+        assert all(value == EMBEDDED for value in loaded), name
 
 
 def test_training_shows_progress_and_cancel_keeps_the_checkpoint(comfy):

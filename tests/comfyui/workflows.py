@@ -61,7 +61,22 @@ NOTES = {
                     "DreamBooth LoRA and its trigger words.",
     "image_variations": "Draws a picture, then keeps its first 2 scales (layout, colours) and samples the rest anew."
                         "\nFor Infinity-2B: load it and your own image (Load Image); keep_scales 4-8 at 1M.",
+    "switti_text_to_image": "Switti text to image (512², or 1024² with Switti-1024). Download (Hugging Face):\n"
+                            "yresearch/Switti (or Switti-AR, Switti-1024, Switti-1024-AR): the folder, into "
+                            "models/switti/Switti/\n"
+                            "yresearch/VQVAE-Switti: the folder, into models/vae/VQVAE-Switti/\n"
+                            "openai/clip-vit-large-patch14 and laion/CLIP-ViT-bigG-14-laion2B-39B-b160k: each folder "
+                            "into models/text_encoders/ (or ComfyUI's clip_l.safetensors and clip_g.safetensors).",
+    "var_class_to_image": "VAR: an ImageNet class to image (256²; var_d36: 512²). Download (FoundationVision/var on "
+                          "Hugging Face):\n"
+                          "var_d16.pth (or var_d20, var_d24, var_d30, var_d36.pth) into models/var/\n"
+                          "vae_ch160v4096z32.pth into models/vae/\n"
+                          "Pick the class by name, or by its label 0-999 (class_label).",
 }
+
+# The templates of the families without an embedded model: they load downloaded files, which their Note names (the
+# tests run them on tiny fixtures put under those names: conftest.RELEASE_NAMES)
+DOWNLOADS = {"switti_text_to_image", "var_class_to_image"}
 
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
 # four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
@@ -90,7 +105,7 @@ def thumbnail(images: list):
 # Subject's live preview, the images an image node shows; without it a grown node would cover the one below.
 GROWS = {"VARBooth_TrainSubject": 560, "VARBooth_Sampler": 140, "VARBooth_ScaleSchedule": 160,
          "VARBooth_SaveSubject": 100, "VARBooth_ExampleSubject": 100, "VARBooth_ProxyPrompts": 200,
-         "PreviewImage": 360, "SaveImage": 360}
+         "VARBooth_SwittiSampler": 140, "VARBooth_VARSampler": 140, "PreviewImage": 360, "SaveImage": 360}
 
 
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:

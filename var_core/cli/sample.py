@@ -79,9 +79,7 @@ def sample_codebook(args, model, vae_path, encoder_path, device) -> int:
     family = model.family
     window = {k: getattr(args, k) for k in SWITTI_WINDOW if getattr(args, k) is not None}
     unsupported = [flag for flag, given in (("--tau", args.tau is not None), ("--pn", args.pn is not None),
-                                             ("--aspect", args.aspect != "1.0"),
-                                             ("--subject", bool(args.subject) and family.name == "switti"))
-                   if given]
+                                             ("--aspect", args.aspect != "1.0")) if given]
     if family.name == "var":
         if args.prompt or not args.classes or encoder_path or window:
             raise ValueError("sample: VAR is class-conditional: give --class (a number 0-999 or an ImageNet name, "
@@ -95,21 +93,20 @@ def sample_codebook(args, model, vae_path, encoder_path, device) -> int:
         shown = [p for p in args.prompt for _ in range(args.batch)]
     if unsupported:
         raise ValueError(f"sample: {', '.join(unsupported)} {'is' if len(unsupported) == 1 else 'are'} not available "
-                         f"for {family.title} models (they generate their own resolution, have no tau, and subjects "
-                         f"are VAR's only so far).")
+                         f"for {family.title} models (they generate their own resolution and have no tau).")
     paths = _output_paths(args.out, len(shown))
     clash = [str(p) for p in paths if p.exists()]
     if clash and not args.overwrite:
         raise FileExistsError(f"Output exists: {', '.join(clash)}; choose another --out or pass --overwrite.")
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
-    if args.subject:  # VAR: a subject is a class of its own, named by its token in --class
+    if args.subject:  # named by its token: in --prompt (Switti), or as the --class (VAR)
         model = apply_subjects(model, [(load_subject(path, model), strength)
                                        for path, strength in map(parse_subject_arg, args.subject)])
     negative = None
     if family.name == "switti":
         encoder = vc.load_text_encoder(encoder_path, text_encoder_2=args.text_encoder_2, device=device)
-        cond, negative = encoder(shown), encoder([args.negative or ""])
+        cond, negative = family.encode(model, encoder, shown), encoder([args.negative or ""])
         del encoder
     else:
         cond = labels

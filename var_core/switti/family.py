@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..defaults import check
 from ..schedules import per_scale
-from ..vq.family import VQFamily
+from ..vq.family import RELEASE_TUNING, VQFamily
 from ..vq.sampling import ScalePlan
 
 # SwittiPipeline.__call__'s defaults: cfg 6 ramped from scale 0 up to (not including) scale 10, top-k 400, top-p 0.95
@@ -17,6 +17,11 @@ RELEASE_WINDOW = {"cfg_start_scale": 0, "cfg_stop_scale": 10, "last_scale_temp":
 class SwittiFamily(VQFamily):
     name = "switti"
     title = "Switti"
+    # ARBooth's selection (cross-attention + FFN) on Switti's projections; every one is an nn.Linear of its own
+    tuning_groups = {"sa": ("attn.to_qkv.weight", "attn.proj.weight"),
+                     "ca": ("cross_attn.to_q.weight", "cross_attn.to_kv.weight", "cross_attn.proj.weight"),
+                     "ffn": ("ffn.gate_proj.weight", "ffn.up_proj.weight", "ffn.down_proj.weight")}
+    default_groups = ("ca", "ffn")
 
     def recognise(self, names):
         if {"text_pooler.weight", "lvl_1L", "word_embed.weight"} <= names:
@@ -35,6 +40,8 @@ class SwittiFamily(VQFamily):
         return load_clip_pair(source, text_encoder_2, device=device, dtype=dtype)
 
     def release_defaults(self, kind):
+        if kind == "tuning":
+            return {self.title: {k: v for k, v in RELEASE_TUNING.items() if v is not None}}
         return {self.title: RELEASE_SAMPLING} if kind == "sampling" else {}
 
     def scale_plan(self, K, cfg, cfg_start_scale=0, cfg_stop_scale=10, last_scale_temp=None, more_smooth=False,
@@ -60,14 +67,43 @@ class SwittiFamily(VQFamily):
 
     def condition(self, model, cond):
         from .text import PromptEmbeds
-        if not isinstance(cond, PromptEmbeds):
+        parts = cond if isinstance(cond, list) and cond and isinstance(cond[0], PromptEmbeds) else [cond]
+        if not all(isinstance(p, PromptEmbeds) for p in parts):
             raise ValueError(f"Switti is text-conditional: give the prompts encoded by its text encoders "
                              f"(PromptEmbeds), not {type(cond).__name__}"
                              + (" (a class label is VAR's condition)." if not isinstance(cond, (str, list)) else "."))
         return cond
 
     def batch_of(self, cond) -> int:
-        return cond.embeds.shape[0]
+        return len(cond[0] if isinstance(cond, list) else cond)
+
+    def placeholder_width(self, model) -> int:
+        return model.config.context_dim  # CLIP-L's input embedding and bigG's, side by side
+
+    def encode(self, model, encoder, prompts):
+        """``prompts`` encoded for ``model``: with subjects applied (a view), each subject's token reads as its
+        learned vectors at the scales where its strength is above 0 and as its class word where it is 0, so
+        strength 0 is the base drawing the class prompt (on this family the strength between 0 and 1 acts on the
+        weight updates; the text reads the subject). Per scale (a list) where the reading changes."""
+        from ..tuning.apply import class_reading, entries_of
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        named = [(d, s) for d, s in entries_of(model) if d.placeholder is not None and any(d.token in p for p in prompts)]
+        if not named:
+            return encoder(prompts)
+        readings, per_scale = {}, []
+        for k in range(len(model.schedule)):
+            on = tuple((s if isinstance(s, (int, float)) else s[k]) > 0 for _, s in named)
+            if on not in readings:
+                texts = prompts
+                for (d, _), o in zip(named, on):
+                    texts = texts if o else [class_reading(t, d.token, d.class_word) for t in texts]
+                readings[on] = encoder(texts, {d.token: d.placeholder.detach() for (d, _), o in zip(named, on) if o})
+            per_scale.append(readings[on])
+        return per_scale[0] if len(readings) == 1 else per_scale
+
+    def trainer(self):
+        from .tuning import SwittiSubjectTrainer
+        return SwittiSubjectTrainer
 
 
 SWITTI = SwittiFamily()

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from ..vq import patch
 from .family import SWITTI
 from .text import PromptEmbeds
 
@@ -338,15 +339,28 @@ class AdaLNBeforeHead(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
+class Conditioning:
+    """What the prompts give every scale: c = text_pooler(pooled) (rows, C), the head's condition; per block the
+    AdaLN modulation (rows, 1, 6, C) of c + crop term and the cross-attention K, V (rows, H, T, hd); the text mask
+    (rows, 1, 1, T)."""
+    cond: torch.Tensor
+    modulation: list[torch.Tensor]
+    context: list[tuple[torch.Tensor, torch.Tensor]]
+    context_bias: torch.Tensor
+
+    def rows(self, n: int) -> Conditioning:
+        return Conditioning(self.cond[:n], [m[:n] for m in self.modulation],
+                            [(k[:n], v[:n]) for k, v in self.context], self.context_bias[:n])
+
+
+@dataclass
 class SamplingState:
     """What one scale-by-scale generation carries between scales. Rows are [cond; null] (2B) while ``guided``,
-    else the B cond rows. Everything here depends on the prompts only, except the AR self-attention cache."""
+    else the B cond rows. ``conditioning``: one for every scale, or one per scale (a subject whose strength or
+    reading changes with the scale)."""
     batch: int  # B
     guided: bool
-    cond: torch.Tensor  # (rows, C) c = text_pooler(pooled): the head's condition
-    modulation: list[torch.Tensor]  # per block (rows, 1, 6, C): AdaLN of c + crop term
-    context: list[tuple[torch.Tensor, torch.Tensor]]  # per block cross-attention K, V (rows, H, T, hd)
-    context_bias: torch.Tensor  # (rows, 1, 1, T) text mask
+    conditioning: list[Conditioning]
     self_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block, AR only: K (normed, rotated), V so far
     next_scale: int = 0
 
@@ -354,9 +368,16 @@ class SamplingState:
     def rows(self) -> int:
         return 2 * self.batch if self.guided else self.batch
 
+    def at(self, k: int) -> Conditioning:
+        return self.conditioning[k if len(self.conditioning) > 1 else 0]
+
 
 class Switti(nn.Module):
     family = SWITTI
+    patch = None  # the applied subjects (tuning/apply.py: a view of this model sets it)
+    sharded = False
+    sharded_fingerprint = None
+    special_token = None
 
     def __init__(self, config: SwittiConfig):
         super().__init__()
@@ -381,6 +402,10 @@ class Switti(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pos_start.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.blocks[0].attn.proj.weight.dtype
 
     def autocast(self):
         dtype = self.blocks[0].attn.proj.weight.dtype
@@ -436,7 +461,7 @@ class Switti(nn.Module):
         x = torch.cat((c[:, None] + self.pos_start, self.word_embed(inputs.to(self.device).float())), dim=1)
         x = x + self.lvl_embed(self.lvl_1L.expand(B, -1))
         rope, bias, context_bias = self.rope_freqs(), self.attn_bias_for_masking, text_bias(cond.mask)
-        with self.autocast():
+        with self.autocast(), patch.active(self.patch):
             for block in self.blocks:
                 x, _ = block(x, block.modulation(c, crop), rope, bias, block.context_kv(cond.embeds), context_bias)
         return self.logits(x, c)
@@ -449,11 +474,25 @@ class Switti(nn.Module):
         return self(cond, vae.inputs_from_codes(codes, schedule), image_sizes)
 
     # ---------------------------------------------------------------------------------------------------------------
-    def start_sampling(self, cond: PromptEmbeds, negative: PromptEmbeds | None, batch: int,
+    def start_sampling(self, cond: PromptEmbeds | list[PromptEmbeds], negative: PromptEmbeds | None, batch: int,
                        guided: bool) -> SamplingState:
         """Prepare a generation of ``batch`` images: rows [cond; negative] (negative, the null prompt, spread over
         the batch) when ``guided``, else cond only; every row gets the 512x512 crop condition. The text's
-        cross-attention K/V and the AdaLN modulations are computed here once."""
+        cross-attention K/V and the AdaLN modulations are computed here, once, or once per scale where the prompts
+        (``cond`` a list, one per scale) or the applied subjects' strengths differ between scales."""
+        K = len(self.schedule)
+        per_scale = isinstance(cond, list) or (self.patch is not None and self.patch.varies(K))
+        texts = cond if isinstance(cond, list) else [cond] * K
+        made: dict = {}
+        conditioning = []
+        for k in range(K if per_scale else 1):
+            key = (id(texts[k]), self.patch.strengths(k) if self.patch is not None else None)
+            if key not in made:
+                made[key] = self._conditioning(texts[k], negative, batch, guided, k if per_scale else None)
+            conditioning.append(made[key])
+        return SamplingState(batch, guided, conditioning, [None] * len(self.blocks))
+
+    def _conditioning(self, cond: PromptEmbeds, negative, batch: int, guided: bool, k: int | None) -> Conditioning:
         text = cond.expand(batch)
         if guided:
             if negative is None:
@@ -465,10 +504,10 @@ class Switti(nn.Module):
         text = text.to(self.device)
         c = self.text_pooler(text.pooled.float())
         crop = self.crop_term([TRAIN_IMAGE_SIZE] * len(text))
-        with self.autocast():
+        with self.autocast(), patch.active(self.patch, k):
             modulation = [block.modulation(c, crop) for block in self.blocks]
             context = [block.context_kv(text.embeds) for block in self.blocks]
-        return SamplingState(batch, guided, c, modulation, context, text_bias(text.mask), [None] * len(self.blocks))
+        return Conditioning(c, modulation, context, text_bias(text.mask))
 
     def sampling_step(self, state: SamplingState, k: int, tokens: torch.Tensor | None) -> torch.Tensor:
         """Raw logits (rows, pn_k^2, V) fp32 of scale k (before CFG). tokens: None at k = 0, else (B, pn_k^2, Cvae),
@@ -477,8 +516,9 @@ class Switti(nn.Module):
         if k != state.next_scale:
             raise ValueError(f"Scales are sampled in order: expected scale {state.next_scale}, got {k}.")
         pn, start = config.patch_nums[k], config.scale_starts[k]
+        now = state.at(k)
         if k == 0:
-            x = state.cond[:, None] + self.pos_start + self.lvl_embed.weight[0]
+            x = now.cond[:, None] + self.pos_start + self.lvl_embed.weight[0]
         else:
             if tokens is None or tuple(tokens.shape) != (state.batch, pn * pn, config.Cvae):
                 raise ValueError(f"Scale {k} needs tokens ({state.batch}, {pn * pn}, {config.Cvae}), got "
@@ -486,25 +526,22 @@ class Switti(nn.Module):
             x = self.word_embed(tokens.to(self.device).float()) + self.lvl_embed.weight[k]
             x = x.repeat(state.rows // state.batch, 1, 1)
         rope = self.rope_freqs()[start:start + pn * pn]
-        with self.autocast():
+        with self.autocast(), patch.active(self.patch, k):
             for i, block in enumerate(self.blocks):
                 # non-AR: a scale attends to itself only, so nothing is kept between scales
                 past = state.self_kv[i] if config.use_ar else None
-                x, kv = block(x, state.modulation[i], rope, None, state.context[i], state.context_bias, past)
+                x, kv = block(x, now.modulation[i], rope, None, now.context[i], now.context_bias, past)
                 if config.use_ar:
                     state.self_kv[i] = kv
         state.next_scale = k + 1
-        return self.logits(x, state.cond)
+        return self.logits(x, now.cond)
 
     def drop_uncond(self, state: SamplingState) -> None:
         """Keep only the B cond rows from the next scale on (guidance switched off): every cache is sliced."""
         if not state.guided:
             return
         B = state.batch
-        state.cond = state.cond[:B]
-        state.modulation = [m[:B] for m in state.modulation]
-        state.context = [(k[:B], v[:B]) for k, v in state.context]
-        state.context_bias = state.context_bias[:B]
+        state.conditioning = [c.rows(B) for c in state.conditioning]
         state.self_kv = [None if kv is None else (kv[0][:B], kv[1][:B]) for kv in state.self_kv]
         state.guided = False
 
@@ -547,4 +584,5 @@ def load_switti(folder: str | os.PathLike, device=None, dtype: torch.dtype | Non
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.float().cast_blocks(dtype).to(device)
+    patch.install(model)
     return model.eval().requires_grad_(False)

@@ -20,6 +20,10 @@ import torch
 from ..checkpoint import CheckpointError
 
 MAX_LENGTH = 77  # tokens per prompt, start and end tokens included
+# Characters that are one token each in CLIP's byte-level vocabulary (and rare in prompts): a subject's token is
+# written as K of them, whose input embeddings become its K learned vectors. Never a new id: CLIP-L pools at the
+# largest id (its end token), which a new id would overtake.
+SPARE = ("~", "^", "`", "|")  # one byte each: one token, at a fixed id
 
 
 @dataclass
@@ -88,17 +92,49 @@ class ClipPair:
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
-    @torch.no_grad()
-    def __call__(self, prompts: str | list[str]) -> PromptEmbeds:
+    @property
+    def width(self) -> int:
+        """CLIP-L's width; a subject's vectors are CLIP-L's input embeddings, then bigG's, side by side."""
+        return self.encoder.config.hidden_size
+
+    def __call__(self, prompts: str | list[str], subjects: dict[str, torch.Tensor] | None = None) -> PromptEmbeds:
+        """The prompts' embeddings; ``subjects`` (token -> (K, width of both encoders) vectors): each token in a
+        prompt is read as its K learned input embeddings (differentiable in them: subject tuning)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        hidden, _, _ = self._encode(self.encoder, self.tokenizer, prompts)
-        hidden_2, pooled, mask = self._encode(self.encoder_2, self.tokenizer_2, prompts)
+        subjects = subjects or {}
+        if len(subjects) > len(SPARE):
+            raise ValueError(f"At most {len(SPARE)} subjects can be named in one prompt.")
+        clash = sorted({c for p in prompts for c in SPARE[:len(subjects)] if c in p})
+        if clash:
+            raise ValueError(f"With a subject applied, a prompt cannot contain {' or '.join(map(repr, clash))}: "
+                             f"Switti's encoders read those characters as the subject's learned vectors.")
+        for spare, (token, vectors) in zip(SPARE, subjects.items()):
+            prompts = [p.replace(token, " " + " ".join([spare] * vectors.shape[0]) + " ") for p in prompts]
+        with torch.set_grad_enabled(any(v.requires_grad for v in subjects.values())):
+            split = [(spare, v[:, :self.width], v[:, self.width:]) for spare, v in zip(SPARE, subjects.values())]
+            hidden, _, _ = self._encode(self.encoder, self.tokenizer, prompts, [(c, a) for c, a, _ in split])
+            hidden_2, pooled, mask = self._encode(self.encoder_2, self.tokenizer_2, prompts,
+                                                  [(c, b) for c, _, b in split])
         return PromptEmbeds(torch.cat([hidden, hidden_2], dim=-1), pooled, mask)
 
-    def _encode(self, encoder, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode(self, encoder, tokenizer, prompts: list[str], vectors=()) -> tuple[torch.Tensor, ...]:
         tokens = tokenizer(prompts, truncation=True, max_length=MAX_LENGTH, padding="max_length", return_tensors="pt")
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-        out = encoder(input_ids=ids, attention_mask=mask)
+        table = encoder.get_input_embeddings()
+        replaced = [(tokenizer.convert_tokens_to_ids(spare + "</w>"), v) for spare, v in vectors]
+
+        def learned(module, args, out):  # the spare token's embedding -> the subject's vectors, in turn
+            for spare_id, v in replaced:
+                at = ids == spare_id
+                order = (at.cumsum(dim=1) - 1) % v.shape[0]  # the i-th spare token of a row gets vector i mod K
+                out = torch.where(at[..., None], v.to(out)[order], out)
+            return out
+        handle = table.register_forward_hook(learned) if replaced else None
+        try:
+            out = encoder(input_ids=ids, attention_mask=mask)
+        finally:
+            if handle is not None:
+                handle.remove()
         return out.last_hidden_state.float(), out.pooler_output.float(), mask.bool()
 
 

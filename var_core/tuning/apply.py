@@ -48,6 +48,14 @@ class SubjectPatch:
             if not isinstance(strength, (int, float)):
                 per_scale(strength, num_scales, f"The strength schedule of subject {delta.token!r}")
 
+    def varies(self, num_scales: int) -> bool:
+        """Whether some subject's strength differs between the scales."""
+        return any(not isinstance(s, (int, float)) and len(set(per_scale(s, num_scales, "strength"))) > 1
+                   for _, s in self.entries)
+
+    def strengths(self, scale_index: int) -> tuple[float, ...]:
+        return tuple(self.strength_at(s, scale_index) for _, s in self.entries)
+
     @staticmethod
     def strength_at(strength, scale_index: int | None) -> float:
         if isinstance(strength, (int, float)):

@@ -25,6 +25,7 @@ DEFAULT_TEMPLATE = "a photo of {token} {class_word}"
 class SubjectImages:
     images: torch.Tensor  # (N, 3, H, W) in [-1, 1]
     prompts: list[str]  # one per image
+    sizes: list[tuple[int, int]] | None = None  # (height, width) of each photo before it was fitted (Switti's crop)
 
 
 def instance_prompt(token: str, class_word: str, template: str = DEFAULT_TEMPLATE) -> str:
@@ -64,9 +65,10 @@ def prepare_images(sources: Sequence, size: tuple[int, int], token: str, class_w
     if captions is not None and len(captions) != len(sources):
         raise ValueError(f"{len(captions)} captions for {len(sources)} images: give one caption per image.")
     default = instance_prompt(token, class_word, template)
-    images, prompts = [], []
+    images, prompts, sizes = [], [], []
     for i, src in enumerate(sources):
         w, h = _source_size(src)
+        sizes.append((h, w))
         if min(w, h) < MIN_PHOTO_SIDE:
             raise ValueError(f"Image {i} is {w}x{h} pixels: too small to learn a subject from. Give photos at least "
                              f"{MIN_PHOTO_SIDE} pixels on their shorter side (they are resized to "
@@ -77,7 +79,7 @@ def prepare_images(sources: Sequence, size: tuple[int, int], token: str, class_w
             raise ValueError(f"The caption of image {i} ({caption!r}) does not contain the placeholder {token!r}: "
                              f"write it where the subject is named, e.g. 'a photo of {token} {class_word} ...'.")
         prompts.append(caption)
-    return SubjectImages(torch.cat(images), prompts)
+    return SubjectImages(torch.cat(images), prompts, sizes)
 
 
 MIN_PHOTO_SIDE = 32  # below this a photo is a thumbnail or a mistake (a mask, an icon), not a subject

@@ -18,7 +18,11 @@ def install(model) -> None:
     for i, block in enumerate(model.blocks):
         for names in model.family.tuning_groups.values():
             for name in names:
-                block.get_submodule(name.rsplit(".", 1)[0]).register_forward_hook(_updates(i, name))
+                try:
+                    layer = block.get_submodule(name.rsplit(".", 1)[0])
+                except AttributeError:  # (a variant without this layer, e.g. Switti's GELU MLP: not tunable)
+                    continue
+                layer.register_forward_hook(_updates(i, name))
 
 
 @contextmanager
