@@ -7,9 +7,11 @@ import json
 import time
 import uuid
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from workflows import DOWNLOADS, NOTES, WORKFLOWS, api_twins, to_ui
+from workflows import DOWNLOADS, NOTES, WORKFLOWS, api_twins, card, to_ui
 
 NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEncoder", "VARBooth_LoadAll",
             "VARBooth_TextEncode", "VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject",
@@ -61,6 +63,9 @@ def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object
         assert (WORKFLOWS / f"{name}.jpg").is_file(), "no thumbnail: python tests/comfyui/workflows.py URL --thumbnails"
         loaded = [node["inputs"][key] for node in api.values() for key in FILES if key in node["inputs"]]
         if name in DOWNLOADS:  # the Note names every file or folder the template loads, and where it goes
+            with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # words, not the noise of the tests' random weights
+                diff = np.abs(np.asarray(thumb.convert("RGB"), float) - np.asarray(card(name), float)).mean()
+            assert diff < 4, f"{name}.jpg is not its card: python tests/comfyui/workflows.py URL --thumbnails"
             for value in loaded:
                 assert value.rstrip("/") in note, (name, value)
             folders = {"VARBooth_LoadSwitti": ["models/switti/", "models/vae/", "models/text_encoders/"],

@@ -92,6 +92,19 @@ SUBJECTS = {"train_subject": ("guide dog", ["10"], "13"), "subject_per_scale_str
             "proxy_tuning": ("guide dog", ["11"], "14"), "two_subjects": ("guide dog", ["3", "5"], "8")}
 
 
+def card(name: str):
+    """The thumbnail of a template that runs on files a user downloads (DOWNLOADS): its title and what it needs, in
+    words, since the tiny random weights the tests run it with draw noise, which the real model does not."""
+    from PIL import Image, ImageDraw
+    lines = {"switti_text_to_image": ["Switti", "text -> image", "", "needs Switti's released", "files: see the note"],
+             "var_class_to_image": ["VAR", "ImageNet class -> image", "", "needs VAR's released", "files: see the note"]}
+    image = Image.new("RGB", (256, 256), (32, 36, 44))
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines[name]):
+        draw.text((20, 60 + 26 * i), line, fill=(235, 235, 235) if i < 2 else (170, 180, 190))
+    return image
+
+
 def thumbnail(images: list):
     """A template's thumbnail from its last four saved images (PIL) in a 2x2 grid of 128² tiles."""
     from var_core.images import grid
@@ -196,7 +209,8 @@ def main(url: str, thumbnails: bool = False) -> None:
                         encoding="utf-8")
         print("wrote", path)
         if thumbnails:  # ComfyUI's template browser shows <name>.jpg beside <name>.json
-            thumbnail(saved_images(url, api)).save(WORKFLOWS / f"{name}.jpg", quality=90)
+            image = card(name) if name in DOWNLOADS else thumbnail(saved_images(url, api))
+            image.save(WORKFLOWS / f"{name}.jpg", quality=90)
             print("wrote", WORKFLOWS / f"{name}.jpg")
 
 
