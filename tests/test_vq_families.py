@@ -136,3 +136,19 @@ def test_the_cli_samples_switti_from_prompts_and_var_from_classes(tmp_path, caps
     assert main(["sample", "--model", str(VAR / "var_d2.pth"), "--vae", str(VAR / "vae_ch32v128z8.pth"),
                  "--prompt", "a dog", "--out", str(tmp_path / "p.png")]) == 2
     assert "VAR is class-conditional: give --class" in capsys.readouterr().err
+
+
+def test_convert_rewrites_each_familys_files_as_safetensors_that_load_and_sample_alike(tmp_path, var, switti):
+    from var_core.cli import main
+    outputs = {"var": tmp_path / "var_d2.safetensors", "vae": tmp_path / "vae.safetensors",
+               "switti": tmp_path / "Switti", "switti_vae": tmp_path / "VQVAE-Switti"}
+    for source, out in ((VAR / "var_d2.pth", outputs["var"]), (VAR / "vae_ch32v128z8.pth", outputs["vae"]),
+                        (SWITTI / "transformer", outputs["switti"]), (SWITTI / "vae", outputs["switti_vae"])):
+        assert main(["convert", str(source), str(out)]) == 0
+    assert (outputs["switti"] / "config.json").read_bytes() == (SWITTI / "transformer" / "config.json").read_bytes()
+    model, vae = var_core.load_transformer(outputs["var"]), var_core.load_vae(outputs["vae"])
+    assert torch.equal(var_core.sample(model, vae, [3], seed=1), var_core.sample(var[0], var[1], [3], seed=1))
+    model, vae, case = var_core.load_transformer(outputs["switti"]), var_core.load_vae(outputs["switti_vae"]), switti[2]
+    a = var_core.sample(model, vae, prompts(case), negative=prompts(case, null=True), seed=1)
+    b = var_core.sample(switti[0], switti[1], prompts(case), negative=prompts(case, null=True), seed=1)
+    assert torch.equal(a, b)
