@@ -25,8 +25,8 @@ context (about 0.5-1 GiB more on a GPU). Its parts, one function each below:
   level (a ResnetBlock holds its input, the norm/SiLU output and conv outputs, 4 tensors of its width; an Upsample
   its input, the 2× copy and the conv's output, 9 input-sizes; the mid AttnBlock two HW × HW matrices);
 * training: the tensors autograd saves in one block per token, read off switti/model.py with LoRA on ca + ffn and a
-  text condition that needs gradients: (17f + 8s)·C + 4f·F bytes (below), kept for every block (gradient
-  checkpointing is not available for Switti), the additive (L, L) mask copy each block's SDPA keeps, the logits and
+  text condition that needs gradients: (17f + 8s)·C + 4f·F bytes (below), kept for every block without gradient
+  checkpointing (on by default on a GPU: then each block's input, and one block's tensors at a time), the additive (L, L) mask copy each block's SDPA keeps, the logits and
   the loss's temporaries; LoRA parameters, gradients and AdamW's moments in fp32; the prior bank as the trainer keeps
   it (codes and the teacher's fp32 logits, 64 × L × V).
 
@@ -262,14 +262,14 @@ def bank_bytes(cfg: SwittiConfig, samples=64, logit_dtype=torch.float32) -> int:
 
 
 def tuning_peak(cfg=SWITTI_512, vcfg=VAE, batch=2, rank=16, dtype=torch.bfloat16, text_dtype=torch.float32,
-                samples=64, bank_dtype=torch.float32, checkpointing=False) -> tuple[int, list[Item]]:
+                samples=64, bank_dtype=torch.float32, checkpointing=True) -> tuple[int, list[Item]]:
     """Frozen weights, VAE, text encoders (every step), LoRA state, the bank, then the larger of one student
     forward + backward (one half: instance and prior back-propagate one after the other) and drawing teacher
     samples (the bank's chunks, concatenated at the end: the bank twice; with samples 0, a batch drawn every step)."""
     w, v, te = weight_bytes(cfg, dtype), vae_weight_bytes(vcfg), text_encoder_bytes(text_dtype)
     lora = 4 * F32 * lora_parameters(cfg, rank)
     bank = bank_bytes(cfg, samples, bank_dtype) if samples else 0
-    if checkpointing:  # not available for Switti: what it would take (each block's fp32 input + one block rebuilt)
+    if checkpointing:  # the trainer's default on a GPU: each block's fp32 input kept, one block rebuilt at a time
         s, C, Fh = size(dtype), cfg.embed_dim, cfg.ffn_hidden
         n = batch * cfg.L
         act = cfg.depth * n * F32 * C + n * ((SAVED_F_C * F32 + SAVED_S_C * s) * C + SAVED_F_FFN * F32 * Fh) \
@@ -307,14 +307,11 @@ def predict() -> None:
         ("  Switti-AR (self-attention cache)", 12,
          lambda: sampling_peak(cfg=SwittiConfig(depth=30, reso=1024, use_ar=True))),
         ("LoRA r16 ca+ffn, 512², batch 2: defaults", 24, lambda: tuning_peak()),
-        ("  but batch 1", 24, lambda: tuning_peak(batch=1)),
-        ("  but batch 1, text encoders bf16", 24, lambda: tuning_peak(batch=1, text_dtype=bf)),
-        ("  but batch 1, text bf16, bank logits bf16", 24,
-         lambda: tuning_peak(batch=1, text_dtype=bf, bank_dtype=bf)),
-        ("  but batch 1, text bf16, prior_samples 0 (no bank)", 24,
-         lambda: tuning_peak(batch=1, text_dtype=bf, samples=0)),
-        ("  but gradient checkpointing (batch 2)", 24, lambda: tuning_peak(checkpointing=True)),
-        ("  but fp32 frozen blocks, checkpointing", 24, lambda: tuning_peak(dtype=f32, checkpointing=True)),
+        ("  but fp32 frozen blocks", 24, lambda: tuning_peak(dtype=f32)),
+        ("  but gradient checkpointing off (the CPU's default)", 24, lambda: tuning_peak(checkpointing=False)),
+        ("  but checkpointing off, batch 1", 24, lambda: tuning_peak(batch=1, checkpointing=False)),
+        ("  but checkpointing off, batch 1, text bf16, no bank", 24,
+         lambda: tuning_peak(batch=1, text_dtype=bf, samples=0, checkpointing=False)),
     ]
     print(f"{'scenario':52} {'GiB':>7} {'goal':>6}")
     for label, goal, fn in rows:

@@ -169,3 +169,23 @@ def test_the_cli_trains_a_switti_subject_and_samples_it(tmp_path):
     assert main(["sample", *files, "--subject", f"{out}:0.8", "--prompt", "a photo of <sks> dog", "--out",
                  str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
+
+
+def test_switti_gradient_checkpointing_gives_the_same_gradients_with_a_subject(switti):
+    """The subject's updates are on inside the recomputed blocks too (they are switched on per call)."""
+    model, vae, encoder = switti
+    images = prepare_images(list(subject_pictures(2, 160)), (128, 128), "<sks>", "dog")
+
+    def gradients(on):
+        config = TrainConfig(steps=1, gradient_checkpointing=on, **{**SETTINGS, "class_word": "dog", "prior_weight": 0.0})
+        trainer = SubjectTrainer(model, vae, encoder, images, config)
+        with torch.no_grad():  # a non-zero LoRA B, so the A factors get gradients too
+            for k, t in trainer.delta.tensors.items():
+                if k.startswith("lora_B"):
+                    t.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+        trainer.instance_loss([0, 1])[0].backward()
+        return trainer.checkpointing, {k: t.grad.clone() for k, t in trainer.delta.tensors.items()}
+    (off_note, off), (on_note, on) = gradients(False), gradients(True)
+    assert "off" in off_note and "on" in on_note
+    assert all(torch.allclose(off[k], on[k], rtol=1e-5, atol=1e-7) for k in off)
+    assert all(off[k].abs().sum() > 0 for k in off)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from ..vq import patch
@@ -378,6 +379,7 @@ class Switti(nn.Module):
     sharded = False
     sharded_fingerprint = None
     special_token = None
+    gradient_checkpointing = False  # (subject tuning sets it on its view)
 
     def __init__(self, config: SwittiConfig):
         super().__init__()
@@ -461,9 +463,16 @@ class Switti(nn.Module):
         x = torch.cat((c[:, None] + self.pos_start, self.word_embed(inputs.to(self.device).float())), dim=1)
         x = x + self.lvl_embed(self.lvl_1L.expand(B, -1))
         rope, bias, context_bias = self.rope_freqs(), self.attn_bias_for_masking, text_bias(cond.mask)
-        with self.autocast(), patch.active(self.patch):
-            for block in self.blocks:
-                x, _ = block(x, block.modulation(c, crop), rope, bias, block.context_kv(cond.embeds), context_bias)
+
+        def run(block, x, c, crop, embeds):
+            # the subjects' updates are switched on inside, so a checkpointed block's recomputation has them too
+            with self.autocast(), patch.active(self.patch):
+                return block(x, block.modulation(c, crop), rope, bias, block.context_kv(embeds), context_bias)[0]
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():  # recomputed in the backward: less memory
+                x = checkpoint(run, block, x, c, crop, cond.embeds, use_reentrant=False)
+            else:
+                x = run(block, x, c, crop, cond.embeds)
         return self.logits(x, c)
 
     def teacher_forced_logits(self, cond: PromptEmbeds, codes: list[torch.Tensor], schedule, vae,

@@ -28,8 +28,8 @@ class VARSubjectTrainer(SubjectTrainer):
 
     def _checkpointing(self, batch: int) -> tuple[bool, str]:
         if self.config.gradient_checkpointing:
-            raise ValueError("Gradient checkpointing is not available for VAR models (their largest, var_d36, "
-                             "tunes within a 24 GiB card without it).")
+            raise ValueError("Gradient checkpointing is not available for VAR models yet: leave --checkpointing at "
+                             "auto or off.")
         return False, "off"
 
     def _conditioning(self, text_encoder, images) -> None:

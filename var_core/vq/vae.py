@@ -75,8 +75,9 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        return self.nin_shortcut(x) + self.conv2(F.silu(self.norm2(h)))
+        inplace = not torch.is_grad_enabled()  # on the norms' fresh outputs: no copy (the decoder's memory and time)
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        return self.nin_shortcut(x) + self.conv2(F.silu(self.norm2(h), inplace=inplace))
 
 
 class AttnBlock(nn.Module):
