@@ -1,5 +1,5 @@
 """Thin ComfyUI adapters over var_core (V3 schema API): Infinity's loaders, text, sampling, schedule, training,
-subjects; Switti's and the class-conditional VAR's loaders and samplers."""
+subjects; Switti's and the class-conditional VAR's loaders, samplers and subjects."""
 from comfy_api.latest import ComfyExtension, io
 
 from . import comfy_env, loaders, proxy, sampling, schedule, subjects, switti, text, training, var

@@ -4,6 +4,7 @@ Kept in one place so the node files stay a few lines each and nothing else impor
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -124,6 +125,20 @@ def device() -> torch.device:
 
 def offload_device() -> torch.device:
     return mm.text_encoder_offload_device()
+
+
+@contextlib.contextmanager
+def on_device(*modules):
+    """The modules (text encoders) on the compute device for the block only, then back on the offload device, where
+    they wait between uses."""
+    for module in modules:
+        module.to(device())
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.to(offload_device())
+        free_memory()
 
 
 def free_memory(nbytes: int = 0) -> None:

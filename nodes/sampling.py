@@ -13,7 +13,7 @@ from var_core.schedules import per_scale
 from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedule
 
 from . import comfy_env
-from .schedule import OWN, OWN_TAU, resolve
+from .schedule import OWN, OWN_TAU, listed, resolve
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image)
 
@@ -88,14 +88,10 @@ class Sampler(io.ComfyNode):
                       for key, value in (("cfg", cfg), ("tau", tau)))
         images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
                                  negative=neg, forced_codes=forced, progress=comfy_env.sampling_progress(K))
-        notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {_values(cfgs)}, "
-                 f"tau {_values(taus)}"] + \
+        notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {listed(cfgs)}, "
+                 f"tau {listed(taus)}"] + \
             token_warnings(positive["prompts"], model)
         return io.NodeOutput(to_image(images), ui=ui.PreviewText("\n".join(notes)))
-
-
-def _values(values: list[float]) -> str:
-    return f"{values[0]:g}" if len(set(values)) == 1 else ",".join(f"{v:g}" for v in values)
 
 
 def token_warnings(prompts: list[str], model) -> list[str]:

@@ -44,6 +44,11 @@ def shown(v: float, key: str) -> str:
     return "own" if v == 0 and key in ("cfg", "tau") else f"{v:g}"
 
 
+def listed(values: list[float]) -> str:
+    """'4' for one value on every scale, '4,4,1' for values that differ."""
+    return f"{values[0]:g}" if len(set(values)) == 1 else ",".join(f"{v:g}" for v in values)
+
+
 def resolve(schedule: dict | None, key: str, default, num_scales: int):
     """The per-scale list for ``key`` at ``num_scales`` scales (``default`` when the schedule leaves it out)."""
     if not schedule or key not in schedule:

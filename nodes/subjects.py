@@ -45,7 +45,8 @@ class LoadSubject(io.ComfyNode):
             node_id="VARBooth_LoadSubject", display_name="Load Subject", category=f"{CATEGORY}/subjects",
             description="Loads a subject file from models/var_subjects (or an example subject of the embedded model).",
             inputs=[io.Combo.Input("subject_name", options=comfy_env.subject_choices(),
-                                   tooltip="File in models/var_subjects; 'embedded: ...' are example subjects "
+                                   tooltip="File in models/var_subjects (a subject of any family: apply it with "
+                                           "its family's Apply Subject); 'embedded: ...' are example subjects "
                                            "trained on the embedded toy model.")],
             outputs=[Subject.Output(display_name="subject", tooltip="The subject (apply it to a model).")])
 
@@ -54,26 +55,39 @@ class LoadSubject(io.ComfyNode):
         return io.NodeOutput(load_subject(comfy_env.subject_path(subject_name)))
 
 
+def apply_inputs(model: io.Custom, strength: str) -> list:
+    """Every family's Apply Subject inputs: its model socket, the subject, the strength (``strength``: what it does on
+    this family)."""
+    return [model.Input("model", tooltip="A model, possibly with subjects applied already."),
+            Subject.Input("subject", tooltip="The subject to add (trained on this model; another family's or "
+                                             "another base's is refused)."),
+            io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                           tooltip=strength + " Per-scale control: the schedule node.")]
+
+
+def apply_subject(model, subject, strength) -> io.NodeOutput:
+    # to() gives a copy on the model's device: the cached subject other nodes hold is left where it is
+    return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
+
+
+APPLY = "Returns the model with the subject applied at a strength; chain several for several subjects. The loaded " \
+        "base model is shared, never modified."
+
+
 class ApplySubject(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VARBooth_ApplySubject", display_name="Apply Subject", category=f"{CATEGORY}/subjects",
-            description="Returns the model with the subject applied at a strength; chain several for several "
-                        "subjects. The loaded base model is shared, never modified.",
-            inputs=[Model.Input("model", tooltip="A model, possibly with subjects applied already."),
-                    Subject.Input("subject", tooltip="The subject to add."),
-                    io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                                   tooltip="Scales the weight changes and blends the placeholder between the learned "
-                                           "vectors (1) and the class word (0): 0 = the base model drawing the "
-                                           "prompt with the class word, exactly. Above 1 only the weights grow. "
-                                           "Per-scale control: the schedule node.")],
+            description=APPLY,
+            inputs=apply_inputs(Model, "Scales the weight changes and blends the placeholder between the learned "
+                                       "vectors (1) and the class word (0): 0 = the base model drawing the prompt "
+                                       "with the class word, exactly. Above 1 only the weights grow."),
             outputs=[Model.Output(display_name="model", tooltip="The model with this subject added.")])
 
     @classmethod
     def execute(cls, model, subject, strength):
-        # to() gives a copy on the model's device: the cached subject other nodes hold is left where it is
-        return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
+        return apply_subject(model, subject, strength)
 
 
 class ExampleSubject(io.ComfyNode):

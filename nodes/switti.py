@@ -1,5 +1,6 @@
-"""Switti (yandex-research), sampling only: its loader (transformer folder, VQVAE-Switti, the two CLIP encoders), its
-text encoding (prompt and negative prompt) and its sampler with the release's own controls."""
+"""Switti (yandex-research): its loader (transformer folder, VQVAE-Switti, the two CLIP encoders), its text encoding
+(prompt and negative prompt, read for the applied subjects), its sampler with the release's own controls (and the
+Per-Scale Schedule, variations), and its subjects: Apply Subject (Switti), Train Subject (Switti)."""
 from __future__ import annotations
 
 import torch
@@ -7,10 +8,17 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.sampling import KEEP_SCALES
 from var_core.switti.family import RELEASE_WINDOW
+from var_core.tuning import entries_of, with_strength_schedule
 
 from . import comfy_env
+from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
+from .schedule import listed
+from .subjects import APPLY, apply_inputs, apply_subject
+from .training import (LAYERS, METHOD, caption_inputs, caption_lines, configure, images_input, make_trainer,
+                       run_inputs, run_training, subject_outputs, token_input, tuning_inputs)
 from .types import CATEGORY, SwittiConditioning, SwittiModel, SwittiTextEncoder, VQVae, to_image
 
 OWN = "Switti's own (its release setting)"
@@ -60,17 +68,16 @@ class LoadSwitti(io.ComfyNode):
         return io.NodeOutput(model, vae, encoder)
 
 
-def encode(encoder, prompts: list[str]):
-    """PromptEmbeds of ``prompts`` on the compute device; the two encoders are there only for this call."""
-    parts = (encoder.encoder, encoder.encoder_2)
-    for part in parts:
-        part.to(comfy_env.device())
-    try:
-        return encoder(prompts)
-    finally:
-        for part in parts:
-            part.to(comfy_env.offload_device())
-        comfy_env.free_memory()
+def on_device(encoder):
+    """The two encoders on the compute device for the block only."""
+    return comfy_env.on_device(encoder.encoder, encoder.encoder_2)
+
+
+def reads(model, prompts: list[str]) -> dict[str, bool]:
+    """How ``prompts`` read each subject applied to ``model`` that they name: as the subject (its strength above 0)
+    or as its class word (0), as family.encode reads them."""
+    return {d.token: s > 0 for d, s in entries_of(model)
+            if d.placeholder is not None and any(d.token in p for p in prompts)}
 
 
 class SwittiTextEncode(io.ComfyNode):
@@ -79,21 +86,35 @@ class SwittiTextEncode(io.ComfyNode):
         return io.Schema(
             node_id="VARBooth_SwittiTextEncode", display_name="Switti Text Encode",
             category=f"{CATEGORY}/Switti",
-            description="Encodes a prompt and a negative prompt with Switti's CLIP-L and OpenCLIP-bigG.",
+            description="Encodes a prompt and a negative prompt with Switti's CLIP-L and OpenCLIP-bigG. Write a "
+                        "subject's placeholder token (e.g. <placeholder>) where the subject goes.",
             inputs=[SwittiTextEncoder.Input("text_encoder", tooltip="The text encoders from Load Switti."),
                     io.String.Input("text", multiline=True, default="a photo of a red fox in the snow",
                                     tooltip="The prompt; one prompt per line gives a batch of prompts."),
                     io.String.Input("negative", multiline=True, default="",
                                     tooltip="One negative prompt for every prompt (empty: the empty prompt, as "
-                                            "Switti's pipeline guides by default).")],
+                                            "Switti's pipeline guides by default)."),
+                    SwittiModel.Input("model", optional=True,
+                                      tooltip="The model with subjects applied (Apply Subject (Switti)): their "
+                                              "placeholder tokens in the prompt are read as the subjects. Needed "
+                                              "when a prompt names one.")],
             outputs=[SwittiConditioning.Output(display_name="conditioning",
                                                tooltip="The encoded prompts for the Switti Sampler.")])
 
     @classmethod
-    def execute(cls, text_encoder, text, negative):
+    def execute(cls, text_encoder, text, negative, model=None):
         prompts = [line.strip() for line in text.splitlines() if line.strip()] or [""]
-        both = encode(text_encoder, prompts + [negative])
-        return io.NodeOutput({"positive": both.select(slice(0, len(prompts))), "negative": both.select(len(prompts))})
+        n = len(prompts)
+        read = reads(model, prompts) if model is not None else {}
+        with on_device(text_encoder):
+            # the prompts and the negative in one batch, each read for the subjects at their strengths
+            both = model.family.encode(model, text_encoder, prompts + [negative]) if read else \
+                text_encoder(prompts + [negative])
+            # the prompts with every subject read as its class word: a schedule's scales at strength 0
+            as_class = model.family.encode(with_strength_schedule(model, [0.0] * len(model.schedule)), text_encoder,
+                                           prompts + [negative]).select(slice(0, n)) if any(read.values()) else None
+        return io.NodeOutput({"positive": both.select(slice(0, n)), "negative": both.select(n), "prompts": prompts,
+                              "reads": read, "as_class": as_class})
 
 
 class SwittiSampler(io.ComfyNode):
@@ -139,22 +160,44 @@ class SwittiSampler(io.ComfyNode):
                 io.Int.Input("smooth_start_scale", default=window["smooth_start_scale"], min=0, max=64,
                              tooltip=f"With more_smooth: the first smoothed scale. Default "
                                      f"{window['smooth_start_scale']}: {OWN}."),
+                *optional_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The generated images.")])
 
     @classmethod
     def execute(cls, model, vae, conditioning, seed, cfg, top_k, top_p, batch_size, cfg_start_scale, cfg_stop_scale,
-                last_scale_temp, more_smooth, smooth_start_scale):
-        positive = conditioning["positive"]
-        cond = positive.select([i for i in range(len(positive)) for _ in range(batch_size)])
+                last_scale_temp, more_smooth, smooth_start_scale, schedule=None, init_image=None,
+                keep_scales=KEEP_SCALES):
+        read = reads(model, conditioning["prompts"])
+        if read != conditioning["reads"]:
+            raise ValueError(f"The prompts were encoded reading {_readings(conditioning['reads'])}, but the sampler's "
+                             f"model reads {_readings(read)}: encode them with the model you sample (connect Apply "
+                             f"Subject (Switti)'s model to Switti Text Encode's model input).")
+        cfg, model, factors = scheduled(schedule, model, cfg)
+        rows = [i for i in range(len(conditioning["prompts"])) for _ in range(batch_size)]
+        cond = conditioning["positive"].select(rows)
+        if factors is not None and conditioning["as_class"] is not None and 0 in factors:
+            # where the schedule's strength is 0 the prompts read every subject as its class word (family.encode)
+            as_class = conditioning["as_class"].select(rows)
+            cond = [cond if f > 0 else as_class for f in factors]
         window = dict(cfg_start_scale=cfg_start_scale, cfg_stop_scale=cfg_stop_scale,
                       last_scale_temp=last_scale_temp or None, more_smooth=more_smooth,
                       smooth_start_scale=smooth_start_scale)
         K = len(model.schedule)
         images = var_core.sample(model, vae, cond, negative=conditioning["negative"], cfg=cfg, top_k=top_k,
-                                 top_p=top_p, seed=seed, progress=comfy_env.sampling_progress(K), **window)
+                                 top_p=top_p, seed=seed, forced_codes=variation(vae, model, init_image, keep_scales,
+                                                                                len(rows)),
+                                 progress=comfy_env.sampling_progress(K), **window)
         text = summary(model, images, cfg, top_k, top_p, window)
+        if factors is not None and set(factors) != {1.0}:
+            text += f", subject strength x{listed(factors)}"
+        if init_image is not None:
+            text += f", the first {keep_scales} scales kept from init_image"
         return io.NodeOutput(to_image(images), ui=ui.PreviewText(text))
+
+
+def _readings(read: dict[str, bool]) -> str:
+    return ", ".join(f"{t} as {'the subject' if on else 'its class word'}" for t, on in read.items()) or "no subject"
 
 
 def summary(model, images, cfg, top_k, top_p, window) -> str:
@@ -165,7 +208,8 @@ def summary(model, images, cfg, top_k, top_p, window) -> str:
     smoothed = [k for k, p in enumerate(plan) if p.smooth is not None]
     tempered = [k for k, p in enumerate(plan) if p.temperature is not None]
     parts = [f"{K} scales, {images.shape[-1]}x{images.shape[-2]} px",
-             f"cfg {cfg:g} on scales {guided[0]}-{guided[-1]}" if guided else "no guidance",
+             f"cfg {listed(cfg if isinstance(cfg, list) else [cfg])} on scales {guided[0]}-{guided[-1]}"
+             if guided else "no guidance",
              f"top_k {top_k}, top_p {top_p:g}"]
     if tempered:
         parts.append(f"last_scale_temp {window['last_scale_temp']:g} on scales {tempered[0]}-{tempered[-1]}")
@@ -174,4 +218,69 @@ def summary(model, images, cfg, top_k, top_p, window) -> str:
     return ", ".join(parts)
 
 
-NODES = [LoadSwitti, SwittiTextEncode, SwittiSampler]
+class ApplySwittiSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_ApplySwittiSubject", display_name="Apply Subject (Switti)",
+            category=f"{CATEGORY}/Switti", description=APPLY,
+            inputs=apply_inputs(SwittiModel, "Scales the weight changes; the prompt reads the subject's learned "
+                                             "vectors wherever the strength is above 0 and the class word where it "
+                                             "is 0: 0 = the base model drawing the prompt with the class word, "
+                                             "exactly. Encode the prompt with this model (Switti Text Encode)."),
+            outputs=[SwittiModel.Output(display_name="model", tooltip="The model with this subject added.")])
+
+    @classmethod
+    def execute(cls, model, subject, strength):
+        return apply_subject(model, subject, strength)
+
+
+class TrainSwittiSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_TrainSwittiSubject", display_name="Train Subject (Switti)",
+            category=f"{CATEGORY}/Switti",
+            description="Teaches Switti a subject from a few photos, at its own resolution: a placeholder token "
+                        "learned in both CLIP encoders and the chosen layers. Progress and previews show on the "
+                        "node; Cancel stops after the current step and keeps the last checkpoint in "
+                        "output/varbooth_checkpoints. Re-queuing with the same inputs does not train again.",
+            inputs=[
+                SwittiModel.Input("model", tooltip="The base Switti transformer (without subjects applied)."),
+                VQVae.Input("vae", tooltip="Its VQ-VAE (turns the photos into codes)."),
+                SwittiTextEncoder.Input("text_encoder",
+                                        tooltip="CLIP-L and OpenCLIP-bigG: they read the placeholder at every step, "
+                                                "so they stay on the compute device while training."),
+                images_input(),
+                io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, backpack."),
+                token_input(),
+                *tuning_inputs(LAYERS, io.Int.Input(
+                    "placeholder_vectors", default=METHOD["placeholder_vectors"], min=0, max=16,
+                    tooltip="Learned input embeddings that replace the token in both CLIP encoders (0 = none).")),
+                *run_inputs(),
+                *caption_inputs(),
+                io.Boolean.Input("gradient_checkpointing", default=True, optional=True,
+                                 tooltip="Recompute activations in the backward pass (much less memory, slower) where "
+                                         "the trainer needs it (the node's text says what it chose); off: never."),
+            ],
+            outputs=subject_outputs())
+
+    @classmethod
+    def execute(cls, model, vae, text_encoder, images, class_word, token, steps, learning_rate, method, layers, rank,
+                placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none",
+                caption_list=None, captions="", gradient_checkpointing=True):
+        checkpointing = None if gradient_checkpointing else False  # on: the trainer's choice
+        config, resume = configure(model, resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
+                                   method=method, rank=rank, placeholder_vectors=placeholder_vectors,
+                                   learning_rate=learning_rate, scale_weighting=scale_weighting,
+                                   prior_weight=prior_weight, training_seed=training_seed,
+                                   gradient_checkpointing=checkpointing)
+        with torch.inference_mode(False), on_device(text_encoder):  # the encoders run at every step
+            trainer = make_trainer(model, vae, text_encoder, images, config, resume,
+                                   caption_lines(caption_list, captions), checkpointing)
+            return run_training(trainer, preview_every,
+                                f"use it: Apply Subject (Switti), then write '{trainer.config.token} "
+                                f"{trainer.config.class_word}' in a prompt (Switti Text Encode with that model)")
+
+
+NODES = [LoadSwitti, SwittiTextEncode, SwittiSampler, ApplySwittiSubject, TrainSwittiSubject]

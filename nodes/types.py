@@ -11,14 +11,16 @@ Model = io.Custom("VAR_MODEL")  # var_core Infinity (or a view of it with subjec
 Vae = io.Custom("VAR_VAE")  # var_core BitVAE
 TextEncoder = io.Custom("VAR_TEXT_ENCODER")  # var_core TextEncoder (T5)
 Conditioning = io.Custom("VAR_CONDITIONING")  # {"prompts": [str], "text": tuning.apply.PromptReadings}
-Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta
+Subject = io.Custom("VAR_SUBJECT")  # var_core SubjectDelta of any family (applying one to another family is refused)
 Prompts = io.Custom("VAR_PROMPTS")  # [str]: a list of prompts or captions (Proxy-Tuning)
 Schedule = io.Custom("VAR_SCHEDULE")  # {"cfg"|"tau"|"strength": (coarse, fine, switch) or [per-scale values]}
 # The codebook families: their own sockets, so that no Infinity node takes them (nor they an Infinity model)
-SwittiModel = io.Custom("VAR_SWITTI_MODEL")  # var_core Switti
+SwittiModel = io.Custom("VAR_SWITTI_MODEL")  # var_core Switti (or a view of it with subjects applied)
 SwittiTextEncoder = io.Custom("VAR_SWITTI_TEXT_ENCODER")  # var_core ClipPair (CLIP-L + OpenCLIP-bigG)
-SwittiConditioning = io.Custom("VAR_SWITTI_CONDITIONING")  # {"positive": PromptEmbeds (a row per prompt), "negative"}
-ClassModel = io.Custom("VAR_CLASS_MODEL")  # var_core VAR (class-conditional, ImageNet)
+# {"positive": PromptEmbeds (a row per prompt), "negative", "prompts", "reads": {token: read as the subject (else its
+# class word)} of the applied subjects they name, "as_class": the prompts with all of them read as their class words}
+SwittiConditioning = io.Custom("VAR_SWITTI_CONDITIONING")
+ClassModel = io.Custom("VAR_CLASS_MODEL")  # var_core VAR (class-conditional, ImageNet; or a view with subjects)
 VQVae = io.Custom("VAR_VQVAE")  # var_core VQVAE: Switti's and VAR's multi-scale codebook VAE
 
 CATEGORY = "VARBooth"

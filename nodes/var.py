@@ -1,20 +1,31 @@
-"""The class-conditional VAR (FoundationVision, ImageNet), sampling only: its loader (var_d*.pth and its VAE) and its
-sampler, which draws an ImageNet class chosen by name or by label."""
+"""The class-conditional VAR (FoundationVision, ImageNet): its loader (var_d*.pth and its VAE), its sampler, which
+draws an ImageNet class chosen by name or by label, or an applied subject by its token (with the Per-Scale Schedule,
+variations), and its subjects, each a class of its own: Apply Subject (VAR), Train Subject (VAR)."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.sampling import KEEP_SCALES
 from var_core.var.family import class_names
 
 from . import comfy_env
+from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
+from .schedule import listed
+from .subjects import APPLY, apply_inputs, apply_subject
+from .training import (METHOD, configure, images_input, make_trainer, run_inputs, run_training, subject_outputs,
+                       token_input, tuning_inputs)
 from .types import CATEGORY, ClassModel, VQVae, to_image
 
 OWN = "VAR's own (the release demo's setting)"
 DEFAULT_CLASS = "golden retriever"
 BY_NAME = -1  # class_label's "use class_name"
+# the layers the class acts through (AdaLN, FFN) by default, as the library's VAR tuning
+LAYERS = {"ada+ffn (the class's path)": ("ada", "ffn"), "all (ada+ffn+attn)": ("ada", "ffn", "attn"),
+          "ada": ("ada",), "ffn": ("ffn",), "attn": ("attn",)}
 
 
 def _release(key: str):
@@ -70,27 +81,107 @@ class VARSampler(io.ComfyNode):
                                tooltip=f"Nucleus filter on each token's codes (1 = off). Default "
                                        f"{_release('top_p'):g}: {OWN}."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images of the class."),
+                io.String.Input("subject_token", default="", optional=True,
+                                tooltip="Draw a subject applied to the model (Apply Subject (VAR)) instead of the "
+                                        "class: its token, e.g. <placeholder>. Empty: the class above."),
+                *optional_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The generated images.")])
 
     @classmethod
-    def execute(cls, model, vae, class_name, class_label, seed, cfg, top_k, top_p, batch_size):
-        label = class_name if class_label == BY_NAME else class_label
+    def execute(cls, model, vae, class_name, class_label, seed, cfg, top_k, top_p, batch_size, subject_token="",
+                schedule=None, init_image=None, keep_scales=KEEP_SCALES):
+        # a subject is drawn by giving its token as the class
+        label = (subject_token or "").strip() or class_label_of(class_name, class_label)
+        cfg, model, factors = scheduled(schedule, model, cfg)
         K = len(model.schedule)
         images = var_core.sample(model, vae, [label] * batch_size, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
+                                 forced_codes=variation(vae, model, init_image, keep_scales, batch_size),
                                  progress=comfy_env.sampling_progress(K))
-        text = (f"{K} scales, {images.shape[-1]}x{images.shape[-2]} px, {_shown(model, label)}, cfg {cfg:g}, "
-                f"top_k {top_k}, top_p {top_p:g}")
+        text = (f"{K} scales, {images.shape[-1]}x{images.shape[-2]} px, {_shown(model, label)}, "
+                f"cfg {listed(cfg if isinstance(cfg, list) else [cfg])}, top_k {top_k}, top_p {top_p:g}")
+        if factors is not None and set(factors) != {1.0}:
+            text += f", subject strength x{listed(factors)}"
+        if init_image is not None:
+            text += f", the first {keep_scales} scales kept from init_image"
         return io.NodeOutput(to_image(images), ui=ui.PreviewText(text))
+
+
+def class_label_of(class_name: str, class_label: int):
+    return class_name if class_label == BY_NAME else class_label
 
 
 def _shown(model, label) -> str:
     """'class 207 (golden retriever)': the label drawn, and its ImageNet name where the model has ImageNet's classes."""
     names = class_names()
+    if isinstance(label, str) and label not in names:  # an applied subject's token (var_core.sample refuses any other)
+        return f"subject {label}"
     label = names.index(label) if isinstance(label, str) else label
     if label == model.config.num_classes:
         return "no class (unconditional)"
     return f"class {label}" + (f" ({names[label]})" if model.config.num_classes == len(names) else "")
 
 
-NODES = [LoadVAR, VARSampler]
+class ApplyVARSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_ApplyVARSubject", display_name="Apply Subject (VAR)", category=f"{CATEGORY}/VAR",
+            description=APPLY + " Draw the subject by giving its token to the VAR Sampler (subject_token).",
+            inputs=apply_inputs(ClassModel, "Scales the weight changes and blends the subject's class vector (1) "
+                                            "with its class word's class (0): 0 = the base model drawing that "
+                                            "class, exactly. Above 1 only the weights grow."),
+            outputs=[ClassModel.Output(display_name="model", tooltip="The model with this subject added.")])
+
+    @classmethod
+    def execute(cls, model, subject, strength):
+        return apply_subject(model, subject, strength)
+
+
+class TrainVARSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VARBooth_TrainVARSubject", display_name="Train Subject (VAR)", category=f"{CATEGORY}/VAR",
+            description="Teaches VAR a subject from a few photos, as a class of its own (a learned class vector that "
+                        "starts as its ImageNet class, and the layers the class acts through), at the model's own "
+                        "resolution. Progress and previews show on the node; Cancel stops after the current step and "
+                        "keeps the last checkpoint in output/varbooth_checkpoints. Re-queuing with the same inputs "
+                        "does not train again.",
+            inputs=[
+                ClassModel.Input("model", tooltip="The base VAR transformer (without subjects applied)."),
+                VQVae.Input("vae", tooltip="Its VQ-VAE (turns the photos into codes)."),
+                images_input(),
+                io.Combo.Input("class_name", options=list(class_names()), default=DEFAULT_CLASS,
+                               tooltip="The subject's ImageNet class (used when class_label is -1): where its class "
+                                       "vector starts, and what strength 0 draws."),
+                io.Int.Input("class_label", default=BY_NAME, min=BY_NAME, max=len(class_names()) - 1,
+                             tooltip="-1: the class named above. Otherwise the class by its label, 0 to 999 (for a "
+                                     "model trained on n classes: 0 to n-1)."),
+                token_input("The subject's token: give it to the VAR Sampler (subject_token) to draw the subject; "
+                            "give each subject its own."),
+                *tuning_inputs(LAYERS, io.Int.Input(
+                    "placeholder_vectors", default=min(METHOD["placeholder_vectors"], 1), min=0, max=1,
+                    tooltip="1: a learned class vector (the subject as a class of its own); 0: none (the tuned "
+                            "layers alone, drawn as its class).")),
+                *run_inputs(),
+            ],
+            outputs=subject_outputs())
+
+    @classmethod
+    def execute(cls, model, vae, images, class_name, class_label, token, steps, learning_rate, method, layers, rank,
+                placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none"):
+        config, resume = configure(model, resume_from, steps, LAYERS[layers],
+                                   class_word=str(class_label_of(class_name, class_label)), token=token,
+                                   method=method, rank=rank, placeholder_vectors=placeholder_vectors,
+                                   learning_rate=learning_rate, scale_weighting=scale_weighting,
+                                   prior_weight=prior_weight, training_seed=training_seed)
+        with torch.inference_mode(False):
+            trainer = make_trainer(model, vae, None, images, config, resume)  # class-conditional: no text encoder
+            use = f"use it: Apply Subject (VAR), then give the VAR Sampler subject_token {trainer.config.token}" \
+                if trainer.delta.placeholder is not None else \
+                f"use it: Apply Subject (VAR), then draw its class ({trainer.config.class_word})"
+            return run_training(trainer, preview_every, use)
+
+
+NODES = [LoadVAR, VARSampler, ApplyVARSubject, TrainVARSubject]

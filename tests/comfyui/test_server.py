@@ -17,7 +17,8 @@ NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEn
             "VARBooth_TextEncode", "VARBooth_Sampler", "VARBooth_ScaleSchedule", "VARBooth_TrainSubject",
             "VARBooth_SaveSubject", "VARBooth_LoadSubject", "VARBooth_ApplySubject", "VARBooth_ProxyPrompts",
             "VARBooth_ExampleSubject", "VARBooth_LoadSwitti", "VARBooth_SwittiTextEncode", "VARBooth_SwittiSampler",
-            "VARBooth_LoadVAR", "VARBooth_VARSampler"}
+            "VARBooth_LoadVAR", "VARBooth_VARSampler", "VARBooth_ApplySwittiSubject", "VARBooth_TrainSwittiSubject",
+            "VARBooth_ApplyVARSubject", "VARBooth_TrainVARSubject"}
 EMBEDDED = "embedded toy model (128², no download)"
 FILES = ("model_name", "vae_name", "text_encoder_name", "clip_l_name", "clip_g_name")  # the loaders' file inputs
 
