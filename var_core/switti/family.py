@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..defaults import check
 from ..schedules import per_scale
-from ..vq.family import RELEASE_TUNING, VQFamily
+from ..vq.family import VQFamily
 from ..vq.sampling import ScalePlan
 
 # SwittiPipeline.__call__'s defaults: cfg 6 ramped from scale 0 up to (not including) scale 10, top-k 400, top-p 0.95
@@ -17,6 +17,7 @@ RELEASE_WINDOW = {"cfg_start_scale": 0, "cfg_stop_scale": 10, "last_scale_temp":
 class SwittiFamily(VQFamily):
     name = "switti"
     title = "Switti"
+    release_sampling = RELEASE_SAMPLING
     # ARBooth's selection (cross-attention + FFN) on Switti's projections; every one is an nn.Linear of its own
     tuning_groups = {"sa": ("attn.to_qkv.weight", "attn.proj.weight"),
                      "ca": ("cross_attn.to_q.weight", "cross_attn.to_kv.weight", "cross_attn.proj.weight"),
@@ -39,10 +40,6 @@ class SwittiFamily(VQFamily):
                              "(text_encoder_2=...).")
         return load_clip_pair(source, text_encoder_2, device=device, dtype=dtype)
 
-    def release_defaults(self, kind):
-        if kind == "tuning":
-            return {self.title: {k: v for k, v in RELEASE_TUNING.items() if v is not None}}
-        return {self.title: RELEASE_SAMPLING} if kind == "sampling" else {}
 
     def scale_plan(self, K, cfg, cfg_start_scale=0, cfg_stop_scale=10, last_scale_temp=None, more_smooth=False,
                    smooth_start_scale=0):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..schedules import per_scale
-from ..vq.family import RELEASE_TUNING, VQFamily
+from ..vq.family import VQFamily
 from ..vq.sampling import ScalePlan
 
 # demo_sample.ipynb of the release: cfg 4, top-k 900, top-p 0.95, no Gumbel smoothing
@@ -25,6 +25,7 @@ def class_names() -> tuple[str, ...]:
 class VARFamily(VQFamily):
     name = "var"
     title = "VAR"
+    release_sampling = RELEASE_SAMPLING
     # a subject: its own class vector (the learned placeholder) and updates of the layers the class acts through:
     # the AdaLN projection that reads the class (VAR's only conditioning path) and the FFN
     tuning_groups = {"ada": ("ada_lin.1.weight",), "ffn": ("ffn.fc1.weight", "ffn.fc2.weight"),
@@ -44,22 +45,12 @@ class VARFamily(VQFamily):
         raise ValueError("VAR is class-conditional: it has no text encoder. Give an ImageNet class (a number "
                          "0-999 or its name, e.g. 'golden retriever') instead of a prompt.")
 
-    def release_defaults(self, kind):
-        if kind == "tuning":
-            return {self.title: {k: v for k, v in RELEASE_TUNING.items() if v is not None}}
-        return {self.title: RELEASE_SAMPLING} if kind == "sampling" else {}
 
     def placeholder_width(self, model) -> int:
         return model.config.embed_dim  # a class embedding
 
     def placeholder_count(self, asked: int) -> int:
         return min(asked, 1)  # one class vector
-
-    def class_label(self, model, word) -> int:
-        """The label of a class given as its number ("207", 207) or ImageNet name."""
-        if isinstance(word, str) and word.strip().isdigit():
-            word = int(word)
-        return self.condition(model, [word]).item()
 
     def trainer(self):
         from .tuning import VARSubjectTrainer
@@ -84,7 +75,7 @@ class VARFamily(VQFamily):
             [cond] if isinstance(cond, (int, str)) else list(cond)
         subjects = {d.token: (d, s) for d, s in entries_of(model) if d.placeholder is not None}
         rows = [subjects.get(item) if isinstance(item, str) else None for item in items]
-        labels = torch.tensor([0 if r else self._label(model, item) for r, item in zip(rows, items)],
+        labels = torch.tensor([0 if r else self.class_label(model, item) for r, item in zip(rows, items)],
                               dtype=torch.long, device=model.device)
         if not any(rows):
             return labels
@@ -100,12 +91,13 @@ class VARFamily(VQFamily):
                 delta, strength = row
                 s = strength if isinstance(strength, (int, float)) else strength[k]
                 s = min(1.0, max(0.0, float(s)))  # above 1 only the weight updates grow
-                own = model.class_emb.weight[self._label(model, delta.class_word)]
+                own = model.class_emb.weight[self.class_label(model, delta.class_word)]
                 vectors.append(s * delta.placeholder[0].to(own) + (1 - s) * own)
             out.append(torch.stack(vectors))
         return out if any(not torch.equal(out[0], o) for o in out[1:]) else out[0]
 
-    def _label(self, model, label) -> int:
+    def class_label(self, model, label) -> int:
+        """The label of a class given as its number (207, "207") or ImageNet name."""
         n = model.config.num_classes
         if isinstance(label, str) and label.strip().isdigit():
             label = int(label)

@@ -8,12 +8,12 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, describe_source
 from ..family import Family
+from ..infinity.family import RELEASE_TUNING as INFINITY_TUNING
 from . import sampling
 
-# ARBooth's tuning settings (as for Infinity): 500 steps; LoRA 1e-4, full deltas 2.34e-5, the learned vectors 1e-3.
-# The resolution is the model's own (its positions are learned for one scale grid).
-RELEASE_TUNING = {"pn": None, "steps": 500, "lr": {"lora": 1e-4, "full": 2.34375e-5, "none": 0.0},
-                  "embedding_lr": 1e-3}
+# ARBooth's tuning settings, as for Infinity; the resolution is the model's own (its positions are learned for one
+# scale grid)
+RELEASE_TUNING = {**INFINITY_TUNING, "pn": None}
 VAE_KEYS = ("quantize.embedding.weight", "quantize.quant_resi.qresi_ls.0.weight", "encoder.conv_in.weight")
 
 
@@ -55,6 +55,13 @@ class VQFamily(Family):
                                   f"with this transformer.")
 
     # ------------------------------------------------------------------ defaults
+    release_sampling: dict  # the family's release sampling settings {"cfg", "top_k", "top_p"}
+
+    def release_defaults(self, kind):
+        if kind == "tuning":
+            return {self.title: {k: v for k, v in RELEASE_TUNING.items() if v is not None}}
+        return {self.title: self.release_sampling} if kind == "sampling" else {}
+
     def file_defaults(self, source) -> dict:
         return {"sampling": {}, "tuning": {}}  # the released files state nothing
 
