@@ -104,8 +104,8 @@ def test_the_null_rows_run_only_up_to_the_last_guided_scale(switti):
     calls = []
     step = model.sampling_step
 
-    def counting(state, k, tokens):
-        out = step(state, k, tokens)
+    def counting(state, k, tokens, keep=None):
+        out = step(state, k, tokens, keep)
         calls.append(out.shape[0])
         return out
     model.sampling_step = counting

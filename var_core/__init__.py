@@ -26,6 +26,7 @@ from .infinity.bitvae import BitVAE
 from .infinity.family import teacher_forcing_batch
 from .infinity.loss import bit_accuracy, bitwise_cross_entropy
 from .infinity.model import Infinity, InfinityConfig
+from .pruning import Pruning
 from .sampling import sample
 from .schedules import PRESETS, TEMPLATE_KEYS, nearest_template, pixel_size, scale_schedule
 
@@ -69,7 +70,7 @@ def detect_kind(state_dict, source="the given file") -> str:
     return recognise(tensor_names(state_dict), source)[1]
 
 
-__all__ = ["BitVAE", "CheckpointError", "Family", "Infinity", "InfinityConfig", "PRESETS", "PromptEmbeds", "TEMPLATE_KEYS",
+__all__ = ["BitVAE", "CheckpointError", "Family", "Infinity", "InfinityConfig", "PRESETS", "PromptEmbeds", "Pruning", "TEMPLATE_KEYS",
            "bit_accuracy", "bitwise_cross_entropy", "check_compatible", "detect_kind", "family_of", "load_text_encoder",
            "load_transformer", "load_vae", "nearest_template", "pixel_size", "sample", "scale_schedule",
            "teacher_forcing_batch"]

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 import torch
 
 from . import defaults
-from .infinity.layers import KVCache, scale_levels
+from . import pruning as prune
+from .infinity.layers import KVCache, TextCondition, scale_levels
 from .infinity.model import TextMix
 from .schedules import per_scale
 
@@ -35,7 +36,8 @@ def variation_codes(vae, image: torch.Tensor, schedule, keep_scales: int, batch:
 def sample(model, vae, text, schedule=None, cfg=None, tau=None, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, negative=None, forced_codes: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, generator: torch.Generator | None = None,
-           progress: Callable[[int, int], None] | None = None, use_cache: bool = True, **family_settings):
+           progress: Callable[[int, int], None] | None = None, use_cache: bool = True,
+           pruning: prune.Pruning = prune.OFF, **family_settings):
     """Generate images (B, 3, H, W) in [-1, 1].
 
     For Switti and VAR (codebook families) this is vq/sampling.py's ``sample``: text is their condition (Switti:
@@ -52,6 +54,7 @@ def sample(model, vae, text, schedule=None, cfg=None, tau=None, top_k: int | Non
     With return_logits, also returns per-scale logits (B, h_k*w_k, 2d) exactly as sampled from (after /tau and
     the CFG mix). vae may be None to skip decoding (then the per-scale codes are returned in place of images).
     use_cache=False recomputes every earlier scale at each step (same result, slower; for benchmarks and tests).
+    pruning: the finest scales computed on part of their tokens (pruning.py; off by default: the exact sampler).
     """
     if hasattr(model.family, "sample"):  # the codebook families (vq/sampling.py): their own controls
         if tau is not None:
@@ -59,7 +62,7 @@ def sample(model, vae, text, schedule=None, cfg=None, tau=None, top_k: int | Non
                              f"logits after its guidance window by last_scale_temp.")
         return model.family.sample(model, vae, text, schedule, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
                                    negative=negative, forced_codes=forced_codes, return_logits=return_logits,
-                                   generator=generator, progress=progress, **family_settings)
+                                   generator=generator, progress=progress, pruning=pruning, **family_settings)
     if family_settings:
         raise TypeError(f"Infinity has no sampling settings {sorted(family_settings)}.")
     if schedule is None:
@@ -68,11 +71,11 @@ def sample(model, vae, text, schedule=None, cfg=None, tau=None, top_k: int | Non
     # blocks into, and a buffer made in inference mode could not be used by the training step after
     with torch.inference_mode(not model.sharded), torch.no_grad():
         return _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, forced_codes,
-                       return_logits, generator, progress, use_cache)
+                       return_logits, generator, progress, use_cache, pruning)
 
 
 def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, forced_codes, return_logits, generator,
-            progress, use_cache):
+            progress, use_cache, pruning):
     schedule = [tuple(s) for s in schedule]
     K, device, family = len(schedule), model.device, model.family
     if K > model.config.num_levels:
@@ -99,7 +102,9 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
     if generator is None and seed is not None:
         generator = torch.Generator(device).manual_seed(int(seed))
 
-    guided = any(c != 1.0 for c in cfgs)
+    # the unconditional rows run only up to the last guided scale: after it no scale needs them (half the work)
+    last_guided = max((k for k, c in enumerate(cfgs) if c != 1.0), default=-1)
+    guided = last_guided >= 0
     if guided:
         if negative is None:
             negative = model.null_text(text)
@@ -110,25 +115,43 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
     mixed = any(isinstance(t, TextMix) for t in text)
     conds = [model.condition(text, scale=k if use_cache else None) for k in range(K)] if mixed \
         else [model.condition(text)] * K
+    if pruning.scales and not use_cache:
+        raise ValueError("Pruning needs the KV-cached sampler (use_cache=True).")
 
     cos, sin = model.rope(schedule)
     cache = KVCache(model.config.depth) if use_cache else None
     total = sum(h * w for h, w in schedule)
     start, sequence, sums = 0, None, family.code_sum(model, schedule)
-    all_logits, all_codes = [], []
+    all_logits, all_codes, previous = [], [], None
     with model.autocast():
         for k, (h, w) in enumerate(schedule):
             n = h * w
+            if guided and k > last_guided:
+                conds = [TextCondition(*(t[:B] for t in c)) for c in conds]
+                if use_cache:
+                    cache.keep(B)
+                else:
+                    sequence = sequence[:B]
+                previous = previous[:B] if previous is not None else None
+                guided = False
+            keep = pruning.keep_at(k, K)
             if k == 0:
                 x = model.start_token(conds[k])
             else:
-                x = model.embed_inputs(sums.tokens_at((h, w)))
+                tokens = sums.tokens_at((h, w))
+                x = model.embed_inputs(tokens)
                 x = torch.cat((x, x)) if guided else x  # cond and uncond halves read the same tokens
             if use_cache:
                 rope = (cos[start:start + n], sin[start:start + n])
+                if keep is not None:
+                    index = prune.rows(prune.pivotal(tokens, keep), x.shape[0])
+                    x, rope = prune.take(x, index), tuple(prune.table(t, index) for t in rope)
                 x = model.run_blocks(x, conds[k], rope, model.lvl_embed.weight[k], cache=cache, total=total,
                                      scale_index=k)
-                cache.length += n
+                cache.length += x.shape[1]
+                if keep is not None:
+                    x = prune.restore(x, index, previous, schedule[k - 1], (h, w))
+                previous = x
             else:  # recompute the whole prefix with the block-causal mask (reference speed baseline)
                 sequence = x if sequence is None else torch.cat((sequence, x), dim=1)
                 level = scale_levels(schedule[:k + 1], device)
@@ -138,7 +161,7 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
             start += n
             raw = model.logits(x, conds[k])
             logits = raw[:B] / taus[k]
-            if guided:
+            if guided and cfgs[k] != 1.0:
                 logits = family.guide(logits, raw[B:] / taus[k], cfgs[k])
             if return_logits:
                 all_logits.append(logits)
@@ -153,6 +176,6 @@ def _sample(model, vae, text, schedule, cfg, tau, top_k, top_p, seed, negative, 
 
     # Free the KV cache (Infinity-8B at 1M with CFG: 11 GiB, benchmarks/memory.py) before the VAE decode's
     # activations come on top of it.
-    cache = conds = sequence = x = raw = None
+    cache = conds = sequence = x = raw = previous = None
     out = all_codes if vae is None else family.decode(vae, sums)
     return (out, all_logits) if return_logits else out

@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from .. import defaults
 from ..checkpoint import DTYPES
+from ..pruning import Pruning
 from ..sampling import KEEP_SCALES
 from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
 from ..tuning import distributed
@@ -194,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(no draw) from --smooth-start-scale to the last guided scale")
     s.add_argument("--smooth-start-scale", type=int, default=None, help="Switti: with --more-smooth, the first "
                    f"smoothed scale (default {window['smooth_start_scale']})")
+    s.add_argument("--prune-scales", type=int, default=Pruning.scales, help="faster: the N finest scales compute "
+                   "only part of their tokens, the rest come from the scale before (0 = off, the exact sampler; "
+                   "default %(default)s)")
+    s.add_argument("--prune-keep", type=float, default=Pruning.keep, help="with --prune-scales: the fraction of "
+                   "each such scale's tokens computed (default %(default)s)")
     s.add_argument("--subject", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="apply a subject file (repeatable); STRENGTH is a number or one number per scale")
     s.add_argument("--init-image", default=None, help="image for variations: its first scales are kept")

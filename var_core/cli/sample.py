@@ -13,6 +13,7 @@ from ..sampling import variation_codes
 from ..schedules import template_key
 from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
 from ..checkpoint import DTYPES
+from ..pruning import Pruning
 from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
 from .common import model_files, progress_bar
 
@@ -66,7 +67,7 @@ def cmd_sample(args) -> int:
     print(settings_line(settings, args), file=sys.stderr)
     images = vc.sample(model, vae, text, schedule, cfg=settings["cfg"], tau=settings["tau"], top_k=settings["top_k"],
                        top_p=settings["top_p"], seed=args.seed, negative=negative, forced_codes=forced,
-                       progress=progress_bar(len(schedule), "sampling"))
+                       progress=progress_bar(len(schedule), "sampling"), pruning=pruning(args))
     for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
         save_png(pil, path, overwrite=args.overwrite)
         # which prompt it drew, and what redraws it (one seed for the whole batch: same prompts, --batch, --seed)
@@ -118,11 +119,15 @@ def sample_codebook(args, model, vae_path, encoder_path, device) -> int:
         forced = variation_codes(vae, image, model.schedule, args.keep_scales, len(shown), family)
     images = vc.sample(model, vae, cond, cfg=settings["cfg"], top_k=settings["top_k"], top_p=settings["top_p"],
                        seed=args.seed, negative=negative, forced_codes=forced,
-                       progress=progress_bar(len(model.schedule), "sampling"), **window)
+                       progress=progress_bar(len(model.schedule), "sampling"), pruning=pruning(args), **window)
     for i, (pil, path) in enumerate(zip(to_pil(images), paths)):
         save_png(pil, path, overwrite=args.overwrite)
         print(f"{path}: {shown[i]!r} (seed {args.seed}, image {i + 1} of {len(shown)})")
     return 0
+
+
+def pruning(args) -> Pruning:
+    return Pruning(args.prune_scales, args.prune_keep)
 
 
 def parse_subject_arg(value: str):

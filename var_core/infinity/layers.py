@@ -95,6 +95,11 @@ class KVCache:
         self.v[block][:, :, self.length:end] = v
         return self.k[block][:, :, :end], self.v[block][:, :, :end]
 
+    def keep(self, rows: int) -> None:
+        """Only the first ``rows`` rows from now on (the conditional ones, once no scale is guided)."""
+        self.k = [None if t is None else t[:rows] for t in self.k]
+        self.v = [None if t is None else t[:rows] for t in self.v]
+
 
 # Below this many tokens one masked SDPA call is faster than a call per scale (kernel launches dominate);
 # measured on an H100 with the 2B model: 512² (2521 tokens) trains faster masked, 1024² (10521) 30% faster per scale.

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import pruning as prune
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from ..vq import patch
 from .family import SWITTI
@@ -364,6 +365,7 @@ class SamplingState:
     conditioning: list[Conditioning]
     self_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block, AR only: K (normed, rotated), V so far
     next_scale: int = 0
+    previous: torch.Tensor | None = None  # the last scale's output before the head (pruning restores from it)
 
     @property
     def rows(self) -> int:
@@ -518,9 +520,11 @@ class Switti(nn.Module):
             context = [block.context_kv(text.embeds) for block in self.blocks]
         return Conditioning(c, modulation, context, text_bias(text.mask))
 
-    def sampling_step(self, state: SamplingState, k: int, tokens: torch.Tensor | None) -> torch.Tensor:
+    def sampling_step(self, state: SamplingState, k: int, tokens: torch.Tensor | None,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
         """Raw logits (rows, pn_k^2, V) fp32 of scale k (before CFG). tokens: None at k = 0, else (B, pn_k^2, Cvae),
-        the running f_hat area-resized to scale k (the same for the null rows)."""
+        the running f_hat area-resized to scale k (the same for the null rows). keep: the positions (B, m) the blocks
+        compute (pruning.py), the others restored from the scale before."""
         config = self.config
         if k != state.next_scale:
             raise ValueError(f"Scales are sampled in order: expected scale {state.next_scale}, got {k}.")
@@ -535,6 +539,9 @@ class Switti(nn.Module):
             x = self.word_embed(tokens.to(self.device).float()) + self.lvl_embed.weight[k]
             x = x.repeat(state.rows // state.batch, 1, 1)
         rope = self.rope_freqs()[start:start + pn * pn]
+        if keep is not None:
+            keep = prune.rows(keep, x.shape[0])
+            x, rope = prune.take(x, keep), prune.table(rope, keep)
         with self.autocast(), patch.active(self.patch, k):
             for i, block in enumerate(self.blocks):
                 # non-AR: a scale attends to itself only, so nothing is kept between scales
@@ -542,7 +549,10 @@ class Switti(nn.Module):
                 x, kv = block(x, now.modulation[i], rope, None, now.context[i], now.context_bias, past)
                 if config.use_ar:
                     state.self_kv[i] = kv
-        state.next_scale = k + 1
+        if keep is not None:
+            prev = config.patch_nums[k - 1]
+            x = prune.restore(x, keep, state.previous, (prev, prev), (pn, pn))
+        state.next_scale, state.previous = k + 1, x
         return self.logits(x, now.cond)
 
     def drop_uncond(self, state: SamplingState) -> None:
@@ -552,6 +562,7 @@ class Switti(nn.Module):
         B = state.batch
         state.conditioning = [c.rows(B) for c in state.conditioning]
         state.self_kv = [None if kv is None else (kv[0][:B], kv[1][:B]) for kv in state.self_kv]
+        state.previous = None if state.previous is None else state.previous[:B]
         state.guided = False
 
     # ---------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
+from .. import pruning as prune
 from ..vq import patch
 from .family import VAR as VAR_FAMILY
 
@@ -87,6 +88,7 @@ class VARSamplingState:
     cond: list[torch.Tensor]  # per scale (rows, C) class embeddings: [cond; uncond] while guided, else cond only
     caches: list[KVCache]
     batch: int
+    previous: torch.Tensor | None = None  # the last scale's output before the head (pruning restores from it)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -222,9 +224,9 @@ class VAR(nn.Module):
         """Class labels (B,) -> their embeddings (B, C); embeddings (a subject's class vector) pass as they are."""
         return cond.to(self.device, torch.float32) if cond.is_floating_point() else self.class_emb(cond.to(self.device))
 
-    def _run(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
-             caches: list[KVCache] | None) -> torch.Tensor:
-        """The blocks (in their own dtype) and the fp32 head: tokens (rows, l, C) -> logits (rows, l, V)."""
+    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
+                caches: list[KVCache] | None) -> torch.Tensor:
+        """The blocks, in their own dtype: tokens (rows, l, C) -> their outputs (rows, l, C)."""
         dtype = self.blocks[0].attn.proj.weight.dtype
         ada = self.shared_ada_lin(cond) if hasattr(self, "shared_ada_lin") else cond
         x, ada = x.to(dtype), ada.to(dtype)
@@ -232,6 +234,10 @@ class VAR(nn.Module):
             attn_bias = attn_bias.to(dtype)
         for i, block in enumerate(self.blocks):
             x = block(x, ada, attn_bias, caches[i] if caches is not None else None)
+        return x
+
+    def _head(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """fp32 logits (rows, l, V) of the blocks' outputs."""
         return self.head(self.head_nm(x.float(), cond).float()).float()
 
     def forward(self, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -243,7 +249,7 @@ class VAR(nn.Module):
         x = torch.cat((sos, self.word_embed(inputs.float())), dim=1)
         x += self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
         with patch.active(self.patch):
-            return self._run(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None)
+            return self._head(self._blocks(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None), cond)
 
     def teacher_forced_logits(self, cond: torch.Tensor, codes: list[torch.Tensor], schedule, vae,
                               image_sizes=None) -> torch.Tensor:
@@ -274,9 +280,11 @@ class VAR(nn.Module):
             conds.append(c)
         return VARSamplingState(conds, [KVCache() for _ in self.blocks], batch)
 
-    def sampling_step(self, state: VARSamplingState, k: int, tokens: torch.Tensor | None) -> torch.Tensor:
+    def sampling_step(self, state: VARSamplingState, k: int, tokens: torch.Tensor | None,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
         """Raw fp32 logits (rows, l_k, V) of scale k. ``tokens``: None at k = 0, else the (B, l_k, Cvae) area-resized
-        running f_hat, shared by the conditional and unconditional rows."""
+        running f_hat, shared by the conditional and unconditional rows. keep: the positions (B, m) the blocks
+        compute (pruning.py), the others restored from the scale before."""
         cond = state.cond[k]
         rows = cond.shape[0]
         lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
@@ -289,13 +297,21 @@ class VAR(nn.Module):
                 raise ValueError(f"scale {k} has {end - begin} tokens, got {tokens.shape[1]}")
             x = self.word_embed(tokens.to(self.pos_1LC.device, torch.float32)) + lvl_pos[:, begin:end]
             x = x.repeat(rows // x.shape[0], 1, 1)
+        if keep is not None:
+            keep = prune.rows(keep, rows)
+            x = prune.take(x, keep)
         with patch.active(self.patch, k):
-            return self._run(x, cond, None, state.caches)
+            x = self._blocks(x, cond, None, state.caches)
+            if keep is not None:
+                x = prune.restore(x, keep, state.previous, self.schedule[k - 1], self.schedule[k])
+            state.previous = x
+            return self._head(x, cond)
 
     @staticmethod
     def drop_uncond(state: VARSamplingState) -> None:
         """From the next step on, run only the conditional rows (every cache is cut to them)."""
         state.cond = [c[:state.batch] for c in state.cond]
+        state.previous = None if state.previous is None else state.previous[:state.batch]
         for cache in state.caches:
             cache.keep(state.batch)
 

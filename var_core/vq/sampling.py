@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import defaults
+from .. import pruning as prune
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def gumbel_soft(logits: torch.Tensor, plan: ScalePlan, generator: torch.Generato
 def sample(model, vae, cond, schedule=None, cfg=None, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, negative=None, forced_codes: Sequence[torch.Tensor] | None = None,
            return_logits: bool = False, return_codes: bool = False, generator: torch.Generator | None = None,
-           progress: Callable[[int, int], None] | None = None, **family_settings):
+           progress: Callable[[int, int], None] | None = None, pruning: prune.Pruning = prune.OFF,
+           **family_settings):
     """Images (B, 3, H, W) in [-1, 1]; then, if asked, the per-scale logits (B, h_k·w_k, V) exactly as sampled from
     (after the guidance mix and temperature) and the per-scale codes (B, h_k, w_k) (None at Gumbel-smoothed scales).
 
@@ -87,14 +89,15 @@ def sample(model, vae, cond, schedule=None, cfg=None, top_k: int | None = None, 
     family_settings: the family's own controls (Switti: cfg_start_scale, cfg_stop_scale, last_scale_temp,
     more_smooth, smooth_start_scale). forced_codes: codes of the first N scales, used instead of drawing
     (variations). seed: one generator on the model's device, consumed as the official sampler consumes it.
+    pruning: the finest scales computed on part of their tokens (pruning.py; off by default: the exact sampler).
     """
     with torch.inference_mode(), torch.no_grad():
         return _sample(model, vae, cond, schedule, cfg, top_k, top_p, seed, negative, forced_codes, return_logits,
-                       return_codes, generator, progress, family_settings)
+                       return_codes, generator, progress, pruning, family_settings)
 
 
 def _sample(model, vae, cond, schedule, cfg, top_k, top_p, seed, negative, forced_codes, return_logits, return_codes,
-            generator, progress, family_settings):
+            generator, progress, pruning, family_settings):
     family = model.family
     schedule = model.schedule if schedule is None else [tuple(s) for s in schedule]
     if list(schedule) != list(model.schedule):
@@ -123,7 +126,8 @@ def _sample(model, vae, cond, schedule, cfg, top_k, top_p, seed, negative, force
         if guided and k > last_guided:  # no scale needs the unconditional rows any more
             model.drop_uncond(state)
             guided = False
-        raw = model.sampling_step(state, k, tokens)
+        keep = pruning.keep_at(k, K)
+        raw = model.sampling_step(state, k, tokens, None if keep is None else prune.pivotal(tokens, keep))
         p = plan[k]
         logits = raw[:B]
         if p.guidance is not None:
