@@ -10,6 +10,7 @@ from var_core.images import fit_tensor
 from var_core.sampling import KEEP_SCALES, variation_codes
 from var_core.tuning import with_strength_schedule
 
+from . import pruning
 from .schedule import resolve
 from .types import Schedule, from_image
 
@@ -22,7 +23,8 @@ def optional_inputs() -> list:
             io.Image.Input("init_image", optional=True,
                            tooltip="Variations: keep the first scales of this image and sample the rest."),
             io.Int.Input("keep_scales", default=KEEP_SCALES, min=0, max=16, optional=True,
-                         tooltip="With init_image: how many coarse scales to keep (more = closer to it).")]
+                         tooltip="With init_image: how many coarse scales to keep (more = closer to it)."),
+            *pruning.inputs()]
 
 
 def scheduled(schedule: dict | None, model, cfg: float) -> tuple[float | list[float], object, list[float] | None]:

@@ -8,11 +8,12 @@ from comfy_api.latest import io, ui
 import var_core
 from var_core import defaults
 from var_core.images import fit_tensor
+from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES, variation_codes
 from var_core.schedules import per_scale
 from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedule
 
-from . import comfy_env
+from . import comfy_env, pruning
 from .schedule import OWN, OWN_TAU, listed, resolve
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image)
@@ -59,13 +60,16 @@ class Sampler(io.ComfyNode):
                                tooltip="Variations: keep the first scales of this image and sample the rest."),
                 io.Int.Input("keep_scales", default=KEEP_SCALES, min=0, max=16, optional=True,
                              tooltip="With init_image: how many coarse scales to keep (more = closer to it)."),
+                *pruning.inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The generated images.")])
 
     @classmethod
     def execute(cls, model, vae, positive, seed, aspect_ratio, resolution, cfg, tau, top_k, top_p, batch_size,
-                negative=None, schedule=None, init_image=None, keep_scales=KEEP_SCALES):
+                negative=None, schedule=None, init_image=None, keep_scales=KEEP_SCALES,
+                prune_scales=Pruning.scales, prune_keep=Pruning.keep):
         var_core.check_compatible(model, vae)
+        fast = Pruning(prune_scales, prune_keep)
         scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, model))
         K = len(scales)
         model = with_strength_schedule(model, resolve(schedule, "strength", [1.0] * K, K))
@@ -87,9 +91,10 @@ class Sampler(io.ComfyNode):
         cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
                       for key, value in (("cfg", cfg), ("tau", tau)))
         images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
-                                 negative=neg, forced_codes=forced, progress=comfy_env.sampling_progress(K))
+                                 negative=neg, forced_codes=forced, progress=comfy_env.sampling_progress(K),
+                                 pruning=fast)
         notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {listed(cfgs)}, "
-                 f"tau {listed(taus)}"] + \
+                 f"tau {listed(taus)}{pruning.summary(fast, K)}"] + \
             token_warnings(positive["prompts"], model)
         return io.NodeOutput(to_image(images), ui=ui.PreviewText("\n".join(notes)))
 

@@ -8,11 +8,12 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES
 from var_core.switti.family import RELEASE_WINDOW
 from var_core.tuning import entries_of, with_strength_schedule
 
-from . import comfy_env
+from . import comfy_env, pruning
 from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
@@ -167,7 +168,8 @@ class SwittiSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, conditioning, seed, cfg, top_k, top_p, batch_size, cfg_start_scale, cfg_stop_scale,
                 last_scale_temp, more_smooth, smooth_start_scale, schedule=None, init_image=None,
-                keep_scales=KEEP_SCALES):
+                keep_scales=KEEP_SCALES, prune_scales=Pruning.scales, prune_keep=Pruning.keep):
+        fast = Pruning(prune_scales, prune_keep)
         read = reads(model, conditioning["prompts"])
         if read != conditioning["reads"]:
             raise ValueError(f"The prompts were encoded reading {_readings(conditioning['reads'])}, but the sampler's "
@@ -187,8 +189,8 @@ class SwittiSampler(io.ComfyNode):
         images = var_core.sample(model, vae, cond, negative=conditioning["negative"], cfg=cfg, top_k=top_k,
                                  top_p=top_p, seed=seed, forced_codes=variation(vae, model, init_image, keep_scales,
                                                                                 len(rows)),
-                                 progress=comfy_env.sampling_progress(K), **window)
-        text = summary(model, images, cfg, top_k, top_p, window)
+                                 progress=comfy_env.sampling_progress(K), pruning=fast, **window)
+        text = summary(model, images, cfg, top_k, top_p, window) + pruning.summary(fast, K)
         if factors is not None and set(factors) != {1.0}:
             text += f", subject strength x{listed(factors)}"
         if init_image is not None:

@@ -8,10 +8,11 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES
 from var_core.var.family import class_names
 
-from . import comfy_env
+from . import comfy_env, pruning
 from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
@@ -90,16 +91,19 @@ class VARSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, class_name, class_label, seed, cfg, top_k, top_p, batch_size, subject_token="",
-                schedule=None, init_image=None, keep_scales=KEEP_SCALES):
+                schedule=None, init_image=None, keep_scales=KEEP_SCALES, prune_scales=Pruning.scales,
+                prune_keep=Pruning.keep):
         # a subject is drawn by giving its token as the class
         label = (subject_token or "").strip() or class_label_of(class_name, class_label)
+        fast = Pruning(prune_scales, prune_keep)
         cfg, model, factors = scheduled(schedule, model, cfg)
         K = len(model.schedule)
         images = var_core.sample(model, vae, [label] * batch_size, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
                                  forced_codes=variation(vae, model, init_image, keep_scales, batch_size),
-                                 progress=comfy_env.sampling_progress(K))
+                                 progress=comfy_env.sampling_progress(K), pruning=fast)
         text = (f"{K} scales, {images.shape[-1]}x{images.shape[-2]} px, {_shown(model, label)}, "
-                f"cfg {listed(cfg if isinstance(cfg, list) else [cfg])}, top_k {top_k}, top_p {top_p:g}")
+                f"cfg {listed(cfg if isinstance(cfg, list) else [cfg])}, top_k {top_k}, top_p {top_p:g}"
+                f"{pruning.summary(fast, K)}")
         if factors is not None and set(factors) != {1.0}:
             text += f", subject strength x{listed(factors)}"
         if init_image is not None:

@@ -23,9 +23,12 @@ def run(node, **inputs):
     return out.args if hasattr(out, "args") else out.result
 
 
+SAMPLE = dict(seed=3, aspect_ratio="0.75 (h/w) 1152×864", resolution="0.06M (256²)", cfg=4.0, tau=0.5, top_k=0,
+              top_p=0.97, batch_size=1)
+
+
 def sample(nodes, model, vae, cond, **kw):
-    args = dict(model=model, vae=vae, positive=cond, seed=3, aspect_ratio="0.75 (h/w) 1152×864",
-                resolution="0.06M (256²)", cfg=4.0, tau=0.5, top_k=0, top_p=0.97, batch_size=1)
+    args = dict(model=model, vae=vae, positive=cond, **SAMPLE)
     args.update(kw)
     return run(nodes["VARBooth_Sampler"], **args)[0]
 
@@ -47,6 +50,17 @@ def test_text_to_image_and_variations(nodes, loaded):
     assert variations.shape == (2, 240, 320, 3)
     # keeping every scale reproduces the source's bits: only the VAE round trip differs
     assert (variations[0] - images[0]).abs().mean() < (images[2] - images[0]).abs().mean()
+
+
+def test_the_sampler_prunes_the_fine_scales_when_asked_and_says_so(nodes, loaded):
+    model, vae, enc = loaded
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    exact = nodes["VARBooth_Sampler"].execute(**SAMPLE, model=model, vae=vae, positive=cond)
+    fast = nodes["VARBooth_Sampler"].execute(**SAMPLE, model=model, vae=vae, positive=cond, prune_scales=2,
+                                             prune_keep=0.25)
+    assert "pruned" not in exact.ui.as_dict()["text"][0]
+    assert "scales 5-6 pruned to 25% of their tokens" in fast.ui.as_dict()["text"][0]
+    assert exact.args[0].shape == fast.args[0].shape and not torch.equal(exact.args[0], fast.args[0])
 
 
 def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):

@@ -75,6 +75,9 @@ def test_switti_draws_the_prompt_with_its_own_defaults(nodes, switti):
     fox = outputs(switti_sample(nodes, switti))[0]
     assert not torch.equal(outputs(switti_sample(nodes, switti, seed=2))[0], fox)
     assert not torch.equal(outputs(switti_sample(nodes, switti, text="a photo of a blue car"))[0], fox)
+    fast = switti_sample(nodes, switti, prune_scales=2, prune_keep=0.3)
+    assert text_of(fast).endswith("top_p 0.95, scales 4-5 pruned to 30% of their tokens")
+    assert not torch.equal(outputs(fast)[0], fox)
     window = switti_sample(nodes, switti, cfg_stop_scale=4, last_scale_temp=0.5, more_smooth=True,
                            smooth_start_scale=2)
     assert text_of(window) == ("6 scales, 128x128 px, cfg 6 on scales 0-3, top_k 400, top_p 0.95, last_scale_temp "
@@ -111,6 +114,9 @@ def test_var_draws_a_class_by_label_and_refuses_what_it_lacks(nodes, var):
     assert images.shape == (2, 128, 128, 3) and is_picture(images)
     assert text_of(out) == "4 scales, 128x128 px, class 3, cfg 4, top_k 900, top_p 0.95"
     assert not torch.equal(outputs(var_sample(nodes, var, class_label=4))[0], images)
+    fast = var_sample(nodes, var, prune_scales=1, prune_keep=0.5)
+    assert text_of(fast).endswith("top_p 0.95, scale 3 pruned to 50% of their tokens")
+    assert not torch.equal(outputs(fast)[0], images)
     with pytest.raises(ValueError, match=r"Class label 12 is not allowed: VAR's labels are whole numbers from 0 to 9"):
         var_sample(nodes, var, class_label=12)
     # the tiny model has 10 classes, not ImageNet's: a name is refused, saying so
