@@ -22,6 +22,7 @@ TRANSFORMERS = "infinity"  # models/infinity: Infinity transformers
 SWITTI = "switti"  # models/switti: Switti's model folders (config.json + model.safetensors)
 VAR = "var"  # models/var: the class-conditional VAR's var_d*.pth
 SUBJECTS = "var_subjects"  # models/var_subjects: subject files
+SUBJECT_EXTENSION = ".safetensors"  # what Load Subject can read (a pickled .pth is never unpickled)
 
 
 def register_folders() -> None:
@@ -56,7 +57,7 @@ def subject_choices() -> list[str]:
     """Load Subject's options: the bundled example subjects trained on the embedded model, then models/var_subjects."""
     bundled = [EMBEDDED_SUBJECT + n for n, s in embedded.example_subjects().items() if s["subject"]] \
         if embedded.available() else []
-    return bundled + list_files(SUBJECTS)
+    return bundled + [f for f in list_files(SUBJECTS) if f.lower().endswith(SUBJECT_EXTENSION)]
 
 
 def subject_path(name: str) -> str:

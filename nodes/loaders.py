@@ -122,7 +122,13 @@ class LoadAll(io.ComfyNode):
     @classmethod
     def execute(cls, model_name, vae_name, text_encoder_name, dtype):
         model = load_transformer(model_name, dtype)
-        return io.NodeOutput(model, load_vae(vae_name, model), _load_text_encoder(text_encoder_name))
+        vae = load_vae(vae_name, model)
+        encoder = _load_text_encoder(text_encoder_name)
+        if encoder.width != model.config.text_channels:
+            raise ValueError(f"The text encoder '{text_encoder_name}' does not fit the transformer '{model_name}': it "
+                             f"gives {encoder.width}-wide features, the transformer reads "
+                             f"{model.config.text_channels}-wide ones (Infinity-2B and 8B read flan-t5-xl's 2048).")
+        return io.NodeOutput(model, vae, encoder)
 
 
 NODES = [LoadTransformer, LoadVAE, LoadTextEncoder, LoadAll]

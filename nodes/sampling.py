@@ -14,7 +14,7 @@ from var_core.schedules import per_scale
 from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedule
 
 from . import comfy_env, pruning
-from .schedule import OWN, OWN_TAU, listed, resolve
+from .schedule import OWN, OWN_TAU, listed, resolve, unused_fine_values
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image)
 
@@ -95,8 +95,20 @@ class Sampler(io.ComfyNode):
                                  pruning=fast)
         notes = [f"{K} scales, {'x'.join(map(str, var_core.pixel_size(scales)))} px, cfg {listed(cfgs)}, "
                  f"tau {listed(taus)}{pruning.summary(fast, K)}"] + \
+            unused_fine_values(schedule, K) + beyond_training(model, scales, aspect_ratio) + \
             token_warnings(positive["prompts"], model)
         return io.NodeOutput(to_image(images), ui=ui.PreviewText("\n".join(notes)))
+
+
+def beyond_training(model, scales, aspect_ratio: str) -> list[str]:
+    """A warning when the resolution has more scales than the model's own: its finer scales were never trained."""
+    own = defaults.sampling(model)["pn"]
+    trained = var_core.scale_schedule(aspect(aspect_ratio), own)
+    if len(scales) <= len(trained):
+        return []
+    h, w = var_core.pixel_size(trained)
+    return [f"warning: this model was trained at {own} ({h}x{w} px here); scales {len(trained)}-{len(scales) - 1} of "
+            f"this resolution were never trained and draw noise (resolution auto: the model's own)"]
 
 
 def token_warnings(prompts: list[str], model) -> list[str]:

@@ -59,6 +59,17 @@ def resolve(schedule: dict | None, key: str, default, num_scales: int):
     return per_scale(value, num_scales, f"The {key} list")
 
 
+def unused_fine_values(schedule: dict | None, num_scales: int) -> list[str]:
+    """A warning when the schedule's switch lies beyond the sampled scales while its fine values differ from the
+    coarse ones (they would never apply)."""
+    if not schedule or schedule["switch"] < num_scales:
+        return []
+    differ = [k for k in ("cfg", "tau", "strength") if isinstance(schedule.get(k), tuple)
+              and schedule[k][0] != schedule[k][1]]
+    return [f"warning: the schedule's switch {schedule['switch']} is beyond these {num_scales} scales: its fine "
+            f"{', '.join(differ)} never apply (set switch below {num_scales})"] if differ else []
+
+
 class ScaleSchedule(io.ComfyNode):
     @classmethod
     def define_schema(cls):

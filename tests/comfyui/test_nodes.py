@@ -23,6 +23,7 @@ def run(node, **inputs):
     return out.args if hasattr(out, "args") else out.result
 
 
+AUTO = "auto (the model's own)"
 SAMPLE = dict(seed=3, aspect_ratio="0.75 (h/w) 1152×864", resolution="0.06M (256²)", cfg=4.0, tau=0.5, top_k=0,
               top_p=0.97, batch_size=1)
 
@@ -61,6 +62,24 @@ def test_the_sampler_prunes_the_fine_scales_when_asked_and_says_so(nodes, loaded
     assert "pruned" not in exact.ui.as_dict()["text"][0]
     assert "scales 5-6 pruned to 25% of their tokens" in fast.ui.as_dict()["text"][0]
     assert exact.args[0].shape == fast.args[0].shape and not torch.equal(exact.args[0], fast.args[0])
+
+
+def test_the_sampler_warns_of_untrained_scales_and_of_a_schedule_switch_beyond_its_scales(nodes):
+    embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]  # its file states it samples 0.015M
+    model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
+                          text_encoder_name=embedded, dtype="auto")
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    big = nodes["VARBooth_Sampler"].execute(**SAMPLE, model=model, vae=vae, positive=cond)  # 0.06M
+    assert ("warning: this model was trained at 0.015M (144x192 px here); scales 5-6 of this resolution were never "
+            "trained") in big.ui.as_dict()["text"][0]
+    schedule = nodes["VARBooth_ScaleSchedule"].execute(
+        resolution=AUTO, aspect_ratio="1.0 (h/w) 1024×1024", switch=8, cfg_coarse=4.0, cfg_fine=1.0, tau_coarse=0.5,
+        tau_fine=0.5, strength_coarse=1.0, strength_fine=1.0).args[0]
+    own = nodes["VARBooth_Sampler"].execute(**{**SAMPLE, "resolution": AUTO}, model=model, vae=vae, positive=cond,
+                                            schedule=schedule)
+    text = own.ui.as_dict()["text"][0]
+    assert "trained at" not in text
+    assert "warning: the schedule's switch 8 is beyond these 5 scales: its fine cfg never apply" in text
 
 
 def test_schedule_node_shows_scales_and_drives_the_sampler(nodes, loaded):
@@ -226,7 +245,6 @@ def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
     assert world.find_member("teacup").held_out
 
 
-AUTO = "auto (the model's own)"
 
 
 def test_auto_resolution_follows_the_model_wired_in(nodes, loaded):
@@ -279,3 +297,20 @@ def test_an_8b_shaped_shard_folder_is_one_model_and_samples(nodes):
     with pytest.raises(Exception, match="toy_bitvae"):  # a 2B-shaped VAE does not fit: both files named
         run(nodes["VARBooth_LoadAll"], model_name="infinity_8b_weights/", vae_name="toy_bitvae.safetensors",
             text_encoder_name="t5_192/", dtype="auto")
+
+
+def test_a_text_encoder_that_does_not_fit_is_refused_by_the_loader_naming_both_files(nodes):
+    with pytest.raises(ValueError, match=r"^The text encoder 't5_192/' does not fit the transformer "
+                                         r"'toy_infinity\.safetensors': it gives 192-wide features"):
+        run(nodes["VARBooth_LoadAll"], model_name="toy_infinity.safetensors", vae_name="toy_bitvae.safetensors",
+            text_encoder_name="t5_192/", dtype="auto")
+
+
+def test_load_subject_lists_only_files_it_can_read(nodes, pack):
+    pickled = pack.base / "models/var_subjects/arbooth_checkpoint.pth"
+    pickled.write_bytes(b"not read")
+    try:
+        choices = nodes["VARBooth_LoadSubject"].define_schema().inputs[0].options
+    finally:
+        pickled.unlink()
+    assert "arbooth_checkpoint.pth" not in choices and choices[0].startswith("embedded: ")
