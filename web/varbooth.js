@@ -5,6 +5,19 @@ import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const NAME = "varbooth_text";
+const PADDING = 14; // the text box's inner padding and border, top and bottom together
+
+// The height the text needs in a box as wide as the node: its lines, each wrapped at the box's width.
+function neededHeight(el, text, width) {
+  const style = getComputedStyle(el);
+  const size = parseFloat(style.fontSize) || 12;
+  const lineHeight = parseFloat(style.lineHeight) || 1.25 * size;
+  const ctx = (neededHeight.ctx ??= document.createElement("canvas").getContext("2d"));
+  ctx.font = `${size}px ${style.fontFamily || "monospace"}`;
+  const available = Math.max(60, width - 30);
+  const rows = text.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(ctx.measureText(line).width / available)), 0);
+  return Math.ceil(rows * lineHeight + PADDING);
+}
 
 function showText(node, text) {
   let widget = node.widgets?.find((w) => w.name === NAME);
@@ -18,6 +31,10 @@ function showText(node, text) {
     widget.serialize = false;
   }
   widget.value = text;
+  // the box grows to its text (a multiline box otherwise keeps its ~42 px minimum and cuts the text off)
+  const height = neededHeight(widget.inputEl, text, node.size[0]);
+  widget.options.getMinHeight = () => height;
+  widget.options.getMaxHeight = () => Math.max(height, 600);
   const [w, h] = node.computeSize();
   node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
   node.setDirtyCanvas?.(true, true);

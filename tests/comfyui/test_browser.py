@@ -113,9 +113,26 @@ def node_texts(page) -> list[str]:
     return page.evaluate("() => [...document.querySelectorAll('textarea.varbooth-text')].map(t => t.value)")
 
 
-def glyph_agreement(images, member: str) -> float:
+def cut_texts(page) -> list[str]:
+    """The first line of each node text that its box cuts off (needs scrolling), each looked at on screen at zoom 1."""
+    cut = []
+    for node_id in page.evaluate("() => window.app.graph._nodes.filter(n => (n.widgets || []).some("
+                                 "w => w.name === 'varbooth_text')).map(n => n.id)"):
+        focus(page, node_id)
+        page.wait_for_timeout(200)
+        cut += page.evaluate("""(id) => {
+            const node = window.app.graph.getNodeById(id), el = node.widgets.find(w => w.name === 'varbooth_text').inputEl;
+            return el.scrollHeight > el.clientHeight + 2 ? [el.value.split('\\n')[0]] : [];
+        }""", node_id)
+    return cut
+
+
+def glyph_agreement(images, member: str | list[str]) -> float:
+    """Mean agreement of each image with its member's glyph (``member``: one for all, or one per image)."""
     from toyworld.metrics import member_similarity
-    return sum(member_similarity(im, member) for im in images) / len(images)
+    members = [member] * len(images) if isinstance(member, str) else member
+    assert len(members) == len(images), (members, len(images))
+    return sum(member_similarity(im, m) for im, m in zip(images, members)) / len(images)
 
 
 def shows(images, backgrounds) -> float:
@@ -129,6 +146,9 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     page.wait_for_timeout(300)
     assert missing_nodes(page) == []
     assert overlapping(page) == []
+    # it opens readable: at >= 70 % the frontend draws titles, widgets and text (not its low-quality empty boxes)
+    view = page.evaluate("() => ({scale: window.app.canvas.ds.scale, low: window.app.canvas.low_quality})")
+    assert view["scale"] >= 0.7 and view["low"] is False, view
     built = build(page)
     expected = copy.deepcopy(api_twins()[name])
     for node in (*expected.values(), *built.values()):
@@ -149,6 +169,7 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
     # what the nodes said, on the nodes (every template has a sampler): read from the page
     page.wait_for_function("() => document.querySelectorAll('textarea.varbooth-text').length > 0", timeout=20_000)
     assert any(t.startswith(SAYS.get(name, "5 scales, 128x128 px")) for t in node_texts(page)), node_texts(page)
+    assert cut_texts(page) == []
     outputs = page.evaluate("() => window.app.graph._nodes.filter(n => n.type === 'SaveImage' || "
                             "(n.widgets || []).some(w => w.name === 'varbooth_text')).map(n => [n.id, n.type])")
     for node_id, kind in outputs:  # a zoomed look at each output node, kept with the test's output
@@ -165,7 +186,7 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
         tuned_images = saved_images(comfy.url, tuned, node=save_node)
         base_images = saved_images(comfy.url, untuned, node=save_node)
         tuned, base = glyph_agreement(tuned_images, member), glyph_agreement(base_images, member)
-        print(f"{name}: glyph agreement with the {member} {tuned:.3f} with the subject, {base:.3f} without")
+        print(f"{name}: glyph agreement with {member} {tuned:.3f} with the subject, {base:.3f} without")
         assert tuned > base + 0.02, (tuned, base)
     if name in DOWNLOADS:  # random fixture weights: pictures (not fills), of no content to check
         assert len(images) >= 4 and all(im.size == (128, 128) and len(im.getcolors(128 * 128)) > 100 for im in images)
@@ -266,3 +287,4 @@ def test_a_graph_built_by_hand_with_every_default_runs_on_the_embedded_model(pag
     assert any(t.startswith("5 scales, 128x128 px") for t in texts), texts
     assert any("at 0.015M, learning rate 0.001" in t for t in texts), texts  # Train Subject: the toy's own settings
     assert any("a list takes one value per scale: 5 at 0.015M" in t for t in texts), texts  # the schedule on auto
+    assert cut_texts(page) == []  # every text box grew to its text, on nodes added by hand

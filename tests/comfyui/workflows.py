@@ -54,8 +54,8 @@ NOTES = {
                      "For Infinity-2B: load it and your photos (Load Image + Batch); steps, learning rate, resolution: auto.",
     "subject_per_scale_strength": "A subject at full strength on the coarse scales (identity), 0.6 on the fine ones."
                                   "\nFor Infinity-2B: load it and a subject trained on it; switch 8 (of its 13 scales).",
-    "two_subjects": "Two subjects in one picture, each with its own token (<guide_dog>, <teacup>).\nFor "
-                    "Infinity-2B: load it and two subjects trained on it with different tokens.",
+    "two_subjects": "Two subjects applied at once, each drawn by its own prompt of one batch (<guide_dog>, <teacup>).\n"
+                    "The toy model draws one object per picture; for Infinity-2B, load it and two subjects trained on it.",
     "proxy_tuning": "Proxy-Tuning: a model that knows the subject draws it in N contexts; Infinity is tuned on them.\n"
                     "For Infinity-2B: replace the supervisor (Load Subject + Sampler) by SDXL/Flux with your "
                     "DreamBooth LoRA and its trigger words.",
@@ -81,15 +81,17 @@ DOWNLOADS = {"switti_text_to_image", "var_class_to_image"}
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
 # four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
 CONTENT = {"text_to_image": ["beach"], "train_subject": ["snow"], "subject_per_scale_strength": ["night"],
-           "two_subjects": ["white"], "image_variations": ["desert"],
+           "two_subjects": ["white", "white", "snow", "snow"], "image_variations": ["desert"],
            "proxy_tuning": ["beach", "snow", "yellow", "night", "desert", "desert", "desert", "desert"]}
 
 
-# Where a template applies a subject: the subject's member, its Apply Subject nodes, and the SaveImage node whose
-# images show it. The browser test draws them again with those nodes at strength 0 (the base model drawing the
-# prompt with the class word, same seeds): the subject's images must agree with its glyph better than those.
+# Where a template applies a subject: the subject's member (or one per saved image, in order), its Apply Subject
+# nodes, and the SaveImage node whose images show it. The browser test draws them again with those nodes at strength
+# 0 (the base model drawing the prompt with the class word, same seeds): the subject's images must agree with its
+# glyph better than those.
 SUBJECTS = {"train_subject": ("guide dog", ["10"], "13"), "subject_per_scale_strength": ("guide dog", ["3"], "7"),
-            "proxy_tuning": ("guide dog", ["11"], "14"), "two_subjects": ("guide dog", ["3", "5"], "8")}
+            "proxy_tuning": ("guide dog", ["11"], "14"),
+            "two_subjects": (["guide dog", "guide dog", "teacup", "teacup"], ["3", "5"], "8")}
 
 
 def card(name: str):
@@ -119,6 +121,9 @@ def thumbnail(images: list):
 GROWS = {"VARBooth_TrainSubject": 560, "VARBooth_Sampler": 140, "VARBooth_ScaleSchedule": 160,
          "VARBooth_SaveSubject": 100, "VARBooth_ExampleSubject": 100, "VARBooth_ProxyPrompts": 200,
          "VARBooth_SwittiSampler": 140, "VARBooth_VARSampler": 140, "PreviewImage": 360, "SaveImage": 360}
+
+
+OPEN_ZOOM = 0.8
 
 
 def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
@@ -165,8 +170,12 @@ def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
         nodes.append({"id": max(int(n) for n in api) + 1, "type": "Note", "pos": [60, max(rows.values())],
                       "size": [380, 140], "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
                       "title": "About this template", "properties": {}, "widgets_values": [note]})
+    # open at a zoom where the frontend draws titles, widgets and text (it draws empty boxes below about 60 %), with
+    # the graph's top-left corner at the window's: screen = (graph + offset) * scale
+    left, top = min(n["pos"][0] for n in nodes), min(n["pos"][1] for n in nodes) - 40
+    view = {"scale": OPEN_ZOOM, "offset": [20 / OPEN_ZOOM - left, 20 / OPEN_ZOOM - top]}
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": view}, "version": 0.4}
 
 
 def api_twins() -> dict[str, dict]:
