@@ -147,7 +147,10 @@ def run_training(trainer: SubjectTrainer, preview_every: int, use: str) -> io.No
         history["CE"].append(p.parts["ce"])
         if "distill" in p.parts:
             history.setdefault("distill", []).append(p.parts["distill"])
-        preview = ("JPEG", to_pil(p.preview)[0], 512) if p.preview is not None else None
+        preview = None
+        if p.preview is not None:  # sent at its own size: the frontend labels a preview with the size it is sent at
+            image = to_pil(p.preview)[0]
+            preview = ("JPEG", image, max(image.size))
         bar.update_absolute(p.step, p.total, preview)
     path = checkpoint_path(config.class_word, config.seed)  # reserved only once the inputs are good
     t0 = time.perf_counter()

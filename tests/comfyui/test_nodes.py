@@ -314,3 +314,18 @@ def test_load_subject_lists_only_files_it_can_read(nodes, pack):
     finally:
         pickled.unlink()
     assert "arbooth_checkpoint.pth" not in choices and choices[0].startswith("embedded: ")
+
+
+def test_the_training_preview_is_sent_at_its_true_size(nodes, loaded, monkeypatch):
+    import comfy.utils
+    model, vae, enc = loaded
+    sent = []
+    real = comfy.utils.ProgressBar.update_absolute
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute",
+                        lambda self, value, total=None, preview=None: (sent.append(preview), real(self, value, total))[1])
+    nodes["VARBooth_TrainSubject"].execute(
+        images=torch.rand(1, 64, 64, 3), model=model, vae=vae, text_encoder=enc, class_word="cat",
+        token="<placeholder>", steps=1, learning_rate=0.0, method="LoRA", layers="ca", rank=2, placeholder_vectors=2,
+        scale_weighting="uniform", prior_weight=0.0, resolution="0.06M (256²)", training_seed=5, preview_every=1)
+    previews = [p for p in sent if p is not None]
+    assert previews and all(p[1].size == (256, 256) and p[2] == 256 for p in previews), previews
