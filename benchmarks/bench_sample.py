@@ -2,18 +2,44 @@
 
     python benchmarks/bench_sample.py                      # tiny random model on the CPU
     python benchmarks/bench_sample.py --size 2b --device cuda --pn 1M --dtype bf16
+    python benchmarks/bench_sample.py --reference /tmp/infinity_ref --size 2b-narrow --threads 1 --reps 3
 
 Weights are random (the architecture, not the checkpoint, decides the speed); text features are random T5-sized
 rows, so the T5 encoder is not timed. The VAE decode is included.
+
+Sizes: tiny (4 blocks of width 128, 16 bits, T5 width 256; 0.06M); 2b (Infinity-2B; 1M); 2b-narrow: Infinity-2B's
+layout (8 chunks, head dim 128, FFN 4x, 32 bits, T5 width 2048, 16 text-pool heads, 512 null-text rows) at width 256
+(2 heads) and depth 16 (2 blocks a chunk), with a d32 BitVAE of base width 32; 1M (1024², 13 scales). Depth 16, not
+32: at 32 one run of our exact sampler took 85 s of CPU time on one thread (attention over the 10521 tokens dominates).
+
+With --reference CHECKOUT (a checkout of github.com/FoundationVision/Infinity): the official sampler
+(reference_infinity.py: its own classes, loaded with the same random weights) and ours side by side on the same text,
+fp32, batch --batch. Rows: the reference, ours exact, ours with each --fast pruning (var_core.Pruning(scales, keep)).
+Both sides: cfg on every scale, guided on the logits, tau, top-k, top-p (default 4, 0.5, 0, 0.97, the 2B release's;
+the reference's tools/reproduce.py has cfg 3 and top-k 900, which keeps both outcomes of a two-way bit: the same work).
+Timed: from the T5 features to the codes (transformer and sampler); --decode adds the BitVAE decode on both sides.
+  1. Check that the two are the same model: the reference draws greedily (top-k 1), ours is forced to its codes, and
+     the share of bits where our logits choose as it did is printed (this reference run compiles its fused norm).
+     The sampled draws are not compared: both draw from the same seed, but their random streams differ.
+  2. FLOPs per image of each row: matrix products, attention and convolutions, counted by torch.utils.flop_counter
+     on one run (CPU attention by its formula, which torch registers for the CUDA kernels only; the reference's
+     compiled norm runs eagerly meanwhile).
+  3. --warmup untimed rounds, then --reps repetitions, each running every row once, the order rotated by one row each
+     repetition. A row's ratio is the median (and range) over repetitions of its time / the reference's in the same
+     repetition, of wall-clock and of process CPU time (steadier on a shared machine); s/image is the median
+     wall-clock.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import statistics
 import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.common import peak_memory, reset_peak, sync  # noqa: E402
@@ -22,12 +48,15 @@ from var_core.infinity.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.sampling import sample  # noqa: E402
 from var_core.schedules import num_tokens, scale_schedule  # noqa: E402
 from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
+from var_core.pruning import Pruning  # noqa: E402
 
 SIZES = {
     "tiny": (InfinityConfig(depth=4, embed_dim=128, num_heads=2, block_chunks=2, ffn_hidden=512, bits=16,
                             text_channels=256, text_maxlen=32, text_pool_heads=2),
              BitVAEConfig(d=16, base_ch=32)),
     "2b": (InfinityConfig(), BitVAEConfig(d=32, base_ch=128)),
+    "2b-narrow": (InfinityConfig(depth=16, embed_dim=256, num_heads=2, ffn_hidden=1024),
+                  BitVAEConfig(d=32, base_ch=32)),
 }
 
 
@@ -44,14 +73,23 @@ def build(size: str, device, dtype, vae_dtype):
     return model, vae.to(vae_dtype).eval().requires_grad_(False)
 
 
+def random_text(args, model):
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(args.text_len, model.config.text_channels, generator=g).to(args.device)
+            for _ in range(args.batch)]
+
+
+def settings(args) -> dict:
+    return dict(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
+
+
 def run(args):
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     model, vae = build(args.size, device, dtype, DTYPES[args.vae_dtype])
     schedule = scale_schedule(1.0, args.pn)
     L = num_tokens(schedule)
-    g = torch.Generator().manual_seed(1)
-    text = [torch.randn(args.text_len, model.config.text_channels, generator=g).to(device) for _ in range(args.batch)]
+    text = random_text(args, model)
     print(f"size={args.size} device={device} dtype={args.dtype} vae={args.vae_dtype} pn={args.pn} scales={len(schedule)} "
           f"tokens={L} batch={args.batch} cfg={args.cfg}")
     for use_cache in ([True, False] if args.compare_cache else [True]):
@@ -60,7 +98,7 @@ def run(args):
             reset_peak(device)
             sync(device)
             t0 = time.perf_counter()
-            images = sample(model, vae, text, schedule, cfg=args.cfg, tau=0.5, seed=r, use_cache=use_cache)
+            images = sample(model, vae, text, schedule, **settings(args), seed=r, use_cache=use_cache)
             sync(device)
             if r >= args.warmup:
                 times.append(time.perf_counter() - t0)
@@ -69,20 +107,111 @@ def run(args):
               f"{L * args.batch / sec:10.0f} tokens/s  peak {peak_memory(device)}  image {tuple(images.shape)}")
 
 
+# ------------------------------------------------------------------------------ side by side with the reference
+# attention on the CPU, by its formula (torch registers it for the CUDA kernels only): QK^T and AV
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+                 lambda q, k, v, *_, **__: 2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])}
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call fn(0): matrix products, attention, convolutions (the reference's compiled norm runs eagerly
+    meanwhile: torch.compile refuses a dispatch mode)."""
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as c:
+        fn(0)
+    return c.get_total_flops()
+
+
+def agreement(ref, model, text, schedule, args) -> str:
+    """The share of bits where ours, forced to the reference's greedy codes, chooses as the reference did."""
+    greedy = {**settings(args), "top_k": 1}
+    theirs = ref.codes(text, seed=0, **greedy)
+    _, logits = sample(model, None, text, schedule, forced_codes=theirs, return_logits=True, **greedy)
+    same = [(x.unflatten(-1, (-1, 2)).argmax(-1) == c.flatten(1, 2)).sum().item() for x, c in zip(logits, theirs)]
+    worst = min(n / c.numel() for n, c in zip(same, theirs))
+    return (f"the same model: ours forced to the reference's greedy codes chooses as it did on "
+            f"{sum(same) / sum(c.numel() for c in theirs):.3%} of the bits (the lowest scale {worst:.3%})")
+
+
+def time_rotating(rows: dict, reps: int, device) -> tuple[dict, dict]:
+    """{row: [wall s]}, {row: [CPU s]}: every repetition runs every row once, the order rotated by one each time."""
+    names = list(rows)
+    wall, cpu = {n: [] for n in names}, {n: [] for n in names}
+    for r in range(reps):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            rows[name](r)
+            sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def side_by_side(args):
+    from benchmarks.reference_infinity import ReferenceSampler
+    device = torch.device(args.device)
+    model, vae = build(args.size, device, torch.float32, torch.float32)
+    schedule = scale_schedule(1.0, args.pn)
+    text = random_text(args, model)
+    ref = ReferenceSampler(args.reference, model, vae, schedule)
+    c = model.config
+    print(f"size={args.size} (depth {c.depth}, width {c.embed_dim}, {c.num_heads} heads, {c.bits} bits, T5 width "
+          f"{c.text_channels}; VAE base width {vae.config.base_ch}) device={device} fp32 threads="
+          f"{torch.get_num_threads()} pn={args.pn} scales={len(schedule)} tokens={num_tokens(schedule)} "
+          f"batch={args.batch} {settings(args)} decode={args.decode}", flush=True)
+    print("  " + agreement(ref, model, text, schedule, args), flush=True)
+    rows = {"reference": lambda seed: ref(text, **settings(args), seed=seed, decode=args.decode)}
+    for p in [Pruning()] + args.fast:
+        name = f"ours, {p.scales} finest scales at {p.keep:g}" if p.scales else "ours, exact"
+        rows[name] = lambda seed, p=p: sample(model, vae if args.decode else None, text, schedule, **settings(args),
+                                              seed=seed, pruning=p)
+    flops = {name: count_flops(fn) / args.batch for name, fn in rows.items()}
+    for _ in range(args.warmup):
+        for fn in rows.values():
+            fn(0)
+    wall, cpu = time_rotating(rows, args.repeats, device)
+    ratios = {clock: {n: [t / r for t, r in zip(times[n], times["reference"])] for n in rows}
+              for clock, times in (("wall", wall), ("cpu", cpu))}
+    shown = lambda x: f"{statistics.median(x):.2f}x ({min(x):.2f}–{max(x):.2f})"  # noqa: E731
+    print(f"\n{args.size}, {args.pn}, batch {args.batch}, {args.repeats} repetitions after {args.warmup} warm-up, "
+          f"{torch.get_num_threads()} threads, {'with' if args.decode else 'without'} the VAE decode")
+    print("| row | s/image | / reference, wall (range) | / reference, CPU (range) | GFLOP/image | FLOPs / reference |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n in rows:
+        print(f"| {n} | {statistics.median(wall[n]) / args.batch:.3f} | {shown(ratios['wall'][n])} | "
+              f"{shown(ratios['cpu'][n])} | {flops[n] / 1e9:.1f} | {flops[n] / flops['reference']:.2f} |")
+
+
+def fast_list(text: str) -> list[Pruning]:
+    """"2:0.5,3:0.3" -> [Pruning(2, 0.5), Pruning(3, 0.3)]."""
+    return [Pruning(int(s), float(k)) for s, k in (item.split(":") for item in text.split(",") if item)]
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=SIZES, default="tiny")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=DTYPES, default=None)
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default bf16 on GPU, fp32 on CPU (--reference: fp32)")
     p.add_argument("--vae-dtype", choices=DTYPES, default="fp32", help="the VAE decoder's dtype (load_vae's default: fp32)")
-    p.add_argument("--pn", default=None, help="resolution preset (default 0.06M on tiny, 1M on 2b)")
+    p.add_argument("--pn", default=None, help="resolution preset (default 0.06M on tiny, 1M on 2b and 2b-narrow)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.97)
     p.add_argument("--text-len", type=int, default=32)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", "--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-compare-cache", dest="compare_cache", action="store_false")
+    p.add_argument("--reference", metavar="CHECKOUT",
+                   help="a checkout of github.com/FoundationVision/Infinity: its sampler and ours side by side (fp32)")
+    p.add_argument("--fast", type=fast_list, default="2:0.5,3:0.3",
+                   help="with --reference, the pruned rows of ours as scales:keep,... (default 2:0.5,3:0.3)")
+    p.add_argument("--decode", action="store_true", help="with --reference, time the VAE decode on both sides too")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
-    a.pn = a.pn or ("1M" if a.size == "2b" else "0.06M")
-    run(a)
+    a.pn = a.pn or ("1M" if a.size.startswith("2b") else "0.06M")
+    side_by_side(a) if a.reference else run(a)

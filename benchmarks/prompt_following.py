@@ -91,6 +91,9 @@ def main(argv=None):
     parser.add_argument("--cfg", type=float, default=None, help="default: the model's own")
     parser.add_argument("--tau", type=float, default=None, help="default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prune-scales", type=int, default=vc.Pruning.scales,
+                        help="the sampler's fast option (default %(default)s: off, the exact sampler)")
+    parser.add_argument("--prune-keep", type=float, default=vc.Pruning.keep, help="default %(default)s")
     parser.add_argument("--grid", help="write a PNG grid of samples here")
     parser.add_argument("--write", help="write the table (markdown, with the command, machine and date) here")
     args = parser.parse_args(argv)
@@ -108,7 +111,9 @@ def main(argv=None):
     model, vae, text_encoder = load_models(args.bundle)
     own = defaults.sampling(model, cfg=args.cfg, tau=args.tau)  # what a user gets unless told otherwise
     args.cfg, args.tau = own["cfg"], own["tau"]
-    pictures = generate(model, vae, text_encoder, jobs, PN, args.batch, args.cfg, args.tau, args.seed)
+    pruning = vc.Pruning(args.prune_scales, args.prune_keep)
+    pictures = generate(model, vae, text_encoder, jobs, PN, args.batch, args.cfg, args.tau, args.seed,
+                        pruning=pruning)
     t_sample = time.perf_counter() - t0
     roundtrip = metrics.tokenizer_roundtrip(vae, vc.scale_schedule(1.0, PN))
     generated = rates(pictures, jobs, roundtrip)
@@ -131,7 +136,7 @@ def main(argv=None):
         head = [f"`{command}` — {os.cpu_count()}-core CPU, torch {torch.__version__}, "
                 f"{datetime.date.today().isoformat()}, {t_total / 60:.1f} min. Prompts \"a photo of a {{class}} "
                 f"{{phrase}}\" for {len(classes)} classes x {len(backgrounds)} backgrounds x {args.seeds} seeds "
-                f"(CFG {args.cfg:g}, tau {args.tau:g}); measures of toyworld/metrics.py.", ""]
+                f"(CFG {args.cfg:g}, tau {args.tau:g}, {pruning}); measures of toyworld/metrics.py.", ""]
         with open(args.write, "w", encoding="utf-8") as f:
             f.write("\n".join(head + lines + ["", class_line(generated, classes, backgrounds), ""]))
         print(f"wrote {args.write}")

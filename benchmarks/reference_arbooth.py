@@ -81,8 +81,8 @@ class _Unused:
 
 
 def install_stand_ins() -> None:
-    """Modules the reference imports at module level and its training step does not need (or cannot have without
-    CUDA). Real packages already installed are left alone."""
+    """Modules the reference (ARBooth, or the official Infinity it forks) imports at module level and its training
+    step and sampler do not need (or cannot have without CUDA). Real packages already installed are left alone."""
     import importlib.util
 
     def missing(name):
@@ -129,6 +129,30 @@ def import_reference(checkout: str):
                            TextEmbeddingAmpOptimizer=TextEmbeddingAmpOptimizer, trainer=booth_trainer_final)
 
 
+def reference_vae(vae_module, vae):
+    """The reference's VAE (``vae_module``: its infinity/models/bsq_vae/vae.py) as load_visual_tokenizer builds it,
+    with ``vae``'s weights, at this VAE's base width (vae_model fixes 128, the released width; the golden fixtures
+    were made the same way)."""
+    vcfg = vae.config
+    built = vae_module.AutoEncoder
+    vae_module.AutoEncoder = lambda a: built(argparse.Namespace(**{**vars(a), "base_ch": vcfg.base_ch}))
+    try:
+        return vae_module.vae_model({"vae": {k: v.float() for k, v in vae.state_dict().items()}}, "dynamic", vcfg.d,
+                                    2 ** vcfg.d, patch_size=16, encoder_ch_mult=list(vcfg.ch_mult),
+                                    decoder_ch_mult=list(vcfg.ch_mult))
+    finally:
+        vae_module.AutoEncoder = built
+
+
+def load_weights(net, model, allow_missing=()) -> None:
+    """var_core ``model``'s weights (the release names) into the reference's ``net``; refused unless every tensor
+    fits, all but ``allow_missing`` of the net's own."""
+    missing, unexpected = net.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or [k for k in missing if k not in allow_missing]:
+        raise RuntimeError(f"The weights do not fit the reference model: missing {missing}, unexpected "
+                           f"{unexpected}.")
+
+
 class ReferenceIteration:
     """The reference's training, set up on ``model`` / ``vae`` (var_core's, in the released layout) and ``encoder``
     (var_core.infinity.t5's T5): call ``step()`` for one iteration.
@@ -140,23 +164,14 @@ class ReferenceIteration:
                  lr: float = 2.34375e-5):
         ref = import_reference(checkout)
         self.ref = ref
-        cfg, vcfg = model.config, vae.config
+        cfg = model.config
         if model.config.token_patch != 1:
             raise ValueError("The side-by-side runs the 2B layout (no spatial patchify).")
         defaults = {k: getattr(ref.arg_util.Args, k) for k in dir(ref.arg_util.Args) if not k.startswith("_")}
         self.args = args = SimpleNamespace(**defaults)
         args.pn, args.tau, args.bf16 = pn, 0.5, 0
         args.text_channels = cfg.text_channels
-        # the VAE, as load_visual_tokenizer builds it, at this VAE's base width (vae_model fixes 128, the released
-        # width; the golden fixtures were made the same way)
-        built = ref.vae_module.AutoEncoder
-        ref.vae_module.AutoEncoder = lambda a: built(argparse.Namespace(**{**vars(a), "base_ch": vcfg.base_ch}))
-        try:
-            self.vae = ref.vae_module.vae_model({"vae": {k: v.float() for k, v in vae.state_dict().items()}},
-                                                "dynamic", vcfg.d, 2 ** vcfg.d, patch_size=16,
-                                                encoder_ch_mult=list(vcfg.ch_mult), decoder_ch_mult=list(vcfg.ch_mult))
-        finally:
-            ref.vae_module.AutoEncoder = built
+        self.vae = reference_vae(ref.vae_module, vae)
         # the transformer, as load_infinity_for_training builds it (2B's flags; this model's sizes)
         prefix = SimpleNamespace(ti_seq_len=args.text_prefix_length)
         reset = torch.nn.Linear.reset_parameters
@@ -167,10 +182,7 @@ class ReferenceIteration:
             torch.nn.Linear.reset_parameters = reset
         # its placeholder rows are 2048 wide (flan-t5-xl's width, hard-coded): this model's text width instead
         net.special_token = torch.nn.Parameter(torch.zeros(args.text_prefix_length, cfg.text_channels))
-        missing, unexpected = net.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or [k for k in missing if k != "special_token"]:
-            raise RuntimeError(f"The weights do not fit the reference model: missing {missing}, unexpected "
-                               f"{unexpected}.")
+        load_weights(net, model, allow_missing=("special_token",))
         net.train().requires_grad_(False)
         net.special_token.requires_grad_(True)
         for chunk in net.block_chunks:

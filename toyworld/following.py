@@ -19,15 +19,17 @@ def prompt(cls: str, background: str) -> str:
 
 
 def generate(model, vae, text_encoder, jobs, pn: str, batch: int = 48, cfg: float | None = None,
-             tau: float | None = None, seed: int = 0, quiet: bool = False) -> list[Image.Image]:
+             tau: float | None = None, seed: int = 0, quiet: bool = False, pruning: vc.Pruning = vc.Pruning()
+             ) -> list[Image.Image]:
     """One picture per job (class, background, k), in order; batch i is drawn with seed (seed, i). cfg / tau: the
-    model's own by default."""
+    model's own by default; pruning: the sampler's fast option (off by default)."""
     schedule = vc.scale_schedule(1.0, pn)
     features = text_encoder([prompt(c, b) for c, b, _ in jobs])
     out = []
     for i in range(0, len(jobs), batch):
         g = torch.Generator(model.device).manual_seed(seed * 100_003 + i)
-        out += to_pil(vc.sample(model, vae, features[i:i + batch], schedule, cfg=cfg, tau=tau, generator=g))
+        out += to_pil(vc.sample(model, vae, features[i:i + batch], schedule, cfg=cfg, tau=tau, generator=g,
+                                   pruning=pruning))
         if not quiet:
             print(f"  sampled {len(out)}/{len(jobs)}", file=sys.stderr, flush=True)
     return out
