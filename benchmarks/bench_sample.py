@@ -1,7 +1,7 @@
 """Sampling speed and memory: seconds per image, tokens per second, peak memory, with and without the KV cache.
 
     python benchmarks/bench_sample.py                      # tiny random model on the CPU
-    python benchmarks/bench_sample.py --size 2b --device cuda --pn 1M --dtype bf16
+    python benchmarks/bench_sample.py --size 2b --device cuda --pn 1M --dtype bf16 --no-compare-cache  # ~2 min
     python benchmarks/bench_sample.py --reference /tmp/infinity_ref --size 2b-narrow --threads 1 --reps 3
 
 Weights are random (the architecture, not the checkpoint, decides the speed); text features are random T5-sized
@@ -92,18 +92,20 @@ def run(args):
     text = random_text(args, model)
     print(f"size={args.size} device={device} dtype={args.dtype} vae={args.vae_dtype} pn={args.pn} scales={len(schedule)} "
           f"tokens={L} batch={args.batch} cfg={args.cfg}")
-    for use_cache in ([True, False] if args.compare_cache else [True]):
+    runs = [(True, p) for p in [Pruning()] + args.fast] + ([(False, Pruning())] if args.compare_cache else [])
+    for use_cache, pruning in runs:
         times = []
         for r in range(args.warmup + args.repeats):
             reset_peak(device)
             sync(device)
             t0 = time.perf_counter()
-            images = sample(model, vae, text, schedule, **settings(args), seed=r, use_cache=use_cache)
+            images = sample(model, vae, text, schedule, **settings(args), seed=r, use_cache=use_cache, pruning=pruning)
             sync(device)
             if r >= args.warmup:
                 times.append(time.perf_counter() - t0)
         sec = sorted(times)[len(times) // 2]
-        print(f"  kv_cache={str(use_cache):5}  {sec / args.batch:8.3f} s/image  {sec:8.3f} s/batch  "
+        fast = f"{pruning.scales} finest at {pruning.keep:g}" if pruning.scales else "exact"
+        print(f"  kv_cache={str(use_cache):5} {fast:18} {sec / args.batch:8.3f} s/image  {sec:8.3f} s/batch  "
               f"{L * args.batch / sec:10.0f} tokens/s  peak {peak_memory(device)}  image {tuple(images.shape)}")
 
 
