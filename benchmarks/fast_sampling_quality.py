@@ -59,6 +59,12 @@ def run_setting(pruning, subjects, model, vae, encoder, effnet, args, seed) -> d
     return {key: float(np.mean([c[key] for c in cells])) for key, _, _ in MEASURES}
 
 
+def bundled_subjects() -> list[dict]:
+    """The bundled example subjects that were trained (example_subjects), each with the backgrounds its photos show."""
+    return [{**info, "seen": {world.detect_background(Image.open(path).convert("RGB")) for path in info["photos"]}}
+            for info in example_subjects().values() if info["subject"] is not None]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", default="2:0.5,1:0.5", help="pruning settings SCALES:KEEP, comma-separated")
@@ -70,11 +76,7 @@ def main(argv=None):
                                  (item.split(":") for item in args.fast.split(","))]
     seeds = [int(s) for s in args.sample_seeds.split(",")]
     model, vae, encoder = load_models()
-    subjects = []
-    for name, info in example_subjects().items():
-        if info["subject"] is not None:
-            seen = {world.detect_background(Image.open(path).convert("RGB")) for path in info["photos"]}
-            subjects.append({**info, "seen": seen})
+    subjects = bundled_subjects()
     effnet = EffNetFeatures()
     print(f"subjects {[s['member'] for s in subjects]}, {args.contexts} contexts x {args.seeds} samples, seeds {seeds}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)

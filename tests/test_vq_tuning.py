@@ -171,13 +171,15 @@ def test_the_cli_trains_a_switti_subject_and_samples_it(tmp_path):
     assert (tmp_path / "s.png").is_file()
 
 
-def test_switti_gradient_checkpointing_gives_the_same_gradients_with_a_subject(switti):
+@pytest.mark.parametrize("family", ["switti", "var"])
+def test_gradient_checkpointing_gives_the_same_gradients_with_a_subject(family, switti, var):
     """The subject's updates are on inside the recomputed blocks too (they are switched on per call)."""
-    model, vae, encoder = switti
-    images = prepare_images(list(subject_pictures(2, 160)), (128, 128), "<sks>", "dog")
+    model, vae, encoder = switti if family == "switti" else (*var, None)
+    word = "dog" if family == "switti" else "3"
+    images = prepare_images(list(subject_pictures(2, 160)), (128, 128), "<sks>", word)
 
     def gradients(on):
-        config = TrainConfig(steps=1, gradient_checkpointing=on, **{**SETTINGS, "class_word": "dog", "prior_weight": 0.0})
+        config = TrainConfig(steps=1, gradient_checkpointing=on, **{**SETTINGS, "class_word": word, "prior_weight": 0.0})
         trainer = SubjectTrainer(model, vae, encoder, images, config)
         with torch.no_grad():  # a non-zero LoRA B, so the A factors get gradients too
             for k, t in trainer.delta.tensors.items():

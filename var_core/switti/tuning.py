@@ -11,19 +11,11 @@ from typing import Sequence
 import torch
 
 from ..tuning.trainer import SubjectTrainer
+from ..vq.checkpointing import CheckpointOnGPU
 from ..vq.sampling import sample
 
 
-class SwittiSubjectTrainer(SubjectTrainer):
-    def _checkpointing(self, batch: int) -> tuple[bool, str]:
-        if self.config.gradient_checkpointing is not None:
-            on = self.config.gradient_checkpointing
-            return on, "on (asked for)" if on else "off (asked for)"
-        # LoRA on Switti-1024 at 512² needs it to fit 24 GiB (docs/benchmarks.md, memory_switti.py); a CPU trains
-        # small models
-        on = self.device.type == "cuda"
-        return on, "on (on a GPU)" if on else "off (on the CPU)"
-
+class SwittiSubjectTrainer(CheckpointOnGPU, SubjectTrainer):
     def _conditioning(self, text_encoder, images) -> None:
         if text_encoder is None or not hasattr(text_encoder, "encoder_2"):
             raise ValueError("Switti trains with its two text encoders (CLIP-L and OpenCLIP-bigG).")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from .. import pruning as prune
@@ -182,6 +183,7 @@ class VAR(nn.Module):
     sharded = False
     sharded_fingerprint = None
     special_token = None
+    gradient_checkpointing = False  # (subject tuning sets it on its view)
 
     def __init__(self, config: VARConfig):
         super().__init__()
@@ -233,8 +235,16 @@ class VAR(nn.Module):
         if attn_bias is not None:
             attn_bias = attn_bias.to(dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, ada, attn_bias, caches[i] if caches is not None else None)
+            if self.gradient_checkpointing and torch.is_grad_enabled():  # recomputed in the backward: less memory
+                x = checkpoint(self._patched_block, block, x, ada, attn_bias, use_reentrant=False)
+            else:
+                x = block(x, ada, attn_bias, caches[i] if caches is not None else None)
         return x
+
+    def _patched_block(self, block, x, ada, attn_bias):
+        # the subjects' updates are switched on inside, so the block's recomputation in the backward pass has them too
+        with patch.active(self.patch):
+            return block(x, ada, attn_bias, None)
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """fp32 logits (rows, l, V) of the blocks' outputs."""

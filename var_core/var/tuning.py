@@ -11,10 +11,11 @@ import torch
 
 from ..tuning.delta import SubjectDelta
 from ..tuning.trainer import SubjectTrainer
+from ..vq.checkpointing import CheckpointOnGPU
 from ..vq.sampling import sample
 
 
-class VARSubjectTrainer(SubjectTrainer):
+class VARSubjectTrainer(CheckpointOnGPU, SubjectTrainer):
     @staticmethod
     def _new_delta(model, config) -> SubjectDelta:
         delta = SubjectDelta.create(
@@ -25,12 +26,6 @@ class VARSubjectTrainer(SubjectTrainer):
             label = model.family.class_label(model, config.class_word)
             delta.tensors["placeholder"] = model.class_emb.weight[label:label + 1].detach().float().clone()
         return delta
-
-    def _checkpointing(self, batch: int) -> tuple[bool, str]:
-        if self.config.gradient_checkpointing:
-            raise ValueError("Gradient checkpointing is not available for VAR models yet: leave --checkpointing at "
-                             "auto or off.")
-        return False, "off"
 
     def _conditioning(self, text_encoder, images) -> None:
         if text_encoder is not None:
