@@ -91,12 +91,17 @@ def main(argv=None):
     print("|---|" + "---:|" * len(MEASURES))
     for pruning, runs in results.items():
         name = "exact" if not pruning.scales else f"pruned: last {pruning.scales} scales at {pruning.keep:g}"
-        cells = []
-        for key, _, fmt in MEASURES:
-            values = [r[key] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread)}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(table_row(name, runs, MEASURES))
+
+
+def table_row(name: str, runs: list[dict], measures) -> str:
+    """'| name | mean ± std over the runs | ... |' for each (key, title, format) of measures."""
+    cells = []
+    for key, _, fmt in measures:
+        values = [r[key] for r in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread)}")
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

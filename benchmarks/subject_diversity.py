@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import var_core as vc  # noqa: E402
-from benchmarks.fast_sampling_quality import bundled_subjects  # noqa: E402
+from benchmarks.fast_sampling_quality import bundled_subjects, table_row  # noqa: E402
 from benchmarks.method_toy import CONTEXTS, EffNetFeatures, diversity, nearest_rate, subject_prompt  # noqa: E402
 from toyworld import world  # noqa: E402
 from var_core import defaults  # noqa: E402
@@ -73,12 +72,7 @@ def main(argv=None):
             print(f"  seed {seed}, {row[0]}: {results[row[0]][-1]}", flush=True)
     print("\n| sampling | subject is the nearest glyph | diversity |\n|---|---:|---:|")
     for name, runs in results.items():
-        cells = []
-        for key, fmt in (("nearest", "{:.1%}"), ("diversity", "{:.3f}")):
-            values = [r[key] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread)}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(table_row(name, runs, (("nearest", "", "{:.1%}"), ("diversity", "", "{:.3f}"))))
 
 
 if __name__ == "__main__":
