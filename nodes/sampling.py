@@ -16,7 +16,7 @@ from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedu
 from . import comfy_env, pruning
 from .schedule import OWN, OWN_TAU, listed, resolve, unused_fine_values
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
-                    Schedule, Vae, aspect, from_image, preset, to_image)
+                    Schedule, Vae, aspect, from_image, preset, to_image, zero_means)
 
 
 def conditioning_text(cond: dict, model) -> list:
@@ -43,11 +43,12 @@ class Sampler(io.ComfyNode):
                                tooltip="Resolution preset: the number of scales (13 at 1024²). auto = the resolution "
                                        "the loaded model was trained at (128² for the embedded toy model, 1M for "
                                        "Infinity-2B)."),
-                io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1,
-                               tooltip=f"Classifier-free guidance on the logits; {OWN} (the schedule input "
-                                       f"overrides it)."),
-                io.Float.Input("tau", default=0.0, min=0.0, max=5.0, step=0.01,
-                               tooltip=f"Sampling temperature; {OWN_TAU} (the schedule input overrides it)."),
+                zero_means(io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1,
+                                          tooltip=f"Classifier-free guidance on the logits; {OWN} (the schedule "
+                                                  f"input overrides it).")),
+                zero_means(io.Float.Input("tau", default=0.0, min=0.0, max=5.0, step=0.01,
+                                          tooltip=f"Sampling temperature; {OWN_TAU} (the schedule input overrides "
+                                                  f"it).")),
                 io.Int.Input("top_k", default=defaults.shared("sampling", "top_k", "infinity"), min=0, max=10000,
                              tooltip="Per-bit top-k filter (0 = off)."),
                 io.Float.Input("top_p", default=defaults.shared("sampling", "top_p", "infinity"), min=0.0, max=1.0, step=0.01,

@@ -7,7 +7,8 @@ from var_core import defaults
 from var_core.schedules import RESOLUTION_LABELS, per_scale, scale_schedule
 from var_core.tuning import ScaleWeights
 
-from .types import ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset
+from .types import (ASPECTS, CATEGORY, DEFAULT_ASPECT, DEFAULT_RESOLUTION, RESOLUTIONS, Schedule, aspect, preset,
+                    zero_means)
 
 
 ALL_PRESETS = list(RESOLUTION_LABELS.values())
@@ -85,14 +86,14 @@ class ScaleSchedule(io.ComfyNode):
                 io.Combo.Input("aspect_ratio", options=ASPECTS, default=DEFAULT_ASPECT,
                                tooltip="Only used to show the token grid of each scale."),
                 io.Int.Input("switch", default=8, min=0, max=16, tooltip="First scale that uses the 'fine' values."),
-                io.Float.Input("cfg_coarse", default=0.0, min=0.0, max=30.0, step=0.1,
-                               tooltip=f"Guidance on coarse scales; {OWN}."),
-                io.Float.Input("cfg_fine", default=0.0, min=0.0, max=30.0, step=0.1,
-                               tooltip=f"Guidance on fine scales; {OWN}."),
-                io.Float.Input("tau_coarse", default=0.0, min=0.0, max=5.0, step=0.01,
-                               tooltip=f"Temperature on coarse scales; {OWN_TAU}."),
-                io.Float.Input("tau_fine", default=0.0, min=0.0, max=5.0, step=0.01,
-                               tooltip=f"Temperature on fine scales; {OWN_TAU}."),
+                zero_means(io.Float.Input("cfg_coarse", default=0.0, min=0.0, max=30.0, step=0.1,
+                                          tooltip=f"Guidance on coarse scales; {OWN}.")),
+                zero_means(io.Float.Input("cfg_fine", default=0.0, min=0.0, max=30.0, step=0.1,
+                                          tooltip=f"Guidance on fine scales; {OWN}.")),
+                zero_means(io.Float.Input("tau_coarse", default=0.0, min=0.0, max=5.0, step=0.01,
+                                          tooltip=f"Temperature on coarse scales; {OWN_TAU}.")),
+                zero_means(io.Float.Input("tau_fine", default=0.0, min=0.0, max=5.0, step=0.01,
+                                          tooltip=f"Temperature on fine scales; {OWN_TAU}.")),
                 io.Float.Input("strength_coarse", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="Multiplier of every applied subject's strength on coarse scales (weights "
                                        "and placeholder, see Apply Subject)."),

@@ -20,7 +20,7 @@ from .schedule import listed
 from .subjects import APPLY, apply_inputs, apply_subject
 from .training import (LAYERS, METHOD, caption_inputs, caption_lines, configure, images_input, make_trainer,
                        run_inputs, run_training, subject_outputs, token_input, tuning_inputs)
-from .types import CATEGORY, SwittiConditioning, SwittiModel, SwittiTextEncoder, VQVae, to_image
+from .types import CATEGORY, SwittiConditioning, SwittiModel, SwittiTextEncoder, VQVae, to_image, zero_means
 
 OWN = "Switti's own (its release setting)"
 
@@ -150,10 +150,10 @@ class SwittiSampler(io.ComfyNode):
                              tooltip=f"Guidance stops at this scale: from it on the prompt alone is read (half the "
                                      f"work), its logits divided by last_scale_temp. Default "
                                      f"{window['cfg_stop_scale']}: {OWN}."),
-                io.Float.Input("last_scale_temp", default=window["last_scale_temp"] or 0.0, min=0.0, max=10.0,
-                               step=0.01, tooltip=f"Temperature of the scales from cfg_stop_scale on; 0 = none (the "
-                                                  f"logits as they are). Default {window['last_scale_temp'] or 0:g}: "
-                                                  f"{OWN}."),
+                zero_means(io.Float.Input(
+                    "last_scale_temp", default=window["last_scale_temp"] or 0.0, min=0.0, max=10.0, step=0.01,
+                    tooltip=f"Temperature of the scales from cfg_stop_scale on; 0 = none (the logits as they are). "
+                            f"Default {window['last_scale_temp'] or 0:g}: {OWN}."), "none"),
                 io.Boolean.Input("more_smooth", default=window["more_smooth"],
                                  tooltip=f"Gumbel-smoothed soft codes instead of drawn ones, from smooth_start_scale "
                                          f"up to the last guided scale. Default "

@@ -16,7 +16,8 @@ from var_core import defaults
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
 
 from . import comfy_env
-from .types import AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image
+from .types import (AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image,
+                    zero_means)
 
 LAYERS = {"ca+ffn (ARBooth)": ("ca", "ffn"), "all (sa+ca+ffn)": ("sa", "ca", "ffn"), "ca": ("ca",), "ffn": ("ffn",),
           "sa": ("sa",)}
@@ -47,12 +48,13 @@ def tuning_inputs(layers: dict, placeholder: io.Int.Input) -> list:
     """The widgets every family's Train Subject has, from steps to prior_weight (``layers``: the family's layer
     choices, the first the default; ``placeholder``: its placeholder_vectors widget)."""
     return [
-        io.Int.Input("steps", default=0, min=0, max=100000,
-                     tooltip=f"Optimizer steps; 0 = auto, the model's own ({defaults.describe('tuning', 'steps')}). "
-                             f"The node's text shows the value used."),
-        io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
-                       tooltip=f"0 = auto, the model's own ({defaults.describe('tuning', 'lr')}). The node's text "
-                               f"shows the value used."),
+        zero_means(io.Int.Input("steps", default=0, min=0, max=100000,
+                                tooltip=f"Optimizer steps; 0 = auto, the model's own "
+                                        f"({defaults.describe('tuning', 'steps')}). The node's text shows the value "
+                                        f"used.")),
+        zero_means(io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6,
+                                  tooltip=f"0 = auto, the model's own ({defaults.describe('tuning', 'lr')}). The "
+                                          f"node's text shows the value used.")),
         io.Combo.Input("method", options=list(METHODS), default="LoRA",
                        tooltip="LoRA (small files, works on the fused projections) or ARBooth's full deltas."),
         io.Combo.Input("layers", options=list(layers), default=list(layers)[0],

@@ -32,6 +32,13 @@ DEFAULT_RESOLUTION = AUTO
 DEFAULT_ASPECT = ASPECTS[0]
 
 
+def zero_means(widget, meaning: str = AUTO):
+    """A number widget whose 0 stands for ``meaning``: the pack's frontend extension (web/varbooth.js) shows that word
+    on the widget instead of the 0 (the saved value stays 0)."""
+    widget.extra_dict["varbooth_zero"] = meaning
+    return widget
+
+
 def preset(label: str, model=None) -> str | None:
     """'1M (1024²)' -> '1M'; "auto" -> ``model``'s native preset (None without a model); anything else is refused."""
     if label == AUTO:

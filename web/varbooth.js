@@ -40,10 +40,39 @@ function showText(node, text) {
   node.setDirtyCanvas?.(true, true);
 }
 
+// A number widget whose 0 stands for a word (nodes/types.py zero_means: "auto (the model's own)", "none") shows the
+// word while its value is 0, instead of a magic 0; the value saved and sent stays 0.
+function showZeroAs(widget, word) {
+  let base;
+  for (let p = Object.getPrototypeOf(widget); p && !base; p = Object.getPrototypeOf(p)) {
+    base = Object.getOwnPropertyDescriptor(p, "_displayValue");
+  }
+  Object.defineProperty(widget, "_displayValue", {
+    configurable: true,
+    get() {
+      return Number(this.value) === 0 && !this.computedDisabled ? word : base?.get ? base.get.call(this) : String(this.value);
+    },
+  });
+}
+
 app.registerExtension({
   name: "varbooth.nodeText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith("VARBooth_")) return;
+    const zeroWords = {};
+    for (const group of ["required", "optional"]) {
+      for (const [name, spec] of Object.entries(nodeData.input?.[group] || {})) {
+        if (spec?.[1]?.varbooth_zero) zeroWords[name] = spec[1].varbooth_zero;
+      }
+    }
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const out = onNodeCreated?.apply(this, arguments);
+      for (const widget of this.widgets || []) {
+        if (zeroWords[widget.name]) showZeroAs(widget, zeroWords[widget.name]);
+      }
+      return out;
+    };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);

@@ -279,6 +279,19 @@ def test_a_graph_built_by_hand_with_every_default_runs_on_the_embedded_model(pag
         const slot = sampler.inputs.findIndex(i => i.name === "schedule");
         schedule.connect(0, sampler, slot);
     }""")
+    # a 0 that means "the model's own" is shown as what it means; another value as the number
+    shown = page.evaluate("""() => {
+        const get = (type, name) => window.app.graph._nodes.find(n => n.type === type).widgets.find(w => w.name === name);
+        const words = [["VARBooth_Sampler", "cfg"], ["VARBooth_Sampler", "tau"], ["VARBooth_TrainSubject", "steps"],
+                       ["VARBooth_TrainSubject", "learning_rate"]].map(([t, n]) => get(t, n)._displayValue);
+        const seed = get("VARBooth_Sampler", "seed")._displayValue;
+        const cfg = get("VARBooth_Sampler", "cfg");
+        cfg.value = 4;
+        const four = cfg._displayValue;
+        cfg.value = 0;
+        return {words, seed, four};
+    }""")
+    assert shown == {"words": ["auto (the model's own)"] * 4, "seed": "0", "four": "4.0"}, shown
     built = build(page)
     images = saved_images(comfy.url, built, client_id=client_id(page))
     assert len(images) == 1 and images[0].size == (128, 128)
