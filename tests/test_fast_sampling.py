@@ -171,3 +171,22 @@ def test_switti_pruning_keeping_all_is_exact_and_pruning_computes_fewer_tokens(s
     sizes = [p * p for p in model.config.patch_nums]
     assert [n for _, n in seen] == sizes[:-2] + [-(-n // 2) for n in sizes[-2:]]
     assert pruned[0].shape == exact[0].shape and not torch.equal(pruned[1][-1], exact[1][-1])
+
+
+def test_switti_ar_pruning_keeping_all_is_exact(switti):
+    """Switti-AR (causal by scale, a KV cache): the fixture's weights with the causal mask, as the AR release."""
+    from dataclasses import replace
+    from var_core.switti.model import Switti, attention_bias, scale_levels
+    base, vae, text = switti
+    config = replace(base.config, use_ar=True)
+    model = Switti(config)
+    sd = dict(base.state_dict())
+    sd["attn_bias_for_masking"] = attention_bias(scale_levels(config.patch_nums), True).view_as(
+        sd["attn_bias_for_masking"])
+    model.load_state_dict(sd)
+    model.eval().requires_grad_(False)
+    exact = switti_sample(model, vae, text, prune.OFF)
+    every = switti_sample(model, vae, text, Pruning(2, 0.999))
+    assert torch.equal(exact[0], every[0]) and all(torch.equal(a, b) for a, b in zip(exact[2], every[2]))
+    pruned = switti_sample(model, vae, text, Pruning(2, 0.5))
+    assert pruned[0].shape == exact[0].shape and not torch.equal(pruned[1][-1], exact[1][-1])
