@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from var_core.infinity.bitvae import BitVAE, BitVAEConfig  # noqa: E402
 from var_core.schedules import scale_schedule  # noqa: E402
 from var_core.infinity.model import Infinity, InfinityConfig  # noqa: E402
-from var_core.tuning.memory import F32, dtype_size, tokens, training_activation_bytes  # noqa: E402
+from var_core.memory import F32, dtype_size, kv_cache_bytes, sampling_activation_bytes, tokens  # noqa: E402
+from var_core.tuning.memory import training_activation_bytes  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -79,24 +80,6 @@ def vae_weight_bytes(vcfg: BitVAEConfig, dtype=torch.float32) -> int:
     with torch.device("meta"):
         vae = BitVAE(vcfg)
     return sum(p.numel() for p in itertools.chain(vae.parameters(), vae.buffers())) * dtype_size(dtype)
-
-
-def kv_cache_bytes(cfg: InfinityConfig, schedule, sequences: int, dtype: torch.dtype) -> int:
-    """Keys and values of all blocks, (sequences, H, L, hd) each, preallocated for the whole schedule."""
-    return 2 * cfg.depth * sequences * tokens(schedule) * cfg.embed_dim * dtype_size(dtype)
-
-
-def sampling_activation_bytes(cfg: InfinityConfig, schedule, sequences: int, dtype: torch.dtype) -> int:
-    """Tensors alive while one block runs the largest scale (inference mode: nothing is kept between blocks).
-
-    Self-attention: the residual x (f), the modulated input (f), the qkv output (3s), q after RoPE (s) while k goes
-    through normalize and RoPE in fp32 (about 2f); FFN: x, the modulated input (f each), its cast (s), fc1's and
-    GELU's outputs (s·F each). Plus the logits of the scale (fp32, 2d per token, and the CFG mix)."""
-    s, C, F = dtype_size(dtype), cfg.embed_dim, cfg.ffn_hidden
-    n = sequences * max(h * w for h, w in schedule)
-    attention = (4 * F32 + 4 * s) * C
-    ffn = (2 * F32 + s) * C + 2 * s * F
-    return n * max(attention, ffn) + n * 2 * cfg.bits * F32 * 2
 
 
 def lora_targets(cfg: InfinityConfig, groups=("ca", "ffn")) -> list[tuple[int, int]]:

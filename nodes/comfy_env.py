@@ -1,14 +1,12 @@
-"""Everything the nodes need from ComfyUI itself: model folders, devices, memory, progress and cancel.
+"""Everything the nodes need from ComfyUI itself: model folders, progress and cancel (models, devices and memory:
+managed.py).
 
-Kept in one place so the node files stay a few lines each and nothing else imports ComfyUI internals.
+Kept in these two places so the node files stay a few lines each and nothing else imports ComfyUI internals.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-
-import torch
 
 import comfy.model_management as mm
 import comfy.utils
@@ -117,37 +115,6 @@ def folder_model_path(folder: str, name: str) -> str:
 def safe_name(text: str, default: str) -> str:
     """A file-name-safe version of user text (letters, digits, '_', '-', '.')."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or default
-
-
-def device() -> torch.device:
-    """ComfyUI's compute device (honours --cpu)."""
-    return mm.get_torch_device()
-
-
-def offload_device() -> torch.device:
-    return mm.text_encoder_offload_device()
-
-
-@contextlib.contextmanager
-def on_device(*modules):
-    """The modules (text encoders) on the compute device for the block only, then back on the offload device, where
-    they wait between uses."""
-    for module in modules:
-        module.to(device())
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.to(offload_device())
-        free_memory()
-
-
-def free_memory(nbytes: int = 0) -> None:
-    """Ask ComfyUI to unload its own models so ours fit, and empty the allocator cache."""
-    dev = device()
-    if nbytes:
-        mm.free_memory(nbytes, dev)
-    mm.soft_empty_cache()
 
 
 Interrupted = mm.InterruptProcessingException  # what ComfyUI raises on Cancel

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 import var_core
 from var_core import checkpoint
 
-from . import comfy_env
+from . import comfy_env, managed
 from .types import CATEGORY, Model, TextEncoder, Vae
 
 DTYPES = {"auto": None, **checkpoint.DTYPES}
@@ -19,33 +19,48 @@ FAMILIES = {"infinity": (comfy_env.TRANSFORMERS, "Load Infinity (all three)"),
             "switti": (comfy_env.SWITTI, "Load Switti"), "var": (comfy_env.VAR, "Load VAR")}
 
 
-def load_transformer(name: str, dtype: str, family: str = "infinity"):
+def load_transformer(name: str, dtype: str, family: str = "infinity") -> managed.VarPatcher:
     """The ``family`` transformer a loader choice names in that family's model folder."""
     folder = FAMILIES[family][0]
-    comfy_env.free_memory(5 << 30)
-    with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs normal tensors
-        model = var_core.load_transformer(comfy_env.model_path(folder, name), comfy_env.device(), DTYPES[dtype])
-    if model.family.name != family:
-        own_folder, loader = FAMILIES[model.family.name]
-        raise ValueError(f"'{name}' (models/{folder}) is a {model.family.title} model: load it with {loader}, from "
-                         f"models/{own_folder}.")
+    path = comfy_env.model_path(folder, name)
+    load_device, offload_device = managed.devices("transformer")
+    # auto: bf16 blocks where they compute on CUDA (var_core's own default there), fp32 elsewhere
+    blocks = DTYPES[dtype] or (torch.bfloat16 if load_device.type == "cuda" else torch.float32)
+
+    def load():
+        with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs normal tensors
+            return var_core.load_transformer(path, offload_device, blocks)
+    model = managed.shared(path, ("transformer", blocks), load, lambda m: [m], load_device, offload_device)
+    if model.obj.family.name != family:
+        own_folder, loader = FAMILIES[model.obj.family.name]
+        raise ValueError(f"'{name}' (models/{folder}) is a {model.obj.family.title} model: load it with {loader}, "
+                         f"from models/{own_folder}.")
     return model
 
 
-def load_vae(name: str, model=None):
+def load_vae(name: str, model: managed.VarPatcher | None = None) -> managed.VarPatcher:
     """The VAE a loader choice names in models/vae, refused (naming both files) when it does not fit ``model``."""
-    with torch.inference_mode(False):
-        vae = var_core.load_vae(comfy_env.model_path("vae", name), comfy_env.device())
+    path = comfy_env.model_path("vae", name)
+    load_device, offload_device = managed.devices("vae")
+
+    def load():
+        with torch.inference_mode(False):
+            return var_core.load_vae(path, offload_device)
+    vae = managed.shared(path, ("vae",), load, lambda v: [v], load_device, offload_device)
     if model is not None:
-        var_core.check_compatible(model, vae)
+        var_core.check_compatible(model.obj, vae.obj)
     return vae
 
 
-def _load_text_encoder(name: str):
-    # T5 waits on the offload device (CPU) and visits the GPU only to encode.
-    with torch.inference_mode(False):
-        return var_core.load_text_encoder(comfy_env.model_path("text_encoders", name), comfy_env.offload_device(),
-                                          "fp16" if comfy_env.device().type == "cuda" else "fp32")
+def _load_text_encoder(name: str) -> managed.VarPatcher:
+    path = comfy_env.model_path("text_encoders", name)
+    load_device, offload_device = managed.devices("text_encoder")
+    dtype = "fp16" if load_device.type == "cuda" else "fp32"
+
+    def load():
+        with torch.inference_mode(False):
+            return var_core.load_text_encoder(path, offload_device, dtype)
+    return managed.shared(path, ("t5", dtype), load, lambda e: [e.model], load_device, offload_device)
 
 
 class LoadTransformer(io.ComfyNode):
@@ -124,10 +139,10 @@ class LoadAll(io.ComfyNode):
         model = load_transformer(model_name, dtype)
         vae = load_vae(vae_name, model)
         encoder = _load_text_encoder(text_encoder_name)
-        if encoder.width != model.config.text_channels:
+        if encoder.obj.width != model.obj.config.text_channels:
             raise ValueError(f"The text encoder '{text_encoder_name}' does not fit the transformer '{model_name}': it "
-                             f"gives {encoder.width}-wide features, the transformer reads "
-                             f"{model.config.text_channels}-wide ones (Infinity-2B and 8B read flan-t5-xl's 2048).")
+                             f"gives {encoder.obj.width}-wide features, the transformer reads "
+                             f"{model.obj.config.text_channels}-wide ones (Infinity-2B and 8B read flan-t5-xl's 2048).")
         return io.NodeOutput(model, vae, encoder)
 
 

@@ -8,12 +8,13 @@ from comfy_api.latest import io, ui
 import var_core
 from var_core import defaults
 from var_core.images import fit_tensor
+from var_core.memory import sampling_bytes
 from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES, variation_codes
 from var_core.schedules import per_scale
 from var_core.tuning import blend, entries_of, subjects_of, with_strength_schedule
 
-from . import comfy_env, pruning
+from . import comfy_env, managed, pruning
 from .schedule import OWN, OWN_TAU, listed, resolve, unused_fine_values
 from .types import (ASPECTS, CATEGORY, Conditioning, DEFAULT_ASPECT, DEFAULT_RESOLUTION, Model, RESOLUTIONS,
                     Schedule, Vae, aspect, from_image, preset, to_image, zero_means)
@@ -69,10 +70,17 @@ class Sampler(io.ComfyNode):
     def execute(cls, model, vae, positive, seed, aspect_ratio, resolution, cfg, tau, top_k, top_p, batch_size,
                 negative=None, schedule=None, init_image=None, keep_scales=KEEP_SCALES,
                 prune_scales=Pruning.scales, prune_keep=Pruning.keep):
-        var_core.check_compatible(model, vae)
+        base = managed.view(model)  # its settings, before ComfyUI loads it
+        var_core.check_compatible(base, vae.obj)
         fast = Pruning(prune_scales, prune_keep)
-        scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, model))
+        scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, base))
         K = len(scales)
+        own = defaults.sampling(base)
+        # 0 on a widget or in a schedule: the model's own value, scale by scale
+        cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
+                      for key, value in (("cfg", cfg), ("tau", tau)))
+        rows = len(positive["prompts"]) * batch_size
+        model, vae = managed.use(model, vae, memory=sampling_bytes(base, scales, rows, any(c != 1 for c in cfgs)))
         model = with_strength_schedule(model, resolve(schedule, "strength", [1.0] * K, K))
         text = [t for t in conditioning_text(positive, model) for _ in range(batch_size)]
         neg = None
@@ -87,10 +95,6 @@ class Sampler(io.ComfyNode):
         if init_image is not None:
             pixels = fit_tensor(from_image(init_image[:1]), var_core.pixel_size(scales)).to(vae.device)
             forced = variation_codes(vae, pixels, scales, keep_scales, len(text))
-        own = defaults.sampling(model)
-        # 0 on a widget or in a schedule: the model's own value, scale by scale
-        cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
-                      for key, value in (("cfg", cfg), ("tau", tau)))
         images = var_core.sample(model, vae, text, scales, cfg=cfgs, tau=taus, top_k=top_k, top_p=top_p, seed=seed,
                                  negative=neg, forced_codes=forced, progress=comfy_env.sampling_progress(K),
                                  pruning=fast)

@@ -11,7 +11,7 @@ from var_core.images import load_image
 from var_core import embedded
 from var_core.tuning import apply_subjects, load_subject, save_subject
 
-from . import comfy_env
+from . import comfy_env, managed
 from .types import CATEGORY, Model, Subject, to_image
 
 
@@ -66,8 +66,12 @@ def apply_inputs(model: io.Custom, strength: str) -> list:
 
 
 def apply_subject(model, subject, strength) -> io.NodeOutput:
-    # to() gives a copy on the model's device: the cached subject other nodes hold is left where it is
-    return io.NodeOutput(apply_subjects(model, [(subject.to(model.device), strength)]))
+    """A clone of the model's patcher with the subject added: the base is shared, never copied. The subject is moved
+    (a copy) to where the weights are only when a node uses the clone (managed.view)."""
+    apply_subjects(managed.view(model), [(subject, strength)])  # refuses another family's or another base's now
+    clone = model.clone()
+    clone.subjects.append((subject, strength))
+    return io.NodeOutput(clone)
 
 
 APPLY = "Returns the model with the subject applied at a strength; chain several for several subjects. The loaded " \

@@ -3,17 +3,20 @@
 Per-Scale Schedule, variations), and its subjects: Apply Subject (Switti), Train Subject (Switti)."""
 from __future__ import annotations
 
+import os
+
 import torch
 from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.memory import sampling_bytes
 from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES
 from var_core.switti.family import RELEASE_WINDOW
 from var_core.tuning import entries_of, with_strength_schedule
 
-from . import comfy_env, pruning
+from . import comfy_env, managed, pruning
 from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
@@ -60,18 +63,16 @@ class LoadSwitti(io.ComfyNode):
     def execute(cls, model_name, vae_name, clip_l_name, clip_g_name, dtype):
         model = load_transformer(model_name, dtype, "switti")
         vae = load_vae(vae_name, model)
-        # the encoders wait on the offload device (CPU) and visit the GPU only to encode
-        with torch.inference_mode(False):
-            encoder = var_core.load_text_encoder(
-                comfy_env.model_path("text_encoders", clip_l_name), comfy_env.offload_device(),
-                torch.float16 if comfy_env.device().type == "cuda" else torch.float32,
-                text_encoder_2=comfy_env.model_path("text_encoders", clip_g_name))
+        clip_l, clip_g = (comfy_env.model_path("text_encoders", n) for n in (clip_l_name, clip_g_name))
+        load_device, offload_device = managed.devices("text_encoder")
+        dtype = torch.float16 if load_device.type == "cuda" else torch.float32
+
+        def load():
+            with torch.inference_mode(False):
+                return var_core.load_text_encoder(clip_l, offload_device, dtype, text_encoder_2=clip_g)
+        encoder = managed.shared(clip_l, ("clip", os.path.realpath(clip_g), dtype), load,
+                                 lambda e: [e.encoder, e.encoder_2], load_device, offload_device)
         return io.NodeOutput(model, vae, encoder)
-
-
-def on_device(encoder):
-    """The two encoders on the compute device for the block only."""
-    return comfy_env.on_device(encoder.encoder, encoder.encoder_2)
 
 
 def reads(model, prompts: list[str]) -> dict[str, bool]:
@@ -106,14 +107,14 @@ class SwittiTextEncode(io.ComfyNode):
     def execute(cls, text_encoder, text, negative, model=None):
         prompts = [line.strip() for line in text.splitlines() if line.strip()] or [""]
         n = len(prompts)
+        model = managed.view(model) if model is not None else None
         read = reads(model, prompts) if model is not None else {}
-        with on_device(text_encoder):
-            # the prompts and the negative in one batch, each read for the subjects at their strengths
-            both = model.family.encode(model, text_encoder, prompts + [negative]) if read else \
-                text_encoder(prompts + [negative])
-            # the prompts with every subject read as its class word: a schedule's scales at strength 0
-            as_class = model.family.encode(with_strength_schedule(model, [0.0] * len(model.schedule)), text_encoder,
-                                           prompts + [negative]).select(slice(0, n)) if any(read.values()) else None
+        (encoder,) = managed.use(text_encoder)
+        # the prompts and the negative in one batch, each read for the subjects at their strengths
+        both = model.family.encode(model, encoder, prompts + [negative]) if read else encoder(prompts + [negative])
+        # the prompts with every subject read as its class word: a schedule's scales at strength 0
+        as_class = model.family.encode(with_strength_schedule(model, [0.0] * len(model.schedule)), encoder,
+                                       prompts + [negative]).select(slice(0, n)) if any(read.values()) else None
         return io.NodeOutput({"positive": both.select(slice(0, n)), "negative": both.select(n), "prompts": prompts,
                               "reads": read, "as_class": as_class})
 
@@ -170,13 +171,16 @@ class SwittiSampler(io.ComfyNode):
                 last_scale_temp, more_smooth, smooth_start_scale, schedule=None, init_image=None,
                 keep_scales=KEEP_SCALES, prune_scales=Pruning.scales, prune_keep=Pruning.keep):
         fast = Pruning(prune_scales, prune_keep)
+        base = managed.view(model)
+        rows = [i for i in range(len(conditioning["prompts"])) for _ in range(batch_size)]
+        model, vae = managed.use(model, vae, memory=sampling_bytes(base, base.schedule, len(rows),
+                                                                      cfg > 0 or schedule is not None))
         read = reads(model, conditioning["prompts"])
         if read != conditioning["reads"]:
             raise ValueError(f"The prompts were encoded reading {_readings(conditioning['reads'])}, but the sampler's "
                              f"model reads {_readings(read)}: encode them with the model you sample (connect Apply "
                              f"Subject (Switti)'s model to Switti Text Encode's model input).")
         cfg, model, factors = scheduled(schedule, model, cfg)
-        rows = [i for i in range(len(conditioning["prompts"])) for _ in range(batch_size)]
         cond = conditioning["positive"].select(rows)
         if factors is not None and conditioning["as_class"] is not None and 0 in factors:
             # where the schedule's strength is 0 the prompts read every subject as its class word (family.encode)
@@ -272,12 +276,14 @@ class TrainSwittiSubject(io.ComfyNode):
                 placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none",
                 caption_list=None, captions="", gradient_checkpointing=True):
         checkpointing = None if gradient_checkpointing else False  # on: the trainer's choice
-        config, resume = configure(model, resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
-                                   method=method, rank=rank, placeholder_vectors=placeholder_vectors,
+        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers], class_word=class_word,
+                                   token=token, method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed,
                                    gradient_checkpointing=checkpointing)
-        with torch.inference_mode(False), on_device(text_encoder):  # the encoders run at every step
+        with torch.inference_mode(False):
+            # the encoders read the placeholder at every step
+            model, vae, text_encoder = managed.use(model, vae, text_encoder, train=True)
             trainer = make_trainer(model, vae, text_encoder, images, config, resume,
                                    caption_lines(caption_list, captions), checkpointing)
             return run_training(trainer, preview_every,

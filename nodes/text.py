@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import comfy_env
-from var_core.tuning import read_prompts, subjects_of
+from var_core.tuning import read_prompts
+
+from . import managed
 
 from .types import CATEGORY, Conditioning, Model, Prompts, TextEncoder
 
 
 def encode(text_encoder, prompts: list[str], model=None):
-    """Every reading of the prompts the applied subjects of ``model`` can need (tuning.apply.read_prompts), on the
-    compute device; the text encoder visits the GPU only for this call."""
-    text_encoder.to(comfy_env.device())
-    try:
-        return read_prompts(text_encoder, prompts, subjects_of(model) if model is not None else ())
-    finally:
-        text_encoder.to(comfy_env.offload_device())
-        comfy_env.free_memory()
+    """Every reading of the prompts the applied subjects of ``model`` (a patcher) can need
+    (tuning.apply.read_prompts), with the text encoder where ComfyUI loads it."""
+    (encoder,) = managed.use(text_encoder)
+    return read_prompts(encoder, prompts, [subject for subject, _ in model.subjects] if model is not None else ())
 
 
 class TextEncode(io.ComfyNode):

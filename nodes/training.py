@@ -15,7 +15,7 @@ from var_core.images import from_pil, loss_curve, to_pil
 from var_core import defaults
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
 
-from . import comfy_env
+from . import comfy_env, managed
 from .types import (AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image,
                     zero_means)
 
@@ -207,16 +207,17 @@ class TrainSubject(io.ComfyNode):
                 placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
                 resume_from="none", caption_list=None, captions="", gradient_checkpointing=True):
         checkpointing = None if gradient_checkpointing else False  # on: when memory needs it
-        config, resume = configure(model, resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
+        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
                                    method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed,
                                    pn=None if resolution == AUTO else preset(resolution),
                                    gradient_checkpointing=checkpointing)
         with torch.inference_mode(False):
-            with comfy_env.on_device(text_encoder):  # T5 runs once, before training
-                trainer = make_trainer(model, vae, text_encoder, images, config, resume,
-                                       caption_lines(caption_list, captions), checkpointing)
+            model, vae, encoder = managed.use(model, vae, text_encoder, train=True)
+            trainer = make_trainer(model, vae, encoder, images, config, resume,
+                                   caption_lines(caption_list, captions), checkpointing)
+            managed.unload(text_encoder)  # T5 runs once, before training
             return run_training(trainer, preview_every,
                                 f"use it: Apply Subject, then write '{trainer.config.token} "
                                 f"{trainer.config.class_word}' in a prompt")

@@ -8,11 +8,12 @@ from comfy_api.latest import io, ui
 
 import var_core
 from var_core import defaults
+from var_core.memory import sampling_bytes
 from var_core.pruning import Pruning
 from var_core.sampling import KEEP_SCALES
 from var_core.var.family import class_names
 
-from . import comfy_env, pruning
+from . import comfy_env, managed, pruning
 from .codebook import optional_inputs, scheduled, variation
 from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
@@ -96,6 +97,9 @@ class VARSampler(io.ComfyNode):
         # a subject is drawn by giving its token as the class
         label = (subject_token or "").strip() or class_label_of(class_name, class_label)
         fast = Pruning(prune_scales, prune_keep)
+        base = managed.view(model)
+        model, vae = managed.use(model, vae, memory=sampling_bytes(base, base.schedule, batch_size,
+                                                                  cfg > 0 or schedule is not None))
         cfg, model, factors = scheduled(schedule, model, cfg)
         K = len(model.schedule)
         images = var_core.sample(model, vae, [label] * batch_size, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
@@ -175,12 +179,13 @@ class TrainVARSubject(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, images, class_name, class_label, token, steps, learning_rate, method, layers, rank,
                 placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none"):
-        config, resume = configure(model, resume_from, steps, LAYERS[layers],
+        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers],
                                    class_word=str(class_label_of(class_name, class_label)), token=token,
                                    method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed)
         with torch.inference_mode(False):
+            model, vae = managed.use(model, vae, train=True)
             trainer = make_trainer(model, vae, None, images, config, resume)  # class-conditional: no text encoder
             use = f"use it: Apply Subject (VAR), then give the VAR Sampler subject_token {trainer.config.token}" \
                 if trainer.delta.placeholder is not None else \

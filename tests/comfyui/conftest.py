@@ -201,6 +201,28 @@ def comfy(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------ in-process
+def _import_model_patcher():
+    """comfy.model_patcher (what the pack's models are managed by) imports ComfyUI's model zoo, one of whose files
+    imports torchvision at import time; the test venv has none (PyPI's is built for CUDA torch, and transformers would
+    import it too). A stand-in module serves that one import and is removed at once: nothing the tests run uses it,
+    and transformers, imported later, finds no torchvision."""
+    import types
+    from importlib.machinery import ModuleSpec
+    if importlib.util.find_spec("torchvision") is not None:
+        import comfy.model_patcher  # noqa: F401
+        return
+    stand_ins = {}
+    for name in ("torchvision", "torchvision.transforms"):
+        stand_ins[name] = sys.modules[name] = types.ModuleType(name)
+        stand_ins[name].__spec__, stand_ins[name].__path__ = ModuleSpec(name, None), []
+    stand_ins["torchvision"].transforms = stand_ins["torchvision.transforms"]
+    try:
+        import comfy.model_patcher  # noqa: F401
+    finally:
+        for name in stand_ins:
+            del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def pack(tmp_path_factory):
     """The pack's nodes imported in this process the way ComfyUI imports them, with folders in a temporary base."""
@@ -212,6 +234,7 @@ def pack(tmp_path_factory):
     sys.path.insert(0, str(COMFY))
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
+    _import_model_patcher()
     import folder_paths
     base = make_base(tmp_path_factory.mktemp("inprocess_base"))
     folder_paths.models_dir = str(base / "models")

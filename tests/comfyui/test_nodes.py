@@ -34,8 +34,10 @@ def sample(nodes, model, vae, cond, **kw):
     return run(nodes["VARBooth_Sampler"], **args)[0]
 
 
-def test_loaders_give_var_core_objects_outside_inference_mode(loaded):
-    model, vae, enc = loaded
+def test_loaders_give_managed_var_core_objects_outside_inference_mode(loaded):
+    import comfy.model_patcher
+    assert all(isinstance(p, comfy.model_patcher.ModelPatcher) for p in loaded)
+    model, vae, enc = (p.obj for p in loaded)
     assert model.config.bits == vae.d == 16 and enc.width == model.config.text_channels
     assert not any(p.is_inference() for p in model.parameters())  # trainable later in the graph
 
@@ -114,7 +116,7 @@ def test_train_apply_save_load(nodes, loaded, pack):
                          scale_weighting="ARBooth: coarse 1.0, fine 0.5", prior_weight=0.5,
                          resolution="0.06M (256²)", training_seed=0, preview_every=0)
     assert subject.metadata["training"]["steps_done"] == 3 and curve.shape[-1] == 3 and curve.dim() == 4
-    assert model.patch is None and not model.gradient_checkpointing
+    assert model.obj.patch is None and not model.obj.gradient_checkpointing
     (zero,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=0.0)
     (full,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
     # the prompt read for the model with the subject applied; the Sampler blends it with its model's strength
@@ -154,7 +156,7 @@ def test_training_errors_and_cancel(nodes, loaded, pack, caplog):
     from var_core.tuning import load_subject
     first = pack.base / "output/varbooth_checkpoints/cat_seed5_00001.safetensors"
     kept = load_subject(first)
-    assert kept.metadata["training"]["steps_done"] == 0 and not model.gradient_checkpointing
+    assert kept.metadata["training"]["steps_done"] == 0 and not model.obj.gradient_checkpointing
     assert str(first) in caplog.text  # the node says where the checkpoint is
     before = first.read_bytes()
     mm.interrupt_current_processing(True)
@@ -208,7 +210,7 @@ def test_the_sampler_says_what_it_did_and_warns_about_tokens(nodes, loaded, pack
                                             tau=0.5, top_k=0, top_p=0.97, batch_size=1)
     text = "".join(out.ui["text"]) if isinstance(out.ui, dict) else str(out.ui.as_dict())
     assert "7 scales, 256x256 px, cfg 4, tau 0.5" in text and "<dog9> is in the prompt but no applied subject" in text
-    subject = SubjectDelta.create(model, "lora", rank=2, token="<cat7>", class_word="cat")
+    subject = SubjectDelta.create(model.obj, "lora", rank=2, token="<cat7>", class_word="cat")
     (tuned,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
     out = nodes["VARBooth_Sampler"].execute(model=tuned, vae=vae, positive=cond, seed=1,
                                             aspect_ratio="1.0 (h/w) 1024×1024", resolution="0.06M (256²)", cfg=4.0,
@@ -233,7 +235,8 @@ def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
     embedded = nodes["VARBooth_LoadAll"].define_schema().inputs[0].options[0]
     model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name=embedded, vae_name=embedded,
                           text_encoder_name=embedded, dtype="auto")
-    assert model.config.bits == vae.d * vae.token_patch ** 2 and enc.width == model.config.text_channels
+    m, v = model.obj, vae.obj
+    assert m.config.bits == v.d * v.token_patch ** 2 and enc.obj.width == m.config.text_channels
     out = nodes["VARBooth_ExampleSubject"].execute(subject="teacup")
     photos, word = out.args if hasattr(out, "args") else out.result
     assert word == "cup" and photos.shape == (4, 128, 128, 3) and 0 <= photos.min() and photos.max() <= 1
@@ -266,7 +269,7 @@ def test_auto_resolution_follows_the_model_wired_in(nodes, loaded):
     assert images.shape == (1, 128, 128, 3)
     tiny_model = loaded[0]  # a file without native_pn: Infinity's own 1M
     from var_core import defaults
-    assert defaults.sampling(tiny_model)["pn"] == "1M" and defaults.sampling(model)["pn"] == "0.015M"
+    assert defaults.sampling(tiny_model.obj)["pn"] == "1M" and defaults.sampling(model.obj)["pn"] == "0.015M"
     photos = torch.rand(2, 128, 128, 3)
     out = nodes["VARBooth_TrainSubject"].execute(
         model=model, vae=vae, text_encoder=enc, images=photos, class_word="dog", token="<placeholder>", steps=1,
@@ -283,7 +286,7 @@ def test_an_8b_shaped_shard_folder_is_one_model_and_samples(nodes):
     assert "infinity_8b_weights/" in choices and not any("model-0000" in c for c in choices)
     model, vae, enc = run(nodes["VARBooth_LoadAll"], model_name="infinity_8b_weights/",
                           vae_name="infinity_vae_d56_f8_14_patchify.pth", text_encoder_name="t5_192/", dtype="auto")
-    assert model.config.bits == 56 and vae.d == 14
+    assert model.obj.config.bits == 56 and vae.obj.d == 14
     (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
     images = sample(nodes, model, vae, cond, aspect_ratio="1.0 (h/w) 1024×1024")
     assert images.shape == (1, 256, 256, 3) and images.std() > 0.01

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import pruning as prune
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from ..vq import patch
+from .clip_files import MAX_LENGTH
 from .family import SWITTI
 from .text import PromptEmbeds
 
@@ -377,6 +378,7 @@ class SamplingState:
 
 class Switti(nn.Module):
     family = SWITTI
+    context_tokens = MAX_LENGTH  # every block's cross-attention keys and values are kept while sampling (memory.py)
     patch = None  # the applied subjects (tuning/apply.py: a view of this model sets it)
     sharded = False
     sharded_fingerprint = None

@@ -6,14 +6,12 @@ The byte counts are an analytic model of transformer.Block, checked against meas
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ..infinity.layers import PER_SCALE_MIN_TOKENS
 from ..infinity.model import InfinityConfig
+from ..memory import F32, dtype_size, free_bytes, tokens
 
-F32 = 4
 # Per-token bytes of autograd's saved tensors in one block, read off transformer.Block (s: compute dtype size, f: fp32)
 # with LoRA on ca and ffn and a text condition that needs gradients (placeholder vectors):
 #   self-attention: block input (LayerNorm) f, LN output (·(1+scale)) f, q and k in fp32 (normalize) 2f, q and k after
@@ -30,14 +28,6 @@ BWD_F_C, BWD_F_FFN, BWD_S_FFN = 3, 2, 1
 # Share of the free memory a step's activations may take without checkpointing: the model's error (measured 0.85-1.08
 # of the real peak) and what it leaves out (the allocator's fragmentation) must fit in the rest.
 HEADROOM = 0.7
-
-
-def dtype_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def tokens(schedule) -> int:
-    return sum(h * w for h, w in schedule)
 
 
 def mask_bytes(schedule, dtype: torch.dtype) -> int:
@@ -65,22 +55,6 @@ def training_activation_bytes(config: InfinityConfig, schedule, batch: int, dtyp
         kept = config.depth * (saved + mask)
     logits = n * 2 * config.bits * F32 * 5  # logits, their fp32 copy, log-softmax pairs, the loss's per-bit terms
     return kept + working + logits
-
-
-def free_bytes(device: torch.device) -> int | None:
-    """Memory the device has free for more tensors (None: unknown). CUDA: the driver's free memory plus what torch's
-    allocator holds unused; CPU: the available physical memory (Linux, macOS)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type == "mps":
-        return torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()
-    if device.type == "cpu":
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None
 
 
 def needs_checkpointing(config: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
