@@ -3,6 +3,7 @@ measured runs of scaled-down configs on the CPU.
 
     OMP_NUM_THREADS=1 python benchmarks/memory.py            # predicted peaks: sampling at 1M, LoRA tuning at 0.25M
     OMP_NUM_THREADS=1 python benchmarks/memory.py --check    # measure scaled-down runs on the CPU, compare
+    python benchmarks/memory.py --plan                       # what fits on 8 / 12 / 16 / 24 GB cards, and how
 
 The model counts bytes of live tensors (what ``torch.cuda.max_memory_allocated`` reports), not the caching allocator's
 reserve or the CUDA context (about 0.5 GiB more on a GPU). Its parts, each one function below:
@@ -341,9 +342,66 @@ def check_tuning(model, vae) -> None:
         gc.collect()
 
 
+# ---------------------------------------------------------------------------------------------------------- plan
+CARDS = (8, 12, 16, 24)  # GiB
+RESERVE = GIB  # kept free on every card: the CUDA context and the caching allocator's slack
+PCIE = 25e9  # host-to-device bytes/s from pinned memory, assumed (PCIe 4.0 x16); benchmarks/gpu_memory.py measures it
+JOBS = {  # what a user runs: (peak function, passes over the blocks per image or step)
+    "sample 512², batch 1, CFG": (lambda c, v: sampling_peak(c, v, pn="0.25M"), len(scale_schedule(1.0, "0.25M"))),
+    "sample 1024², batch 1, CFG": (lambda c, v: sampling_peak(c, v, pn="1M"), len(scale_schedule(1.0, "1M"))),
+    # a step: the instance and prior halves, each a forward and its recomputation in the backward pass
+    "LoRA tuning 512², batch 2 (a step)": (lambda c, v: tuning_peak(c, v), 4),
+}
+
+
+def block_bytes(cfg: InfinityConfig, dtype=torch.bfloat16) -> int:
+    with torch.device("meta"):
+        block = Infinity(cfg).cast_blocks(dtype).blocks[0]
+    return sum(t.numel() * t.element_size() for t in itertools.chain(block.parameters(), block.buffers()))
+
+
+def fit(peak: int, cfg: InfinityConfig, card_gib: int) -> tuple[int, int] | None:
+    """(resident blocks, bytes streamed per pass over the blocks) that make a job of resident ``peak`` fit a card
+    (streaming.resident_blocks' rule: the rest of the model, two blocks in flight, then whole blocks while they fit;
+    streaming needs gradient checkpointing in tuning, which the peak already assumes); None: it does not fit."""
+    budget = card_gib * GIB - RESERVE
+    if peak <= budget:
+        return cfg.depth, 0
+    b = block_bytes(cfg)
+    fixed = peak - (cfg.depth - 2) * b
+    if fixed > budget:
+        return None
+    resident = min(cfg.depth - 1, int((budget - fixed) // b))
+    return resident, (cfg.depth - resident) * b
+
+
+def plan() -> None:
+    """The README's table: for each job and card, resident, or how many blocks are streamed and what that copies."""
+    print(f"What fits, per card (predicted peak of live tensors + {gib(RESERVE)} GiB kept free; streaming copies at "
+          f"{PCIE / 1e9:.0f} GB/s, an upper bound on the time it adds: prefetching overlaps it with compute)\n")
+    print("| model | job | resident peak | " + " | ".join(f"{c} GB" for c in CARDS) + " |")
+    print("|---|---|---|" + "---|" * len(CARDS))
+    for name, (cfg, vcfg) in MODELS.items():
+        for job, (peak_of, passes) in JOBS.items():
+            peak = peak_of(cfg, vcfg)[0]
+            cells = []
+            for card in CARDS:
+                got = fit(peak, cfg, card)
+                if got is None:
+                    cells.append("does not fit")
+                elif got[1] == 0:
+                    cells.append("resident")
+                else:
+                    moved = got[1] * passes
+                    cells.append(f"stream {cfg.depth - got[0]} of {cfg.depth} blocks ({moved / 1e9:.0f} GB copied, "
+                                 f"≤ +{moved / PCIE:.1f} s)")
+            print(f"| {name} | {job} | {gib(peak)} GiB | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="measure scaled-down runs on the CPU and compare")
+    parser.add_argument("--plan", action="store_true", help="what fits on 8 / 12 / 16 / 24 GB cards, and how")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    check() if args.check else predict()
+    check() if args.check else plan() if args.plan else predict()

@@ -18,6 +18,7 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 
+from var_core.streaming import resident_blocks, stream_blocks
 from var_core.tuning import apply_subjects
 
 
@@ -51,14 +52,34 @@ class VarPatcher(comfy.model_patcher.ModelPatcher):
 
     def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
         # ComfyUI splits a model between devices only where its layers cast their weights on the fly (comfy.ops), and
-        # moves a module's own weights only with a full load: ours are plain torch modules, so they load whole
-        if lowvram_model_memory and lowvram_model_memory < self.model_size() and not full_load:
-            logging.info("VARBooth: %s loads whole (%.0f MB; %.0f MB were offered for a partial load)",
-                         type(self.obj).__name__, self.model_size() / 2**20, lowvram_model_memory / 2**20)
-        super().load(device_to, 0, force_patch_weights, full_load=True)
+        # moves a module's own weights only with a full load: ours load whole, or, where ComfyUI offers less memory
+        # than the whole transformer needs (--lowvram, --novram, a full card), stream their blocks (streaming.py)
+        whole = full_load or not lowvram_model_memory or lowvram_model_memory >= self.model_size()
+        if whole or not hasattr(self.obj, "blocks"):
+            self._stop_streaming()
+            super().load(device_to, 0, force_patch_weights, full_load=True)
+            return
+        streaming = stream_blocks(self.obj, device_to, resident_blocks(self.obj, lowvram_model_memory))
+        held = self.model
+        held.device, held.model_lowvram = device_to, True
+        held.model_loaded_weight_memory = streaming.device_bytes
+        held.current_weight_patches_uuid = self.patches_uuid
+        logging.info("VARBooth: %s streams %d of its %d blocks (%.0f MB on the device; %.0f MB were offered, %.0f MB "
+                     "needed for the whole model)", type(self.obj).__name__, len(streaming.blocks),
+                     len(self.obj.blocks), streaming.device_bytes / 2**20, lowvram_model_memory / 2**20,
+                     self.model_size() / 2**20)
+
+    def unpatch_model(self, device_to=None, unpatch_weights=True):
+        if unpatch_weights:
+            self._stop_streaming()
+        super().unpatch_model(device_to, unpatch_weights)
+
+    def _stop_streaming(self) -> None:
+        if getattr(self.obj, "_streaming", None) is not None:
+            self.obj._streaming.close()
 
     def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
-        return 0  # nothing can be freed part-way (see load): ComfyUI then unloads the model whole
+        return 0  # nothing can be freed part-way: ComfyUI then unloads the model whole
 
 
 def devices(kind: str) -> tuple[torch.device, torch.device]:
@@ -97,10 +118,13 @@ def view(p: VarPatcher):
 
 def use(*patchers: VarPatcher, memory: int = 0, train: bool = False) -> tuple:
     """Load ``patchers`` on their load devices through ComfyUI (which frees ``memory`` bytes more for the job,
-    unloading other models as needed; ``train``: fully loaded, everything else unloaded first, as ComfyUI's own trainer
-    does) and return their var_core objects (views with their subjects)."""
+    unloading other models as needed; ``train``: everything else unloaded first and the models fully loaded, as
+    ComfyUI's own trainer does, or with --lowvram / --novram streamed) and return their var_core objects (views with
+    their subjects)."""
+    # training loads fully, as ComfyUI's trainer does, unless the user asked for low-VRAM modes (then it streams)
+    full = train and mm.vram_state not in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM)
     mm.load_models_gpu(list(patchers), memory_required=mm.get_total_memory(mm.get_torch_device()) if train else memory,
-                       force_full_load=train)
+                       force_full_load=full)
     return tuple(view(p) for p in patchers)
 
 

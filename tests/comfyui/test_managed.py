@@ -118,3 +118,39 @@ def test_sampling_settings_unchanged_by_management(nodes, mm):
     direct = var_core.sample(model.obj, vae.obj, cond["text"].readings[()], scales, cfg=SAMPLE["cfg"],
                              tau=SAMPLE["tau"], top_k=SAMPLE["top_k"], top_p=SAMPLE["top_p"], seed=SAMPLE["seed"])
     assert torch.equal(image, ((direct.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1))
+
+
+def test_a_transformer_given_less_memory_than_it_needs_streams_its_blocks_and_draws_the_same(nodes, mm):
+    """What ComfyUI does when the card is full, or with --lowvram / --novram: it offers the model part of its size
+    (ModelPatcher.load's lowvram_model_memory); ours then streams its blocks."""
+    model, vae, enc = load(nodes)
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    resident = sample(nodes, model, vae, cond)
+    mm.unload_all_models()
+    size = model.model_size()
+    offered = size - weight_bytes(model.obj.blocks[0])  # one block short of the whole model
+    model.load(model.load_device, lowvram_model_memory=offered)
+    streaming = model.obj._streaming
+    assert streaming is not None and model.model.model_lowvram
+    streamed = [weight_bytes(b) for b in streaming.blocks]
+    assert 0 < len(streaming.blocks) < len(model.obj.blocks)  # the blocks that fit stay resident
+    assert model.loaded_size() == size - sum(streamed) + 2 * max(streamed) <= offered
+    import var_core
+    image = var_core.sample(model.obj, vae.obj, cond["text"].readings[()], var_core.scale_schedule(0.75, "0.06M"),
+                            cfg=SAMPLE["cfg"], tau=SAMPLE["tau"], top_k=SAMPLE["top_k"], top_p=SAMPLE["top_p"],
+                            seed=SAMPLE["seed"])
+    assert torch.equal(((image.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1), resident)
+    assert streaming.copies == len(streaming.blocks) * 7
+    model.load(model.load_device, full_load=True)  # room again: resident, streaming stopped
+    assert model.obj._streaming is None and not model.model.model_lowvram
+
+
+def test_training_streams_under_lowvram_and_loads_fully_otherwise(nodes, mm, monkeypatch):
+    model, vae, enc = load(nodes)
+    asked = []
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kw: asked.append(kw))
+    nodes_managed = __import__(type(model).__module__, fromlist=["use"])
+    nodes_managed.use(model, vae, train=True)
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.LOW_VRAM)
+    nodes_managed.use(model, vae, train=True)
+    assert [kw["force_full_load"] for kw in asked] == [True, False]

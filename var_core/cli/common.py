@@ -5,9 +5,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ..embedded import BUNDLE, available, bundle_paths
+from .. import load_transformer
+from ..streaming import stream_blocks
 
 
 def bar(total: int, desc: str, unit: str, initial: int = 0, show: bool = True):
@@ -45,3 +48,13 @@ def model_files(args, parser_name: str, text: bool = True) -> tuple[str, str, st
 def default_cache() -> Path:
     """One reusable folder for working files: $XDG_CACHE_HOME/varbooth (~/.cache/varbooth)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "varbooth"
+
+
+def load_model(args, path: str, device: torch.device, dtype: torch.dtype | None):
+    """The transformer on ``device``; with --stream-blocks its blocks stay in CPU memory and visit ``device`` one at
+    a time (in the dtype they would have there: bf16 blocks on CUDA unless --dtype says otherwise)."""
+    if not getattr(args, "stream_blocks", False):
+        return load_transformer(path, device=device, dtype=dtype)
+    model = load_transformer(path, device="cpu", dtype=dtype or (torch.bfloat16 if device.type == "cuda" else None))
+    stream_blocks(model, device)
+    return model

@@ -47,6 +47,9 @@ def add_model_arguments(p: argparse.ArgumentParser, jobs: bool = False) -> None:
                    f"folder{given}")
     p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
     p.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
+    p.add_argument("--stream-blocks", action="store_true",
+                   help="keep the transformer's blocks in CPU memory and copy each to the device as it runs, for a "
+                        "card that cannot hold the whole model: the same images, slower (docs/benchmarks.md)")
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:

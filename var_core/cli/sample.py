@@ -15,7 +15,7 @@ from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subje
 from ..checkpoint import DTYPES
 from ..pruning import Pruning
 from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
-from .common import model_files, progress_bar
+from .common import load_model, model_files, progress_bar
 
 
 def _output_paths(out: str, count: int) -> list[Path]:
@@ -30,7 +30,7 @@ def cmd_sample(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else None
     model_path, vae_path, encoder_path, embedded = model_files(args, "sample", text=False)
-    model = vc.load_transformer(model_path, device=device, dtype=dtype)
+    model = load_model(args, model_path, device, dtype)
     if model.family.name in ("switti", "var"):
         return sample_codebook(args, model, vae_path, encoder_path, device)
     if not encoder_path or not args.prompt or args.classes:

@@ -17,7 +17,7 @@ from ..tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions,
 from ..tuning.distributed import Ranks
 from ..tuning.jobs import job_arguments, read_jobs
 from ..tuning.trainer import state_path
-from .common import bar, model_files
+from .common import bar, load_model, model_files
 from .flags import add_train_arguments, training_settings
 
 
@@ -49,12 +49,15 @@ def train_subject(args, device, ranks) -> int:
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train", text=False)
     dtype = DTYPES[args.dtype] if args.dtype else None
+    if args.fsdp and args.stream_blocks:
+        raise ValueError("train: --fsdp and --stream-blocks do not go together (FSDP already keeps only this rank's "
+                         "shard of every block on its device); choose one.")
     if args.fsdp:  # loaded on the CPU; only this rank's shards go to its device
         model = vc.load_transformer(model_path, device="cpu",
                                     dtype=dtype or (torch.bfloat16 if device.type == "cuda" else None))
         distributed.shard_base(model, ranks)
     else:
-        model = vc.load_transformer(model_path, device=device, dtype=dtype)
+        model = load_model(args, model_path, device, dtype)
     if model.family.name != "var" and not encoder_path:
         raise ValueError(f"train: a {model.family.title} model needs --text-encoder.")
     vae = vc.load_vae(vae_path, device=device)
@@ -145,6 +148,7 @@ def cmd_train_many(args) -> int:
     flags = set(job_parser._option_string_actions)
     common = [a for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder),
                                     ("--device", args.device), ("--dtype", args.dtype)) if value for a in (flag, value)]
+    common += ["--stream-blocks"] if args.stream_blocks else []
     listed = read_jobs(args.jobs)
     jobs = [common + job_arguments(job, flags) for job in listed]  # every job checked before any runs
     outputs: dict[Path, int] = {}

@@ -38,6 +38,9 @@ from .delta import SubjectDelta
 from .fingerprint import base_identity, check_fits
 from .distributed import Ranks
 from .memory import needs_checkpointing
+
+# Checkpointing's default for a model whose blocks are streamed (streaming.py)
+STREAMED = True, "on: the blocks are streamed (without it every block's copy would stay until the backward pass)"
 from .losses import weighted_loss
 from .placeholder import substitute
 from .subject import load_subject, save_subject
@@ -147,6 +150,8 @@ class SubjectTrainer:
 
     def _checkpointing(self, batch: int) -> tuple[bool, str]:
         config = self.config
+        if config.gradient_checkpointing is None and getattr(self.model, "_streaming", None) is not None:
+            return STREAMED
         if config.gradient_checkpointing is None:
             rows = -(-batch // self.ranks.world_size)  # the most rows one rank trains on
             return needs_checkpointing(self.model.config, self.schedule, rows, self.model.compute_dtype, self.device)
