@@ -375,18 +375,34 @@ def fit(peak: int, cfg: InfinityConfig, card_gib: int) -> tuple[int, int] | None
     return resident, (cfg.depth - resident) * b
 
 
+def plan_cells(name: str, job: str) -> list[tuple[int, int] | None]:
+    """fit() of a job on every card."""
+    cfg, vcfg = MODELS[name]
+    return [fit(JOBS[job][0](cfg, vcfg)[0], cfg, card) for card in CARDS]
+
+
+def readme_table() -> str:
+    """The README's "what fits" table."""
+    rows = ["| job | " + " | ".join(f"{c} GB" for c in CARDS) + " |", "|---|" + "---|" * len(CARDS)]
+    for name, (cfg, _) in MODELS.items():
+        for job in JOBS:
+            cells = ["—" if got is None else "resident" if got[1] == 0 else
+                     f"streamed ({cfg.depth - got[0]} of {cfg.depth} blocks)" for got in plan_cells(name, job)]
+            rows.append(f"| {name}, {job.split(',')[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def plan() -> None:
-    """The README's table: for each job and card, resident, or how many blocks are streamed and what that copies."""
+    """For each job and card: resident, or how many blocks are streamed and what that copies; then the README's
+    table."""
     print(f"What fits, per card (predicted peak of live tensors + {gib(RESERVE)} GiB kept free; streaming copies at "
           f"{PCIE / 1e9:.0f} GB/s, an upper bound on the time it adds: prefetching overlaps it with compute)\n")
     print("| model | job | resident peak | " + " | ".join(f"{c} GB" for c in CARDS) + " |")
     print("|---|---|---|" + "---|" * len(CARDS))
     for name, (cfg, vcfg) in MODELS.items():
         for job, (peak_of, passes) in JOBS.items():
-            peak = peak_of(cfg, vcfg)[0]
             cells = []
-            for card in CARDS:
-                got = fit(peak, cfg, card)
+            for got in plan_cells(name, job):
                 if got is None:
                     cells.append("does not fit")
                 elif got[1] == 0:
@@ -395,7 +411,8 @@ def plan() -> None:
                     moved = got[1] * passes
                     cells.append(f"stream {cfg.depth - got[0]} of {cfg.depth} blocks ({moved / 1e9:.0f} GB copied, "
                                  f"≤ +{moved / PCIE:.1f} s)")
-            print(f"| {name} | {job} | {gib(peak)} GiB | " + " | ".join(cells) + " |")
+            print(f"| {name} | {job} | {gib(peak_of(cfg, vcfg)[0])} GiB | " + " | ".join(cells) + " |")
+    print("\nREADME:\n\n" + readme_table())
 
 
 if __name__ == "__main__":

@@ -117,14 +117,19 @@ def view(p: VarPatcher):
 
 
 def use(*patchers: VarPatcher, memory: int = 0, train: bool = False) -> tuple:
-    """Load ``patchers`` on their load devices through ComfyUI (which frees ``memory`` bytes more for the job,
-    unloading other models as needed; ``train``: everything else unloaded first and the models fully loaded, as
-    ComfyUI's own trainer does, or with --lowvram / --novram streamed) and return their var_core objects (views with
-    their subjects)."""
-    # training loads fully, as ComfyUI's trainer does, unless the user asked for low-VRAM modes (then it streams)
-    full = train and mm.vram_state not in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM)
-    mm.load_models_gpu(list(patchers), memory_required=mm.get_total_memory(mm.get_torch_device()) if train else memory,
-                       force_full_load=full)
+    """Load ``patchers`` on their load devices through ComfyUI, which frees ``memory`` bytes more for the job
+    (unloading other models as needed), and return their var_core objects (views with their subjects). ``train``: as
+    ComfyUI's own trainer, every other model is unloaded first and ours are loaded fully, when they fit with the job;
+    when they do not, the transformer streams its blocks."""
+    full = False
+    device = mm.get_torch_device()
+    if train:
+        ours = [m for m in mm.current_loaded_models if m.model is not None and any(m.model.is_clone(p) for p in patchers)]
+        if device.type != "cpu":
+            mm.free_memory(mm.get_total_memory(device), device, keep_loaded=ours)
+        needed = sum(p.model_size() for p in patchers) - sum(m.model_loaded_memory() for m in ours) + memory
+        full = needed + mm.minimum_inference_memory() <= mm.get_free_memory(device)
+    mm.load_models_gpu(list(patchers), memory_required=memory, force_full_load=full)
     return tuple(view(p) for p in patchers)
 
 

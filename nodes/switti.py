@@ -22,7 +22,7 @@ from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
 from .subjects import APPLY, apply_inputs, apply_subject
 from .training import (LAYERS, METHOD, caption_inputs, caption_lines, configure, images_input, make_trainer,
-                       run_inputs, run_training, subject_outputs, token_input, tuning_inputs)
+                       run_inputs, run_training, subject_outputs, token_input, training_memory, tuning_inputs)
 from .types import CATEGORY, SwittiConditioning, SwittiModel, SwittiTextEncoder, VQVae, to_image, zero_means
 
 OWN = "Switti's own (its release setting)"
@@ -276,14 +276,16 @@ class TrainSwittiSubject(io.ComfyNode):
                 placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none",
                 caption_list=None, captions="", gradient_checkpointing=True):
         checkpointing = None if gradient_checkpointing else False  # on: the trainer's choice
-        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers], class_word=class_word,
+        base = managed.view(model)
+        config, resume = configure(base, resume_from, steps, LAYERS[layers], class_word=class_word,
                                    token=token, method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed,
                                    gradient_checkpointing=checkpointing)
         with torch.inference_mode(False):
             # the encoders read the placeholder at every step
-            model, vae, text_encoder = managed.use(model, vae, text_encoder, train=True)
+            model, vae, text_encoder = managed.use(model, vae, text_encoder, train=True,
+                                                   memory=training_memory(base, config))
             trainer = make_trainer(model, vae, text_encoder, images, config, resume,
                                    caption_lines(caption_list, captions), checkpointing)
             return run_training(trainer, preview_every,

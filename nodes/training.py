@@ -14,6 +14,7 @@ import var_core
 from var_core.images import from_pil, loss_curve, to_pil
 from var_core import defaults
 from var_core.tuning import ScaleWeights, SubjectTrainer, TrainConfig, load_subject, prepare_images
+from var_core.tuning.memory import training_activation_bytes
 
 from . import comfy_env, managed
 from .types import (AUTO, CATEGORY, RESOLUTIONS, Model, Prompts, Subject, TextEncoder, Vae, from_image, preset, to_image,
@@ -119,6 +120,13 @@ def configure(model, resume_from: str, steps: int, groups: tuple[str, ...], *, c
                        gradient_checkpointing=gradient_checkpointing).for_model(model), None
 
 
+def training_memory(model, config: TrainConfig) -> int:
+    """What a training step needs beyond the weights, with gradient checkpointing (what a streamed model, or a tight
+    card, trains with): the library's memory model, for ComfyUI to free."""
+    schedule = model.family.tuning_schedule(model, config.aspect, config.pn)
+    return training_activation_bytes(model.config, schedule, config.batch_size, model.compute_dtype, True)
+
+
 def make_trainer(model, vae, text_encoder, images, config: TrainConfig, resume: str | None, captions=None,
                  gradient_checkpointing: bool | None = None) -> SubjectTrainer:
     """The family's trainer on the photos (an IMAGE batch) at the size the family trains at; call it outside
@@ -207,14 +215,16 @@ class TrainSubject(io.ComfyNode):
                 placeholder_vectors, scale_weighting, prior_weight, resolution, training_seed, preview_every,
                 resume_from="none", caption_list=None, captions="", gradient_checkpointing=True):
         checkpointing = None if gradient_checkpointing else False  # on: when memory needs it
-        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
+        base = managed.view(model)
+        config, resume = configure(base, resume_from, steps, LAYERS[layers], class_word=class_word, token=token,
                                    method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed,
                                    pn=None if resolution == AUTO else preset(resolution),
                                    gradient_checkpointing=checkpointing)
         with torch.inference_mode(False):
-            model, vae, encoder = managed.use(model, vae, text_encoder, train=True)
+            model, vae, encoder = managed.use(model, vae, text_encoder, train=True,
+                                              memory=training_memory(base, config))
             trainer = make_trainer(model, vae, encoder, images, config, resume,
                                    caption_lines(caption_list, captions), checkpointing)
             managed.unload(text_encoder)  # T5 runs once, before training

@@ -19,7 +19,7 @@ from .loaders import DTYPES, load_transformer, load_vae
 from .schedule import listed
 from .subjects import APPLY, apply_inputs, apply_subject
 from .training import (METHOD, configure, images_input, make_trainer, run_inputs, run_training, subject_outputs,
-                       token_input, tuning_inputs)
+                       token_input, training_memory, tuning_inputs)
 from .types import CATEGORY, ClassModel, VQVae, to_image
 
 OWN = "VAR's own (the release demo's setting)"
@@ -179,13 +179,14 @@ class TrainVARSubject(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, images, class_name, class_label, token, steps, learning_rate, method, layers, rank,
                 placeholder_vectors, scale_weighting, prior_weight, training_seed, preview_every, resume_from="none"):
-        config, resume = configure(managed.view(model), resume_from, steps, LAYERS[layers],
+        base = managed.view(model)
+        config, resume = configure(base, resume_from, steps, LAYERS[layers],
                                    class_word=str(class_label_of(class_name, class_label)), token=token,
                                    method=method, rank=rank, placeholder_vectors=placeholder_vectors,
                                    learning_rate=learning_rate, scale_weighting=scale_weighting,
                                    prior_weight=prior_weight, training_seed=training_seed)
         with torch.inference_mode(False):
-            model, vae = managed.use(model, vae, train=True)
+            model, vae = managed.use(model, vae, train=True, memory=training_memory(base, config))
             trainer = make_trainer(model, vae, None, images, config, resume)  # class-conditional: no text encoder
             use = f"use it: Apply Subject (VAR), then give the VAR Sampler subject_token {trainer.config.token}" \
                 if trainer.delta.placeholder is not None else \

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # flags of other programs the docs mention: torchrun, pip, ComfyUI, the test bench's scripts
 OTHER_PROGRAMS = {"--nproc_per_node", "--nnodes", "--max-restarts", "--rdzv-id", "--rdzv-endpoint", "--rdzv-backend",
-                  "--index-url", "--extra-index-url", "--cpu", "--lowvram", "--thumbnails", "--variants",
-                  "--vae-steps"}
+                  "--index-url", "--extra-index-url", "--cpu", "--lowvram", "--novram", "--highvram",
+                  "--reserve-vram", "--thumbnails", "--variants", "--vae-steps", "--plan"}
 
 
 def commands() -> dict[str, set[str]]:
@@ -136,3 +136,9 @@ def test_without_torch_the_command_says_what_to_install_in_one_line():
     as_library = subprocess.run([sys.executable, "-c", blocked.format(argv=[""])], capture_output=True, text=True,
                                 cwd=ROOT)
     assert as_library.returncode == 1 and as_library.stderr.strip().endswith(f"ModuleNotFoundError: {NEEDS_TORCH}")
+
+
+def test_the_readmes_memory_table_is_the_memory_models_plan():
+    from benchmarks.memory import readme_table
+    assert readme_table() in (ROOT / "README.md").read_text(encoding="utf-8"), \
+        "README.md's 'what fits' table is stale: python benchmarks/memory.py --plan prints it"

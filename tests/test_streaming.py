@@ -12,7 +12,7 @@ from var_core.streaming import stream_blocks
 from var_core.tuning import SubjectDelta, apply_subjects
 
 from fixture_paths import TINY
-from test_fast_sampling import SWITTI, VAR
+from test_fast_sampling import VAR
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
 

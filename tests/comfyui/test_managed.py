@@ -105,6 +105,9 @@ def test_each_node_asks_comfyui_for_its_jobs_memory(nodes, mm, monkeypatch):
         training_seed=0, preview_every=0)
     ((models, kw),) = asked
     assert models == [model, vae, enc] and kw["force_full_load"]  # training: fully loaded, as ComfyUI's trainer
+    from var_core.tuning.memory import training_activation_bytes
+    assert kw["memory_required"] == training_activation_bytes(model.obj.config, scale_schedule(1.0, "0.06M"), 2,
+                                                              model.obj.compute_dtype, True)
     assert not ours(mm, enc) and ours(mm, model)  # T5 is offloaded once it has read the captions
 
 
@@ -145,12 +148,15 @@ def test_a_transformer_given_less_memory_than_it_needs_streams_its_blocks_and_dr
     assert model.obj._streaming is None and not model.model.model_lowvram
 
 
-def test_training_streams_under_lowvram_and_loads_fully_otherwise(nodes, mm, monkeypatch):
+def test_training_loads_fully_when_it_fits_and_streams_when_it_does_not(nodes, mm, monkeypatch):
+    """As ComfyUI's trainer, every other model out and ours fully loaded; when the free memory cannot hold them with
+    the step's memory, ComfyUI is let offer less and the transformer streams."""
     model, vae, enc = load(nodes)
     asked = []
     monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kw: asked.append(kw))
-    nodes_managed = __import__(type(model).__module__, fromlist=["use"])
-    nodes_managed.use(model, vae, train=True)
-    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.LOW_VRAM)
-    nodes_managed.use(model, vae, train=True)
-    assert [kw["force_full_load"] for kw in asked] == [True, False]
+    managed = __import__(type(model).__module__, fromlist=["use"])
+    managed.use(model, vae, train=True, memory=1000)
+    size = model.model_size() + vae.model_size()
+    monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: size + 1000 + mm.minimum_inference_memory() - 1)
+    managed.use(model, vae, train=True, memory=1000)
+    assert [(kw["force_full_load"], kw["memory_required"]) for kw in asked] == [(True, 1000), (False, 1000)]

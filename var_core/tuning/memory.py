@@ -10,7 +10,7 @@ import torch
 
 from ..infinity.layers import PER_SCALE_MIN_TOKENS
 from ..infinity.model import InfinityConfig
-from ..memory import F32, dtype_size, free_bytes, tokens
+from ..memory import F32, dtype_size, free_bytes, tokens, widths
 
 # Per-token bytes of autograd's saved tensors in one block, read off transformer.Block (s: compute dtype size, f: fp32)
 # with LoRA on ca and ffn and a text condition that needs gradients (placeholder vectors):
@@ -39,12 +39,13 @@ def mask_bytes(schedule, dtype: torch.dtype) -> int:
     return 0 if L >= PER_SCALE_MIN_TOKENS else L * L * dtype_size(dtype)
 
 
-def training_activation_bytes(config: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
+def training_activation_bytes(config, schedule, batch: int, dtype: torch.dtype,
                               checkpointing: bool) -> int:
     """Peak of one teacher-forced forward + backward of the student (instance or prior half: they run one after the
     other, so one counts). Without checkpointing every block's saved tensors are kept; with it each block's input
     (fp32) is, and one block's saved tensors are rebuilt at a time in backward."""
-    s, C, F = dtype_size(dtype), config.embed_dim, config.ffn_hidden
+    s = dtype_size(dtype)
+    C, F, logits = widths(config)
     n = batch * tokens(schedule)
     saved = n * ((SAVED_F_C * F32 + SAVED_S_C * s) * C + SAVED_F_FFN * F32 * F)
     working = n * (BWD_F_C * F32 * C + (BWD_F_FFN * F32 + BWD_S_FFN * s) * F)
@@ -53,8 +54,8 @@ def training_activation_bytes(config: InfinityConfig, schedule, batch: int, dtyp
         kept = config.depth * n * F32 * C + saved + mask
     else:
         kept = config.depth * (saved + mask)
-    logits = n * 2 * config.bits * F32 * 5  # logits, their fp32 copy, log-softmax pairs, the loss's per-bit terms
-    return kept + working + logits
+    # the logits, their fp32 copy, log-softmax and the loss's terms
+    return kept + working + n * logits * F32 * 5
 
 
 def needs_checkpointing(config: InfinityConfig, schedule, batch: int, dtype: torch.dtype,
