@@ -22,7 +22,7 @@ from var_core.streaming import resident_blocks, stream_blocks
 from var_core.tuning import apply_subjects
 
 
-class Holder(torch.nn.Module):
+class VARBoothModel(torch.nn.Module):
     """What a patcher manages: the torch modules of one var_core object (a transformer, a VAE, a text encoder's
     networks) and the object itself, with the plain ``device`` attribute ComfyUI keeps up to date as it moves them."""
 
@@ -91,7 +91,7 @@ def devices(kind: str) -> tuple[torch.device, torch.device]:
     return torch.device(load()), torch.device(offload())
 
 
-_SHARED: "weakref.WeakValueDictionary[tuple, Holder]" = weakref.WeakValueDictionary()
+_SHARED: "weakref.WeakValueDictionary[tuple, VARBoothModel]" = weakref.WeakValueDictionary()
 
 
 def shared(path: str, settings: tuple, load, modules, load_device, offload_device) -> VarPatcher:
@@ -103,7 +103,7 @@ def shared(path: str, settings: tuple, load, modules, load_device, offload_devic
     holder = _SHARED.get(key)
     if holder is None:
         obj = load()
-        holder = Holder(obj, modules(obj), offload_device)
+        holder = VARBoothModel(obj, modules(obj), offload_device)
         _SHARED[key] = holder
     return VarPatcher(holder, load_device, offload_device)
 

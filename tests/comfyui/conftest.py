@@ -50,10 +50,23 @@ RELEASE_NAMES = {"models/switti/Switti": SWITTI / "transformer", "models/vae/VQV
                  "models/vae/vae_ch160v4096z32.pth": VAR / "vae_ch32v128z8.pth"}
 
 
-def make_base(base: Path) -> Path:
+# The diffusion supervisor of the proxy_tuning_diffusion template, under the names it loads
+SUPERVISOR = ("models/checkpoints/v1-5-pruned-emaonly.safetensors", "models/loras/subject_lora.safetensors")
+
+
+def write_supervisor(base: Path) -> None:
+    """A random checkpoint in SD1.5's layout and an empty LoRA (make_sd15.py, run with ComfyUI's Python)."""
+    paths = [base / p for p in SUPERVISOR]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(COMFY_PYTHON), str(ROOT / "tests/comfyui/make_sd15.py"), *map(str, paths)], check=True,
+                   capture_output=True, timeout=600)
+
+
+def make_base(base: Path, supervisor: bool = False) -> Path:
     """A ComfyUI base directory: tiny models in the folders users put the real ones in (for the loader and refusal
-    tests, and the Switti and VAR templates) and an empty input/ (the other templates run on the embedded model and
-    its example subjects)."""
+    tests, and the Switti and VAR templates; with ``supervisor``, the diffusion supervisor's) and an empty input/ (the
+    other templates run on the embedded model and its example subjects)."""
     from toyworld.builders import make_random_models, random_vae
     from var_core.infinity.bitvae import BitVAEConfig
     from var_core.checkpoint import save_safetensors_atomic
@@ -74,6 +87,8 @@ def make_base(base: Path) -> Path:
     for name, source in RELEASE_NAMES.items():
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, base / name)
+    if supervisor:
+        write_supervisor(base)
     os.symlink(ROOT, base / "custom_nodes" / PACK)
     return base
 
@@ -195,7 +210,7 @@ def running_comfy(log: Path, base: Path, args=(), comfy_dir: Path = COMFY):
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     _require_comfyui()
-    base = make_base(tmp_path_factory.mktemp("comfy_base"))
+    base = make_base(tmp_path_factory.mktemp("comfy_base"), supervisor=True)
     with running_comfy(base / "comfyui.log", base, ["--base-directory", str(base)]) as server:
         yield server
 

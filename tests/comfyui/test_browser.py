@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 
 import pytest
@@ -162,6 +164,12 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
             node["inputs"]["filename_prefix"] += f"_{uuid.uuid4().hex[:8]}"
     if name == "var_class_to_image":  # the tiny VAR has 10 classes, not ImageNet's named ones
         built["2"]["inputs"]["class_label"] = 3
+    if name == "proxy_tuning_diffusion":  # the random supervisor: 2 steps at 128² (its pictures are noise anyway)
+        built["7"]["inputs"]["steps"] = 2
+        built["6"]["inputs"].update(width=128, height=128)
+        comfy.post("/free", {"unload_models": True})  # ("Unload models") this run loads both models anew
+        time.sleep(2)
+    log_start = comfy.log.stat().st_size
     images = saved_images(comfy.url, built, client_id=client_id(page))  # raises on a validation or execution error
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / f"{name}.png"))
@@ -188,18 +196,23 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
         tuned, base = glyph_agreement(tuned_images, member), glyph_agreement(base_images, member)
         print(f"{name}: glyph agreement with {member} {tuned:.3f} with the subject, {base:.3f} without")
         assert tuned > base + 0.02, (tuned, base)
-    if name in DOWNLOADS:  # random fixture weights: pictures (not fills), of no content to check
-        assert len(images) >= 4 and all(im.size == (128, 128) and len(im.getcolors(128 * 128)) > 100 for im in images)
-        return
-    backgrounds = CONTENT[name]
-    assert len(images) >= max(4, len(backgrounds)) and all(im.size == (128, 128) for im in images)
-    assert shows(images, backgrounds) >= 0.5, [world.detect_background(im) for im in images]
     for node in built.values():  # a trained subject was saved (a new file) and carries the template's token
         if node["class_type"] == "VARBooth_SaveSubject":
             from var_core.tuning import load_subject
             prefix = node["inputs"]["filename_prefix"]
             token = next(n["inputs"]["token"] for n in built.values() if n["class_type"] == "VARBooth_TrainSubject")
             assert load_subject(max((comfy.base / "models/var_subjects").glob(f"{prefix}_*.safetensors"))).token == token
+    if name == "proxy_tuning_diffusion":  # both models in one run, each loaded by ComfyUI's memory manager
+        with open(comfy.log, encoding="utf-8") as log:
+            log.seek(log_start)
+            loads = re.findall(r"Requested to load (\w+)", log.read())
+        assert {"BaseModel", "VARBoothModel"} <= set(loads), loads
+    if name in DOWNLOADS:  # random fixture weights: pictures (not fills), of no content to check
+        assert len(images) >= 4 and all(im.size == (128, 128) and len(im.getcolors(128 * 128)) > 100 for im in images)
+        return
+    backgrounds = CONTENT[name]
+    assert len(images) >= max(4, len(backgrounds)) and all(im.size == (128, 128) for im in images)
+    assert shows(images, backgrounds) >= 0.5, [world.detect_background(im) for im in images]
     with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # the thumbnail was made from such output
         tiles = [thumb.convert("RGB").crop((x, y, x + 128, y + 128)) for y in (0, 128) for x in (0, 128)]
     assert shows(tiles, backgrounds[-4:]) >= 0.5

@@ -20,7 +20,8 @@ NODE_IDS = {"VARBooth_LoadTransformer", "VARBooth_LoadVAE", "VARBooth_LoadTextEn
             "VARBooth_LoadVAR", "VARBooth_VARSampler", "VARBooth_ApplySwittiSubject", "VARBooth_TrainSwittiSubject",
             "VARBooth_ApplyVARSubject", "VARBooth_TrainVARSubject"}
 EMBEDDED = "embedded toy model (128², no download)"
-FILES = ("model_name", "vae_name", "text_encoder_name", "clip_l_name", "clip_g_name")  # the loaders' file inputs
+# the loaders' file inputs (ours, and ComfyUI's checkpoint and LoRA loaders)
+FILES = ("model_name", "vae_name", "text_encoder_name", "clip_l_name", "clip_g_name", "ckpt_name", "lora_name")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,8 @@ def test_every_node_is_listed_with_tooltips(object_info):
 def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object_info):
     twins = api_twins()
     assert set(twins) == {"text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
-                          "image_variations", "proxy_tuning", "switti_text_to_image", "var_class_to_image"}
+                          "image_variations", "proxy_tuning", "proxy_tuning_diffusion", "switti_text_to_image",
+                          "var_class_to_image"}
     assert sorted(comfy.get("/api/workflow_templates")["comfyui-varbooth"]) == sorted(twins)
     for name, api in twins.items():
         ui_file = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
@@ -68,9 +70,10 @@ def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object
                 diff = np.abs(np.asarray(thumb.convert("RGB"), float) - np.asarray(card(name), float)).mean()
             assert diff < 4, f"{name}.jpg is not its card: python tests/comfyui/workflows.py URL --thumbnails"
             for value in loaded:
-                assert value.rstrip("/") in note, (name, value)
+                assert value == EMBEDDED or value.rstrip("/") in note, (name, value)
             folders = {"VARBooth_LoadSwitti": ["models/switti/", "models/vae/", "models/text_encoders/"],
-                       "VARBooth_LoadVAR": ["models/var/", "models/vae/"]}
+                       "VARBooth_LoadVAR": ["models/var/", "models/vae/"],
+                       "CheckpointLoaderSimple": ["models/checkpoints"], "LoraLoader": ["models/loras"]}
             assert all(f in note for node in api.values() for f in folders.get(node["class_type"], [])), name
             continue
         assert "Infinity-2B" in note and len(note.splitlines()) == 2

@@ -59,6 +59,12 @@ NOTES = {
     "proxy_tuning": "Proxy-Tuning: a model that knows the subject draws it in N contexts; Infinity is tuned on them.\n"
                     "For Infinity-2B: replace the supervisor (Load Subject + Sampler) by SDXL/Flux with your "
                     "DreamBooth LoRA and its trigger words.",
+    "proxy_tuning_diffusion": "Proxy-Tuning with a diffusion model as the supervisor (ComfyUI's own nodes): your "
+                              "DreamBooth SD1.5 model draws the subject in 4 contexts; Infinity is tuned on them.\n"
+                              "Your checkpoint: models/checkpoints (here v1-5-pruned-emaonly.safetensors), your "
+                              "subject LoRA: models/loras (here subject_lora.safetensors; a DreamBooth checkpoint "
+                              "alone: bypass Load LoRA); its trigger words: subject_phrase. For Infinity-2B: load it "
+                              "in Load Infinity.",
     "image_variations": "Draws a picture, then keeps its first 2 scales (layout, colours) and samples the rest anew."
                         "\nFor Infinity-2B: load it and your own image (Load Image); keep_scales 4-8 at 1M.",
     "switti_text_to_image": "Switti text to image (512², or 1024² with Switti-1024). Download (Hugging Face):\n"
@@ -74,9 +80,10 @@ NOTES = {
                           "Pick the class by name, or by its label 0-999 (class_label).",
 }
 
-# The templates of the families without an embedded model: they load downloaded files, which their Note names (the
-# tests run them on tiny fixtures put under those names: conftest.RELEASE_NAMES)
-DOWNLOADS = {"switti_text_to_image", "var_class_to_image"}
+# The templates that load downloaded files, which their Note names: the families without an embedded model, and a
+# diffusion supervisor (the tests run them on tiny random files put under those names: conftest.RELEASE_NAMES,
+# conftest.write_supervisor)
+DOWNLOADS = {"switti_text_to_image", "var_class_to_image", "proxy_tuning_diffusion"}
 
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
 # four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
@@ -99,7 +106,9 @@ def card(name: str):
     words, since the tiny random weights the tests run it with draw noise, which the real model does not."""
     from PIL import Image, ImageDraw
     lines = {"switti_text_to_image": ["Switti", "text -> image", "", "needs Switti's released", "files: see the note"],
-             "var_class_to_image": ["VAR", "ImageNet class -> image", "", "needs VAR's released", "files: see the note"]}
+             "var_class_to_image": ["VAR", "ImageNet class -> image", "", "needs VAR's released", "files: see the note"],
+             "proxy_tuning_diffusion": ["Proxy-Tuning", "SD1.5 + LoRA -> Infinity", "", "needs your DreamBooth",
+                                        "checkpoint: see the note"]}
     image = Image.new("RGB", (256, 256), (32, 36, 44))
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines[name]):
@@ -144,11 +153,14 @@ def to_ui(api: dict, object_info: dict, note: str = "") -> dict:
         inputs, widgets, slot = [], [], 0
         for name, spec in ordered_inputs(info):
             value = node["inputs"].get(name)
-            if is_widget(spec) and not isinstance(value, list):
-                widgets.append(value if name in node["inputs"] else spec[1].get("default"))
+            if is_widget(spec):
+                linked = isinstance(value, list)  # a widget fed by a link: a socket of its own, its value unused
+                widgets.append(spec[1].get("default") if linked or name not in node["inputs"] else value)
                 if spec[1].get("control_after_generate"):
                     widgets.append("fixed")
-            elif not is_widget(spec):
+                if linked:
+                    inputs.append({"name": name, "type": spec[0], "widget": {"name": name}, "link": None})
+            else:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         for entry in inputs:  # link slots in input order
             for link in links:
