@@ -1,4 +1,5 @@
 """The command line, end to end on tiny random models the project makes itself (and the demo on the embedded model)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,25 @@ def test_sample_writes_a_png_and_is_reproducible(toy_paths, tmp_path):
     a, b, c = (Image.open(tmp_path / f"{n}.png") for n in "abc")
     assert a.size == (256, 256) and c.size == (320, 240)  # 3:4 (h:w) -> template 0.75 at 0.06M: 15x20 tokens, 240x320 px
     assert a.tobytes() == b.tobytes()
+
+
+def test_streamed_blocks_draw_the_same_picture_and_fsdp_with_streaming_is_refused(toy_paths, tmp_path, capsys,
+                                                                                    monkeypatch):
+    from var_core import memory
+    assert main(_sample_args(toy_paths, tmp_path / "a.png", "--seed", "3")) == 0
+    # a device with room for the job, the 1 GiB kept free and two blocks more than the two in flight: those two stay
+    from var_core.schedules import scale_schedule
+    model = load_transformer(toy_paths["transformer"])
+    block = sum(t.numel() * t.element_size() for t in model.blocks[0].state_dict().values())
+    job = memory.sampling_bytes(model, scale_schedule(1.0, "0.06M"), 1, guided=True)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**30 + job + 2 * block)
+    assert main(_sample_args(toy_paths, tmp_path / "b.png", "--seed", "3", "--stream-blocks")) == 0
+    streamed = int(re.search(r"streaming (\d+) of (\d+) blocks", capsys.readouterr().err)[1])
+    assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
+    assert streamed == len(model.blocks) - 2
+    assert main(["train", "--images", str(tmp_path), "--class", "dog", "--out", str(tmp_path / "s.safetensors"),
+                 "--fsdp", "--stream-blocks"]) == 2
+    assert "--fsdp and --stream-blocks" in capsys.readouterr().err
 
 
 def test_sample_never_overwrites_and_batches_are_numbered(toy_paths, tmp_path, capsys):

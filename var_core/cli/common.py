@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from ..embedded import BUNDLE, available, bundle_paths
 from .. import load_transformer
-from ..streaming import stream_blocks
+from .. import memory
+from ..streaming import resident_blocks, stream_blocks
 
 
 def bar(total: int, desc: str, unit: str, initial: int = 0, show: bool = True):
@@ -52,9 +53,26 @@ def default_cache() -> Path:
 
 def load_model(args, path: str, device: torch.device, dtype: torch.dtype | None):
     """The transformer on ``device``; with --stream-blocks its blocks stay in CPU memory and visit ``device`` one at
-    a time (in the dtype they would have there: bf16 blocks on CUDA unless --dtype says otherwise)."""
+    a time (in the dtype they would have there: bf16 blocks on CUDA unless --dtype says otherwise), until
+    ``keep_what_fits`` knows the job."""
     if not getattr(args, "stream_blocks", False):
         return load_transformer(path, device=device, dtype=dtype)
     model = load_transformer(path, device="cpu", dtype=dtype or (torch.bfloat16 if device.type == "cuda" else None))
     stream_blocks(model, device)
     return model
+
+
+RESERVE = 2**30  # left free on the device beside a streamed model and its job: the allocator's slack
+
+
+def keep_what_fits(model, job_bytes: int) -> None:
+    """--stream-blocks: keep on the device the blocks that fit beside the job (``job_bytes``, from var_core.memory)
+    in its free memory, and stream only the others (the fewer streamed, the less copied per scale)."""
+    streaming = getattr(model, "_streaming", None)
+    if streaming is None:
+        return
+    budget = (memory.free_bytes(streaming.device) or 0) + streaming.device_bytes - job_bytes - RESERVE
+    resident = resident_blocks(model, budget)
+    if resident:
+        stream_blocks(model, streaming.device, resident)
+    print(f"streaming {len(model.blocks) - resident} of {len(model.blocks)} blocks", file=sys.stderr)

@@ -9,13 +9,14 @@ import torch
 from .. import defaults
 import var_core as vc
 from ..images import load_image, save_png, to_pil
+from ..memory import sampling_bytes
 from ..sampling import variation_codes
 from ..schedules import template_key
 from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
 from ..checkpoint import DTYPES
 from ..pruning import Pruning
 from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
-from .common import load_model, model_files, progress_bar
+from .common import keep_what_fits, load_model, model_files, progress_bar
 
 
 def _output_paths(out: str, count: int) -> list[Path]:
@@ -65,6 +66,7 @@ def cmd_sample(args) -> int:
         image = load_image(args.init_image, vc.pixel_size(schedule)).to(device)
         forced = variation_codes(vae, image, schedule, args.keep_scales, len(prompts))
     print(settings_line(settings, args), file=sys.stderr)
+    keep_what_fits(model, sampling_bytes(model, schedule, len(prompts), guided=True))
     images = vc.sample(model, vae, text, schedule, cfg=settings["cfg"], tau=settings["tau"], top_k=settings["top_k"],
                        top_p=settings["top_p"], seed=args.seed, negative=negative, forced_codes=forced,
                        progress=progress_bar(len(schedule), "sampling"), pruning=pruning(args))
@@ -117,6 +119,7 @@ def sample_codebook(args, model, vae_path, encoder_path, device) -> int:
     if args.init_image:
         image = load_image(args.init_image, vc.pixel_size(model.schedule)).to(device)
         forced = variation_codes(vae, image, model.schedule, args.keep_scales, len(shown), family)
+    keep_what_fits(model, sampling_bytes(model, model.schedule, len(shown), guided=True))
     images = vc.sample(model, vae, cond, cfg=settings["cfg"], top_k=settings["top_k"], top_p=settings["top_p"],
                        seed=args.seed, negative=negative, forced_codes=forced,
                        progress=progress_bar(len(model.schedule), "sampling"), pruning=pruning(args), **window)

@@ -16,8 +16,9 @@ from ..tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions,
                       prepare_images)
 from ..tuning.distributed import Ranks
 from ..tuning.jobs import job_arguments, read_jobs
+from ..tuning.memory import training_activation_bytes
 from ..tuning.trainer import state_path
-from .common import bar, load_model, model_files
+from .common import bar, keep_what_fits, load_model, model_files
 from .flags import add_train_arguments, training_settings
 
 
@@ -81,6 +82,8 @@ def train_subject(args, device, ranks) -> int:
     else:
         trainer = SubjectTrainer(model, vae, encoder, images, config, ranks=ranks)
     del encoder  # only needed once: its memory goes back to the training
+    keep_what_fits(model, training_activation_bytes(model.config, schedule, config.batch_size, model.compute_dtype,
+                                                    True))
     if show:
         where = f"{ranks.world_size} processes ({device.type}), {config.batch_size} images per step in all" \
             + (", the base's blocks sharded over them (FSDP): {:,} of their {:,} weights on each".format(
