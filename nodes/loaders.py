@@ -6,12 +6,14 @@ import torch
 from comfy_api.latest import io
 
 import var_core
-from var_core import checkpoint
+from var_core import fp8
 
 from . import comfy_env, managed
 from .types import CATEGORY, Model, TextEncoder, Vae
 
-DTYPES = {"auto": None, **checkpoint.DTYPES}
+DTYPES = {"auto": None, **fp8.DTYPES}
+DTYPE_TOOLTIP = ("Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU; fp8 = their linear weights "
+                 "stored as fp8 (e4m3, a scale per row) and computed in bf16: half of bf16's memory.")
 
 
 # Each family's model folder and the node that loads it: a model of another family is sent to its own loader
@@ -74,7 +76,7 @@ class LoadTransformer(io.ComfyNode):
                                            "(.pth as released, or .safetensors), or Infinity-8B's folder of shards "
                                            "(infinity_8b_weights/, listed once)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+                                   tooltip=DTYPE_TOOLTIP)],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer.")])
 
     @classmethod
@@ -129,7 +131,7 @@ class LoadAll(io.ComfyNode):
                                    tooltip="The embedded toy model's, or a folder or file in "
                                            "models/text_encoders."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+                                   tooltip=DTYPE_TOOLTIP)],
             outputs=[Model.Output(display_name="model", tooltip="The Infinity transformer."),
                      Vae.Output(display_name="vae", tooltip="The BitVAE."),
                      TextEncoder.Output(display_name="text_encoder", tooltip="The T5 encoder.")])

@@ -18,7 +18,7 @@ from var_core.tuning import entries_of, with_strength_schedule
 
 from . import comfy_env, managed, pruning
 from .codebook import optional_inputs, scheduled, variation
-from .loaders import DTYPES, load_transformer, load_vae
+from .loaders import DTYPE_TOOLTIP, DTYPES, load_transformer, load_vae
 from .schedule import listed
 from .subjects import APPLY, apply_inputs, apply_subject
 from .training import (LAYERS, METHOD, caption_inputs, caption_lines, configure, images_input, make_trainer,
@@ -54,7 +54,7 @@ class LoadSwitti(io.ComfyNode):
                                            "models/text_encoders, or its single .safetensors file (ComfyUI's "
                                            "clip_g.safetensors)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+                                   tooltip=DTYPE_TOOLTIP)],
             outputs=[SwittiModel.Output(display_name="model", tooltip="The Switti transformer."),
                      VQVae.Output(display_name="vae", tooltip="The VQ-VAE that decodes its codes."),
                      SwittiTextEncoder.Output(display_name="text_encoder", tooltip="CLIP-L and OpenCLIP-bigG.")])

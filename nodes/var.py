@@ -15,7 +15,7 @@ from var_core.var.family import class_names
 
 from . import comfy_env, managed, pruning
 from .codebook import optional_inputs, scheduled, variation
-from .loaders import DTYPES, load_transformer, load_vae
+from .loaders import DTYPE_TOOLTIP, DTYPES, load_transformer, load_vae
 from .schedule import listed
 from .subjects import APPLY, apply_inputs, apply_subject
 from .training import (METHOD, configure, images_input, make_trainer, run_inputs, run_training, subject_outputs,
@@ -46,7 +46,7 @@ class LoadVAR(io.ComfyNode):
                     io.Combo.Input("vae_name", options=comfy_env.list_folder_models("vae"),
                                    tooltip="VAR's VQ-VAE in models/vae: vae_ch160v4096z32.pth (FoundationVision/var)."),
                     io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                                   tooltip="Precision of the transformer blocks; auto = bf16 on GPU, fp32 on CPU.")],
+                                   tooltip=DTYPE_TOOLTIP)],
             outputs=[ClassModel.Output(display_name="model", tooltip="The VAR transformer."),
                      VQVae.Output(display_name="vae", tooltip="The VQ-VAE that decodes its codes.")])
 

@@ -19,6 +19,7 @@ except ModuleNotFoundError:
         sys.exit(NEEDS_TORCH)
     raise ModuleNotFoundError(NEEDS_TORCH) from None
 
+from . import fp8
 from .checkpoint import CheckpointError
 from .family import Family, family_of, family_named, recognise
 from .checkpoint import tensor_names
@@ -32,8 +33,15 @@ from .schedules import PRESETS, TEMPLATE_KEYS, nearest_template, pixel_size, sca
 
 
 def load_transformer(path_or_state_dict, device=None, dtype=None):
-    """The transformer of whichever family the file is (strict; architecture from the tensor shapes)."""
-    return family_of(path_or_state_dict, "transformer").load_transformer(path_or_state_dict, device, dtype)
+    """The transformer of whichever family the file is (strict; architecture from the tensor shapes). ``dtype``: its
+    blocks' (default bf16 on CUDA, fp32 elsewhere), or "fp8": their linear weights stored in fp8 (fp8.py), loaded in
+    bf16 on the CPU, quantized, then moved to ``device``."""
+    family = family_of(path_or_state_dict, "transformer")
+    if dtype not in ("fp8", fp8.FP8):
+        return family.load_transformer(path_or_state_dict, device, dtype)
+    model = family.load_transformer(path_or_state_dict, "cpu", torch.bfloat16)
+    fp8.quantize_blocks(model)
+    return model.to(device or "cpu")
 
 
 def load_vae(path_or_state_dict, device=None, dtype=None):

@@ -54,6 +54,7 @@ class BlockStreaming:
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.prefetched: dict[int, tuple[list, object]] = {}
         self.copies = 0  # block copies made (tests count them)
+        self.wrapped = [block.__dict__.get("forward") for block in self.blocks]  # (fp8's, or none)
         for i, block in enumerate(self.blocks):
             block.forward = self._streamed(i, block.forward)
 
@@ -99,8 +100,10 @@ class BlockStreaming:
 
     def close(self) -> None:
         """Stop streaming: the blocks' own forwards back, their weights where they are stored."""
-        for block in self.blocks:
+        for block, forward in zip(self.blocks, self.wrapped):
             block.__dict__.pop("forward", None)
+            if forward is not None:
+                block.forward = forward
         self.prefetched.clear()
         self.model._streaming = None
 

@@ -160,3 +160,22 @@ def test_training_loads_fully_when_it_fits_and_streams_when_it_does_not(nodes, m
     monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: size + 1000 + mm.minimum_inference_memory() - 1)
     managed.use(model, vae, train=True, memory=1000)
     assert [(kw["force_full_load"], kw["memory_required"]) for kw in asked] == [(True, 1000), (False, 1000)]
+
+
+def test_an_fp8_model_loads_samples_and_tunes_in_the_graph(nodes, mm):
+    full, vae, enc = load(nodes)
+    model, _, _ = load(nodes, dtype="fp8")
+    assert model.model is not full.model  # another dtype, another base
+    assert model.obj.blocks[0].ffn.fc1.weight.dtype == torch.float8_e4m3fn
+    (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of a dog")
+    image = sample(nodes, model, vae, cond)
+    assert image.shape == (1, 240, 320, 3) and image.std() > 0.01
+    (loaded,) = ours(mm, model)
+    assert loaded.model_memory() == weight_bytes(model.obj) < weight_bytes(full.obj)
+    subject, _ = run(nodes["VARBooth_TrainSubject"], model=model, vae=vae, text_encoder=enc,
+                     images=torch.rand(2, 64, 64, 3), class_word="dog", token="<placeholder>", steps=2,
+                     learning_rate=0.0, method="LoRA", layers="ca+ffn (ARBooth)", rank=2, placeholder_vectors=1,
+                     scale_weighting="uniform", prior_weight=0.0, resolution="0.06M (256²)", training_seed=0,
+                     preview_every=0)
+    assert subject.metadata["training"]["steps_done"] == 2
+    assert all(torch.isfinite(t).all() for t in subject.tensors.values())

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import fields
 
 from .. import defaults
+from .. import fp8
 from ..checkpoint import DTYPES
 from ..pruning import Pruning
 from ..sampling import KEEP_SCALES
@@ -18,7 +19,8 @@ from ..tuning.losses import ScaleWeights
 
 DESCRIPTION = "Command line: python -m var_core {sample,train,train-many,convert,demo} ...  (python -m var_core " \
               "<command> -h for the flags)."
-DTYPE_HELP = "precision of the transformer blocks (default: bf16 on a GPU, fp32 on the CPU)"
+DTYPE_HELP = ("precision of the transformer blocks (default: bf16 on a GPU, fp32 on the CPU); fp8: their linear weights "
+              "stored as fp8 e4m3 with a scale per row and computed in bf16, half of bf16's memory")
 
 
 def own(kind: str, key: str) -> str:
@@ -46,7 +48,7 @@ def add_model_arguments(p: argparse.ArgumentParser, jobs: bool = False) -> None:
     p.add_argument("--text-encoder-2", default=None, help=f"Switti's second text encoder: the OpenCLIP-bigG "
                    f"folder{given}")
     p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
+    p.add_argument("--dtype", choices=fp8.DTYPES, default=None, help=DTYPE_HELP)
     p.add_argument("--stream-blocks", action="store_true",
                    help="keep the transformer's blocks in CPU memory and copy each to the device as it runs, for a "
                         "card that cannot hold the whole model: the same images, slower (docs/benchmarks.md)")

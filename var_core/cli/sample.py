@@ -13,7 +13,7 @@ from ..memory import sampling_bytes
 from ..sampling import variation_codes
 from ..schedules import template_key
 from ..tuning import apply_subjects, arbooth_subject, encode_prompts, load_subject
-from ..checkpoint import DTYPES
+from .. import fp8
 from ..pruning import Pruning
 from ..switti.family import RELEASE_WINDOW as SWITTI_WINDOW
 from .common import keep_what_fits, load_model, model_files, progress_bar
@@ -29,7 +29,7 @@ def _output_paths(out: str, count: int) -> list[Path]:
 def cmd_sample(args) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[args.dtype] if args.dtype else None
+    dtype = fp8.DTYPES[args.dtype] if args.dtype else None
     model_path, vae_path, encoder_path, embedded = model_files(args, "sample", text=False)
     model = load_model(args, model_path, device, dtype)
     if model.family.name in ("switti", "var"):

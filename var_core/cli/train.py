@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import var_core as vc
+from .. import fp8
 from ..checkpoint import DTYPES
 from ..defaults import check
 from ..tuning import (SubjectTrainer, TrainConfig, distributed, folder_captions, image_files, load_subject,
@@ -49,7 +50,9 @@ def train_subject(args, device, ranks) -> int:
     show = ranks.is_main  # data parallel: rank 0 speaks for all
     settings = training_settings(args)
     model_path, vae_path, encoder_path, embedded = model_files(args, "train", text=False)
-    dtype = DTYPES[args.dtype] if args.dtype else None
+    dtype = fp8.DTYPES[args.dtype] if args.dtype else None
+    if args.fsdp and args.dtype == "fp8":
+        raise ValueError("train: --fsdp shards bf16 or fp32 blocks; --dtype fp8 is for one device.")
     if args.fsdp and args.stream_blocks:
         raise ValueError("train: --fsdp and --stream-blocks do not go together (FSDP already keeps only this rank's "
                          "shard of every block on its device); choose one.")

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import quantizer
 from .family import INFINITY, file_defaults
+from .. import fp8
 from ..checkpoint import SHARD_INDEX, CheckpointError, check_keys, describe_source, load_state_dict
 from .layers import AdaLNBeforeHead, Block, BlockChunk, RMSNorm, TextCondition, TextPool, rope_table, scale_levels
 
@@ -187,7 +188,7 @@ class Infinity(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype of the blocks' weights: linear layers run in it (autocast when it is not fp32)."""
-        return self.block_chunks[0].module[0].ffn.fc1.weight.dtype
+        return fp8.compute_dtype(self.block_chunks[0].module[0].ffn.fc1.weight)
 
     def autocast(self):
         dtype = self.compute_dtype

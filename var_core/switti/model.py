@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import fp8
 from .. import pruning as prune
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from ..vq import patch
@@ -411,10 +412,10 @@ class Switti(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.blocks[0].attn.proj.weight.dtype
+        return fp8.compute_dtype(self.blocks[0].attn.proj.weight)
 
     def autocast(self):
-        dtype = self.blocks[0].attn.proj.weight.dtype
+        dtype = self.compute_dtype
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def rope_freqs(self) -> torch.Tensor:

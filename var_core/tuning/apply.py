@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .. import fp8
 from ..infinity.layers import BlockPatch, LowRank
 from ..infinity.model import PER_SCALE_NEEDS_CACHE, TextMix
 from ..defaults import check
@@ -82,12 +83,12 @@ class SubjectPatch:
                 else:
                     base = merged.get(name)
                     if base is None:
-                        base = target.get_parameter(name).float()
+                        base = fp8.value(target, name).float()
                     merged[name] = base + s * delta.weight_delta(block, name).to(base.device)
         if not merged and not updates:
             return None
         # one rounding to the stored dtype (bf16 on GPU): the patched weight looks like the base weight
-        return BlockPatch({n: w.to(target.get_parameter(n).dtype) for n, w in merged.items()}, updates)
+        return BlockPatch({n: w.to(fp8.compute_dtype(target.get_parameter(n))) for n, w in merged.items()}, updates)
 
 
 class SubjectView:

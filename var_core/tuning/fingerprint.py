@@ -14,6 +14,7 @@ import numpy as np
 
 import torch
 
+from .. import fp8
 from .selection import block_tensor
 
 FINGERPRINT_VALUES = 24  # of the format before "v2"
@@ -84,7 +85,7 @@ def _fingerprint_samples(model) -> list[torch.Tensor]:
     """The few tensors the fingerprint of the format before "v2" read."""
     blocks = model.blocks  # a view shares these with its base
     return [model.cfg_uncond[:4], model.pos_start, model.head.bias, model.word_embed.weight[:8],
-            blocks[0].ffn.fc1.weight[:8, :8], blocks[-1].ca.proj.weight[:8, :8]]
+            fp8.value(blocks[0], "ffn.fc1.weight")[:8, :8], fp8.value(blocks[-1], "ca.proj.weight")[:8, :8]]
 
 
 def _architecture_hash(model) -> str:
@@ -96,12 +97,23 @@ def _signature(model) -> np.ndarray:
     and their mean times a fixed random sign pattern."""
     signs = torch.randint(0, 2, (SAMPLES,), generator=torch.Generator().manual_seed(0)).float() * 2 - 1
     rows = []
-    for _, t in sorted(model.state_dict().items()):
+    for _, t in sorted(_values_of(model.state_dict()).items()):
         flat = t.detach().reshape(-1)
         v = flat[::max(1, flat.numel() // SAMPLES)][:SAMPLES].float().cpu()
         v = torch.nan_to_num(v, posinf=1.0, neginf=-1.0)  # (a -inf attention mask buffer; finite values as they are)
         rows.append([v.pow(2).mean().sqrt().item(), (v * signs[:v.numel()]).mean().item()])
     return np.asarray(rows, dtype=np.float32)
+
+
+def _values_of(state: dict) -> dict:
+    """The tensors as numbers: an fp8 weight times its row scales (the scales themselves left out), so a base loaded
+    in fp8 is the same base (within TOLERANCE) as in bf16 or fp32."""
+    out = {}
+    for name, t in state.items():
+        if name.endswith("." + fp8.SCALE):
+            continue
+        out[name] = t.float() * state[name[:-len("weight")] + fp8.SCALE][:, None] if t.dtype == fp8.FP8 else t
+    return out
 
 
 def _v2(model) -> str:
@@ -148,8 +160,10 @@ def same_base(known: str, model) -> bool:
     (arch, _, text), (mine_arch, _, mine_text) = known.partition(":"), _identity(model, "values").partition(":")
     a = torch.tensor([float(v) for v in text.split(",")])
     b = torch.tensor([float(v) for v in mine_text.split(",")])
-    # bf16 keeps 8 significant bits (0.4 %), the 3-digit text 0.05 %; fp16 flushes values below 6e-8
-    return arch == mine_arch and a.shape == b.shape and torch.allclose(a, b, rtol=1e-2, atol=1e-4)
+    # bf16 keeps 8 significant bits (0.4 %), the 3-digit text 0.05 %; fp16 flushes values below 6e-8; fp8 blocks keep
+    # 3 bits (6 %) of the block weights this format reads
+    rtol = 1 / 16 if any(p.dtype == fp8.FP8 for p in model.blocks[0].parameters()) else 1e-2
+    return arch == mine_arch and a.shape == b.shape and torch.allclose(a, b, rtol=rtol, atol=1e-4)
 
 
 def _short(known: str) -> str:

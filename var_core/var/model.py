@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import fp8
 from ..checkpoint import CheckpointError, check_keys, describe_source, load_state_dict
 from .. import pruning as prune
 from ..vq import patch
@@ -220,7 +221,7 @@ class VAR(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.blocks[0].attn.proj.weight.dtype
+        return fp8.compute_dtype(self.blocks[0].attn.proj.weight)
 
     def embed_cond(self, cond: torch.Tensor) -> torch.Tensor:
         """Class labels (B,) -> their embeddings (B, C); embeddings (a subject's class vector) pass as they are."""
@@ -229,7 +230,7 @@ class VAR(nn.Module):
     def _blocks(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
                 caches: list[KVCache] | None) -> torch.Tensor:
         """The blocks, in their own dtype: tokens (rows, l, C) -> their outputs (rows, l, C)."""
-        dtype = self.blocks[0].attn.proj.weight.dtype
+        dtype = self.compute_dtype
         ada = self.shared_ada_lin(cond) if hasattr(self, "shared_ada_lin") else cond
         x, ada = x.to(dtype), ada.to(dtype)
         if attn_bias is not None:
