@@ -8,7 +8,7 @@ features are random rows of T5's width (the T5 phase is its weights alone on the
 reads prompts with a small random T5 of that width. For every job and card the process's memory is capped at the
 card's size (torch.cuda.set_per_process_memory_fraction), the blocks are resident or streamed as memory.py's plan
 says (streaming.stream_blocks with the plan's resident count), and the job runs once after a warm-up: peak allocated
-memory, seconds, or out-of-memory, beside the prediction. First, for the slowdown: each job uncapped and resident, and
+memory, seconds, or out-of-memory, beside the prediction; with bf16 blocks, then fp8 (fp8.py). First, for the slowdown: each job uncapped and resident, and
 the host-to-device copy rate from pinned memory (the plan assumes 25 GB/s).
 """
 from __future__ import annotations
@@ -23,10 +23,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.memory import CARDS, GIB, JOBS, MODELS, block_bytes, fit  # noqa: E402
+from benchmarks.memory import BLOCKS, CARDS, GIB, JOBS, MODELS, block_bytes, fit, peak_of  # noqa: E402
 from toyworld.builders import subject_pictures  # noqa: E402
 from var_core import load_text_encoder, sample  # noqa: E402
 from var_core.infinity.bitvae import BitVAE  # noqa: E402
+from var_core.fp8 import quantize_blocks  # noqa: E402
 from var_core.infinity.model import Infinity  # noqa: E402
 from var_core.schedules import pixel_size, scale_schedule  # noqa: E402
 from var_core.streaming import stream_blocks  # noqa: E402
@@ -93,37 +94,41 @@ def main(args) -> None:
     total = torch.cuda.get_device_properties(DEVICE).total_memory
     print(f"{torch.cuda.get_device_name(DEVICE)}, {total / GIB:.1f} GiB; pinned host-to-device copies "
           f"{copy_rate() / 1e9:.1f} GB/s\n")
-    print("| model | job | card | mode | predicted | measured peak | s | uncapped resident s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | blocks | job | card | mode | predicted | measured peak | s | uncapped resident s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model, vae = build(name)
         cfg = model.config
         encoder = load_text_encoder(make_t5(tempfile.mkdtemp() + "/t5", d_model=cfg.text_channels), DEVICE)
-        for job, (peak_of, _) in JOBS.items():
-            peak = peak_of(*MODELS[name])[0]
-            model.to(DEVICE)
-            resident = measure(job_runner(job, model, vae, encoder))
-            for card in map(int, args.cards.split(",")):
-                got = fit(peak, cfg, card)
-                if got is None:
-                    print(f"| {name} | {job} | {card} GB | does not fit (plan) | | | | |", flush=True)
-                    continue
-                n, streamed = got
-                predicted = peak - streamed + 2 * block_bytes(cfg) if streamed else peak
-                streaming = stream_blocks(model, DEVICE, n) if streamed else None
-                if streaming is None:
-                    model.to(DEVICE)
-                torch.cuda.empty_cache()
-                torch.cuda.set_per_process_memory_fraction(min(1.0, card * GIB / total), DEVICE)
-                got_run = measure(job_runner(job, model, vae, encoder))
-                torch.cuda.set_per_process_memory_fraction(1.0, DEVICE)
-                if streaming is not None:
-                    streaming.close()
-                mode = f"stream {cfg.depth - n} of {cfg.depth}" if streamed else "resident"
-                shown = "out of memory" if got_run is None else f"{got_run[0]:.2f} GiB | {got_run[1]:.2f}"
-                print(f"| {name} | {job} | {card} GB | {mode} | {predicted / GIB:.2f} GiB | {shown} | "
-                      f"{resident[1] if resident else float('nan'):.2f} |", flush=True)
-                gc.collect()
+        for blocks in BLOCKS:  # bf16 first: quantizing is for good
+            if blocks == "fp8":
+                quantize_blocks(model)
+            for job in JOBS:
+                peak = peak_of(name, job, blocks)
+                model.to(DEVICE)
+                resident = measure(job_runner(job, model, vae, encoder))
+                for card in map(int, args.cards.split(",")):
+                    got = fit(peak, cfg, card, BLOCKS[blocks])
+                    row = f"| {name} | {blocks} | {job} | {card} GB |"
+                    if got is None:
+                        print(f"{row} does not fit (plan) | | | | |", flush=True)
+                        continue
+                    n, streamed = got
+                    predicted = peak - streamed + 2 * block_bytes(cfg, BLOCKS[blocks]) if streamed else peak
+                    streaming = stream_blocks(model, DEVICE, n) if streamed else None
+                    if streaming is None:
+                        model.to(DEVICE)
+                    torch.cuda.empty_cache()
+                    torch.cuda.set_per_process_memory_fraction(min(1.0, card * GIB / total), DEVICE)
+                    got_run = measure(job_runner(job, model, vae, encoder))
+                    torch.cuda.set_per_process_memory_fraction(1.0, DEVICE)
+                    if streaming is not None:
+                        streaming.close()
+                    mode = f"stream {cfg.depth - n} of {cfg.depth}" if streamed else "resident"
+                    shown = "out of memory" if got_run is None else f"{got_run[0]:.2f} GiB | {got_run[1]:.2f}"
+                    print(f"{row} {mode} | {predicted / GIB:.2f} GiB | {shown} | "
+                          f"{resident[1] if resident else float('nan'):.2f} |", flush=True)
+                    gc.collect()
         del model, vae, encoder
         gc.collect()
         torch.cuda.empty_cache()

@@ -355,19 +355,24 @@ JOBS = {  # what a user runs: (peak function, passes over the blocks per image o
 
 
 def block_bytes(cfg: InfinityConfig, dtype=torch.bfloat16) -> int:
+    """One block's weights; dtype "fp8": its linear weights one byte each plus an fp32 scale per row (fp8.py)."""
     with torch.device("meta"):
-        block = Infinity(cfg).cast_blocks(dtype).blocks[0]
-    return sum(t.numel() * t.element_size() for t in itertools.chain(block.parameters(), block.buffers()))
+        block = Infinity(cfg).cast_blocks(torch.bfloat16 if dtype == "fp8" else dtype).blocks[0]
+    total = sum(t.numel() * t.element_size() for t in itertools.chain(block.parameters(), block.buffers()))
+    if dtype == "fp8":
+        total -= sum(m.weight.numel() * (m.weight.element_size() - 1) - 4 * m.out_features
+                     for m in block.modules() if isinstance(m, torch.nn.Linear))
+    return total
 
 
-def fit(peak: int, cfg: InfinityConfig, card_gib: int) -> tuple[int, int] | None:
+def fit(peak: int, cfg: InfinityConfig, card_gib: int, dtype=torch.bfloat16) -> tuple[int, int] | None:
     """(resident blocks, bytes streamed per pass over the blocks) that make a job of resident ``peak`` fit a card
     (streaming.resident_blocks' rule: the rest of the model, two blocks in flight, then whole blocks while they fit;
     streaming needs gradient checkpointing in tuning, which the peak already assumes); None: it does not fit."""
     budget = card_gib * GIB - RESERVE
     if peak <= budget:
         return cfg.depth, 0
-    b = block_bytes(cfg)
+    b = block_bytes(cfg, dtype)
     fixed = peak - (cfg.depth - 2) * b
     if fixed > budget:
         return None
@@ -375,20 +380,31 @@ def fit(peak: int, cfg: InfinityConfig, card_gib: int) -> tuple[int, int] | None
     return resident, (cfg.depth - resident) * b
 
 
-def plan_cells(name: str, job: str) -> list[tuple[int, int] | None]:
-    """fit() of a job on every card."""
+BLOCKS = {"bf16": torch.bfloat16, "fp8": "fp8"}  # the blocks' storage: the default on a GPU, and fp8.py's
+
+
+def peak_of(name: str, job: str, blocks: str = "bf16") -> int:
+    """The job's resident peak with the blocks stored as ``blocks`` (the rest of the model, the job: as for bf16)."""
     cfg, vcfg = MODELS[name]
-    return [fit(JOBS[job][0](cfg, vcfg)[0], cfg, card) for card in CARDS]
+    saved = cfg.depth * (block_bytes(cfg) - block_bytes(cfg, BLOCKS[blocks]))
+    return JOBS[job][0](cfg, vcfg)[0] - saved
+
+
+def plan_cells(name: str, job: str, blocks: str = "bf16") -> list[tuple[int, int] | None]:
+    """fit() of a job on every card."""
+    cfg = MODELS[name][0]
+    return [fit(peak_of(name, job, blocks), cfg, card, BLOCKS[blocks]) for card in CARDS]
 
 
 def readme_table() -> str:
     """The README's "what fits" table."""
-    rows = ["| job | " + " | ".join(f"{c} GB" for c in CARDS) + " |", "|---|" + "---|" * len(CARDS)]
+    rows = ["| job | blocks | " + " | ".join(f"{c} GB" for c in CARDS) + " |", "|---|---|" + "---|" * len(CARDS)]
     for name, (cfg, _) in MODELS.items():
         for job in JOBS:
-            cells = ["—" if got is None else "resident" if got[1] == 0 else
-                     f"streamed ({cfg.depth - got[0]} of {cfg.depth} blocks)" for got in plan_cells(name, job)]
-            rows.append(f"| {name}, {job.split(',')[0]} | " + " | ".join(cells) + " |")
+            for blocks in BLOCKS:
+                cells = ["—" if got is None else "resident" if got[1] == 0 else
+                         f"streamed ({cfg.depth - got[0]} of {cfg.depth})" for got in plan_cells(name, job, blocks)]
+                rows.append(f"| {name}, {job.split(',')[0]} | {blocks} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -397,12 +413,12 @@ def plan() -> None:
     table."""
     print(f"What fits, per card (predicted peak of live tensors + {gib(RESERVE)} GiB kept free; streaming copies at "
           f"{PCIE / 1e9:.0f} GB/s, an upper bound on the time it adds: prefetching overlaps it with compute)\n")
-    print("| model | job | resident peak | " + " | ".join(f"{c} GB" for c in CARDS) + " |")
-    print("|---|---|---|" + "---|" * len(CARDS))
+    print("| model | job | blocks | resident peak | " + " | ".join(f"{c} GB" for c in CARDS) + " |")
+    print("|---|---|---|---|" + "---|" * len(CARDS))
     for name, (cfg, vcfg) in MODELS.items():
-        for job, (peak_of, passes) in JOBS.items():
+        for (job, (_, passes)), blocks in itertools.product(JOBS.items(), BLOCKS):
             cells = []
-            for got in plan_cells(name, job):
+            for got in plan_cells(name, job, blocks):
                 if got is None:
                     cells.append("does not fit")
                 elif got[1] == 0:
@@ -411,7 +427,7 @@ def plan() -> None:
                     moved = got[1] * passes
                     cells.append(f"stream {cfg.depth - got[0]} of {cfg.depth} blocks ({moved / 1e9:.0f} GB copied, "
                                  f"≤ +{moved / PCIE:.1f} s)")
-            print(f"| {name} | {job} | {gib(peak_of(cfg, vcfg)[0])} GiB | " + " | ".join(cells) + " |")
+            print(f"| {name} | {job} | {blocks} | {gib(peak_of(name, job, blocks))} GiB | " + " | ".join(cells) + " |")
     print("\nREADME:\n\n" + readme_table())
 
 
