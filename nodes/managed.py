@@ -100,12 +100,11 @@ def shared(path: str, settings: tuple, load, modules, load_device, offload_devic
     torch modules. The object is loaded onto the offload device: ``use`` moves it when a node computes."""
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, settings)
-    holder = _SHARED.get(key)
-    if holder is None:
+    held = _SHARED.get(key)
+    if held is None:
         obj = load()
-        holder = VARBoothModel(obj, modules(obj), offload_device)
-        _SHARED[key] = holder
-    return VarPatcher(holder, load_device, offload_device)
+        held = _SHARED[key] = VARBoothModel(obj, modules(obj), offload_device)
+    return VarPatcher(held, load_device, offload_device)
 
 
 def view(p: VarPatcher):
