@@ -1,4 +1,5 @@
-"""The README's "what fits" table measured on a GPU acting as smaller cards (about 4 minutes on an H100):
+"""The README's "what fits" table measured on a GPU acting as smaller cards (written for a few minutes on an H100;
+not yet run):
 
     python benchmarks/gpu_memory.py                                   # every row of memory.py --plan
     python benchmarks/gpu_memory.py --models Infinity-2B --cards 8,12
