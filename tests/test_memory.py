@@ -33,11 +33,11 @@ def infinity(dtype):
     return model, None, [torch.randn(7, model.config.text_channels)], scale_schedule(1.0, "0.25M"), {}
 
 
-def switti_ar(dtype):
+def switti(dtype, use_ar=False):
     from var_core.switti.model import Switti, SwittiConfig
     from var_core.switti.text import PromptEmbeds
     config = SwittiConfig(depth=4, embed_dim=256, num_heads=4, patch_nums=(1, 2, 4, 8, 16, 24), vocab_size=128,
-                          Cvae=16, context_dim=40, pooled_dim=24, use_ar=True)
+                          Cvae=16, context_dim=40, pooled_dim=24, use_ar=use_ar)
     model = _random(Switti(config))
     for block in model.blocks:
         block.to(dtype)
@@ -46,6 +46,10 @@ def switti_ar(dtype):
         return PromptEmbeds(torch.randn(n, 77, 40), torch.randn(n, 24), torch.ones(n, 77, dtype=torch.long))
     return (model, _codebook_vae(model.family, config.patch_nums), prompts(1), model.schedule,
             dict(negative=prompts(1), cfg_stop_scale=len(model.schedule)))
+
+
+def switti_ar(dtype):
+    return switti(dtype, use_ar=True)
 
 
 def var(dtype):
@@ -58,7 +62,7 @@ def var(dtype):
     return model, _codebook_vae(model.family, None), [3], model.schedule, {}
 
 
-@pytest.mark.parametrize("make", [infinity, switti_ar, var])
+@pytest.mark.parametrize("make", [infinity, switti, switti_ar, var])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_sampling_memory_model_is_within_15_percent_of_a_measured_run(make, dtype):
     model, vae, cond, schedule, settings = make(dtype)

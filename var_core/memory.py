@@ -52,13 +52,16 @@ def sampling_activation_bytes(config, schedule, sequences: int, dtype: torch.dty
 def sampling_bytes(model, schedule, batch: int, guided: bool = True) -> int:
     """What sampling ``batch`` images on ``schedule`` needs beyond the weights (``guided``: the unconditional rows of
     classifier-free guidance double the sequences): one block's activations at the largest scale, the self-attention
-    KV cache (none where a scale attends only to itself: Switti's non-AR models), and the cross-attention keys and
-    values a model keeps for every block (``model.context_tokens`` of them: Switti's)."""
+    KV cache (none where a scale attends only to itself, Switti's non-AR models: then the last block's keys and values
+    and the scale's input outlive the block), and the cross-attention keys and values a model keeps for every block
+    (``model.context_tokens`` of them: Switti's)."""
     config, dtype = model.config, model.compute_dtype
     sequences = batch * (2 if guided else 1)
     total = sampling_activation_bytes(config, schedule, sequences, dtype)
     if getattr(config, "use_ar", True):
         total += kv_cache_bytes(config, schedule, sequences, dtype)
+    else:  # no cache: a block's keys and values (s each) and the scale's input beside its output (f each) outlive it
+        total += sequences * max(h * w for h, w in schedule) * (2 * dtype_size(dtype) + 2 * F32) * config.embed_dim
     context = getattr(model, "context_tokens", 0)
     return total + 2 * config.depth * sequences * context * config.embed_dim * dtype_size(dtype)
 
