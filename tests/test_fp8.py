@@ -14,7 +14,7 @@ from var_core.tuning import SubjectDelta, apply_subjects
 from var_core.tuning.fingerprint import fingerprint, same_base
 
 from fixture_paths import TINY
-from test_fast_sampling import VAR
+from test_fast_sampling import SWITTI, VAR
 
 SCHEDULE = scale_schedule(1.0, "0.06M")
 
@@ -70,6 +70,21 @@ def test_fp8_streams_exactly_and_loads_on_the_codebook_families(case_text):
     var, vae = var_core.load_transformer(VAR / "var_d2.pth", dtype="fp8"), var_core.load_vae(VAR / "vae_ch32v128z8.pth")
     assert var.blocks[0].attn.mat_qkv.weight.dtype == fp8.FP8 and var.compute_dtype == torch.bfloat16
     images = var_core.sample(var, vae, [1, 3], cfg=4.0, seed=5)
+    assert images.shape[0] == 2 and torch.isfinite(images).all()
+    # Switti reads its blocks' AdaLN and text projections before the blocks run: those calls see the values too
+    switti, vae = var_core.load_transformer(SWITTI / "transformer", dtype="fp8"), var_core.load_vae(SWITTI / "vae")
+    bf16 = var_core.load_transformer(SWITTI / "transformer", dtype=torch.bfloat16)
+    assert switti.blocks[0].ada_lin[1].weight.dtype == fp8.FP8
+    c = switti.config
+    pooled, words = torch.randn(2, c.embed_dim), torch.randn(2, 7, c.context_dim)
+    with torch.no_grad(), switti.autocast():
+        for call, args in (("modulation", (pooled, None)), ("context_kv", (words,))):
+            ours, theirs = getattr(switti.blocks[0], call)(*args), getattr(bf16.blocks[0], call)(*args)
+            for a, b in zip(*((t,) if torch.is_tensor(t) else t for t in (ours, theirs))):
+                assert (a.float() - b.float()).norm() < 0.1 * b.float().norm(), call  # e4m3: a few % per weight
+    text = var_core.PromptEmbeds(torch.randn(2, 7, c.context_dim), torch.randn(2, c.pooled_dim),
+                                 torch.ones(2, 7, dtype=torch.bool))
+    images = var_core.sample(switti, vae, text, negative=text, cfg=4.0, seed=5)
     assert images.shape[0] == 2 and torch.isfinite(images).all()
 
 

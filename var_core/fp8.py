@@ -43,8 +43,8 @@ def quantize_blocks(model) -> None:
             scale = (w.abs().amax(dim=1) / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
             m.weight = nn.Parameter((w / scale[:, None]).to(FP8), requires_grad=False)
             m.register_buffer(SCALE, scale)
-        if layers:
-            block.forward = _dequantized(layers, block.forward)
+        for call in getattr(block, "weight_calls", ("forward",)) if layers else ():
+            setattr(block, call, _dequantized(layers, getattr(block, call)))
 
 
 def _dequantized(layers, forward):

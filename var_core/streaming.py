@@ -54,9 +54,12 @@ class BlockStreaming:
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.prefetched: dict[int, tuple[list, object]] = {}
         self.copies = 0  # block copies made (tests count them)
-        self.wrapped = [block.__dict__.get("forward") for block in self.blocks]  # (fp8's, or none)
+        # every call of a block that reads its weights (its forward, AdaLN modulation, ...), fp8's wrappers or none
+        self.wrapped = [{c: block.__dict__.get(c) for c in getattr(block, "weight_calls", ("forward",))}
+                        for block in self.blocks]
         for i, block in enumerate(self.blocks):
-            block.forward = self._streamed(i, block.forward)
+            for call in self.wrapped[i]:
+                setattr(block, call, self._streamed(i, getattr(block, call)))
 
     def _copy(self, i: int):
         """Device copies of block i's weights (on the side stream, with an event marking their end)."""
@@ -69,7 +72,7 @@ class BlockStreaming:
             done.record(self.stream)
         return copies, done
 
-    def _streamed(self, i: int, forward):
+    def _streamed(self, i: int, call):
         def run(*args, **kwargs):
             copies, done = self.prefetched.pop(i, None) or self._copy(i)
             if done is not None:
@@ -92,18 +95,19 @@ class BlockStreaming:
                     continue
                 swapped.append((table, name, now))
             try:
-                return forward(*args, **kwargs)
+                return call(*args, **kwargs)
             finally:
                 for table, name, now in swapped:
                     table[name] = now
         return run
 
     def close(self) -> None:
-        """Stop streaming: the blocks' own forwards back, their weights where they are stored."""
-        for block, forward in zip(self.blocks, self.wrapped):
-            block.__dict__.pop("forward", None)
-            if forward is not None:
-                block.forward = forward
+        """Stop streaming: the blocks' own calls back, their weights where they are stored."""
+        for block, calls in zip(self.blocks, self.wrapped):
+            for call, own in calls.items():
+                block.__dict__.pop(call, None)
+                if own is not None:
+                    setattr(block, call, own)
         self.prefetched.clear()
         self.model._streaming = None
 

@@ -283,6 +283,7 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """AdaLN self-attention, plain cross-attention and AdaLN FFN, each sandwiched between two RMSNorms."""
+    weight_calls = ("forward", "modulation", "context_kv")  # what reads the weights (fp8.py, streaming.py wrap them)
 
     def __init__(self, config: SwittiConfig):
         super().__init__()
@@ -446,8 +447,17 @@ class Switti(nn.Module):
 
     def logits(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """The head, in fp32; it sees c without the crop term."""
+        return self.head_logits(self.head_input(x, c))
+
+    def head_input(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, enabled=False):
-            return self.head(self.head_nm(x.float(), c.float()))
+            return self.head_nm(x.float(), c.float())
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of the head's input (what ``sampling_step`` returns; linear in it, so guidance mixes the
+        inputs and the head runs once per image, not once per row)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.head(h)
 
     def forward(self, cond: PromptEmbeds, inputs: torch.Tensor, image_sizes=None) -> torch.Tensor:
         """Teacher-forced logits (B, L, V) with the variant's training mask. inputs: (B, L-1, Cvae) inputs of scales
@@ -525,9 +535,9 @@ class Switti(nn.Module):
 
     def sampling_step(self, state: SamplingState, k: int, tokens: torch.Tensor | None,
                       keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw logits (rows, pn_k^2, V) fp32 of scale k (before CFG). tokens: None at k = 0, else (B, pn_k^2, Cvae),
-        the running f_hat area-resized to scale k (the same for the null rows). keep: the positions (B, m) the blocks
-        compute (pruning.py), the others restored from the scale before."""
+        """The head's input (rows, pn_k^2, C) fp32 of scale k (``head_logits`` makes the logits, after CFG).
+        tokens: None at k = 0, else (B, pn_k^2, Cvae), the running f_hat area-resized to scale k (the same for the null
+        rows). keep: the positions (B, m) the blocks compute (pruning.py), the others restored from the scale before."""
         config = self.config
         if k != state.next_scale:
             raise ValueError(f"Scales are sampled in order: expected scale {state.next_scale}, got {k}.")
@@ -556,7 +566,7 @@ class Switti(nn.Module):
             prev = config.patch_nums[k - 1]
             x = prune.restore(x, keep, state.previous, (prev, prev), (pn, pn))
         state.next_scale, state.previous = k + 1, x
-        return self.logits(x, now.cond)
+        return self.head_input(x, now.cond)
 
     def drop_uncond(self, state: SamplingState) -> None:
         """Keep only the B cond rows from the next scale on (guidance switched off): every cache is sliced."""

@@ -86,8 +86,20 @@ class KVCache:
 
 
 @dataclass
+class Modulation:
+    """What a class embedding makes of every AdaLN, computed once per sampling (or per scale where the classes or the
+    subjects' strengths differ between scales): each block's (rows, 1, 6, C) and the head norm's (rows, 1, 2, C)."""
+    cond: torch.Tensor  # (rows, C): [cond; uncond] while guided, else cond only
+    blocks: list[torch.Tensor]
+    head: torch.Tensor
+
+    def rows(self, n: int) -> Modulation:
+        return Modulation(self.cond[:n], [m[:n] for m in self.blocks], self.head[:n])
+
+
+@dataclass
 class VARSamplingState:
-    cond: list[torch.Tensor]  # per scale (rows, C) class embeddings: [cond; uncond] while guided, else cond only
+    modulation: list[Modulation]  # per scale
     caches: list[KVCache]
     batch: int
     previous: torch.Tensor | None = None  # the last scale's output before the head (pruning restores from it)
@@ -136,6 +148,7 @@ class FFN(nn.Module):
 
 class AdaLNSelfAttn(nn.Module):
     """x += gamma1 * attn(LN(x)(1 + scale1) + shift1); x += gamma2 * ffn(LN(x)(1 + scale2) + shift2)."""
+    weight_calls = ("forward", "modulation")  # what reads the weights (fp8.py, streaming.py wrap them)
 
     def __init__(self, cfg: VARConfig):
         super().__init__()
@@ -146,12 +159,14 @@ class AdaLNSelfAttn(nn.Module):
         else:
             self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cfg.embed_dim, 6 * cfg.embed_dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        """(rows, 1, 6, C) of the class embeddings (rows, C), or of the shared projection (rows, 1, 6, C)."""
         if hasattr(self, "ada_gss"):
-            ada = self.ada_gss + cond  # cond: the shared projection, (B, 1, 6, C)
-        else:
-            ada = self.ada_lin(cond).view(-1, 1, 6, self.C)
+            return self.ada_gss + cond
+        return self.ada_lin(cond).view(-1, 1, 6, self.C)
+
+    def forward(self, x: torch.Tensor, ada: torch.Tensor, attn_bias: torch.Tensor | None,
+                cache: KVCache | None = None) -> torch.Tensor:
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
         h = F.layer_norm(x, (self.C,), eps=self.eps).mul(scale1.add(1)).add_(shift1)
         x = x + self.attn(h, attn_bias, cache).mul_(gamma1)
@@ -165,8 +180,11 @@ class AdaLNBeforeHead(nn.Module):
         self.C, self.eps = cfg.embed_dim, cfg.norm_eps
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cfg.embed_dim, 2 * cfg.embed_dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.C).unbind(2)
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.ada_lin(cond).view(-1, 1, 2, self.C)
+
+    def forward(self, x: torch.Tensor, ada: torch.Tensor) -> torch.Tensor:
+        scale, shift = ada.unbind(2)
         return F.layer_norm(x, (self.C,), eps=self.eps).mul(scale.add(1)).add_(shift)
 
 
@@ -227,29 +245,34 @@ class VAR(nn.Module):
         """Class labels (B,) -> their embeddings (B, C); embeddings (a subject's class vector) pass as they are."""
         return cond.to(self.device, torch.float32) if cond.is_floating_point() else self.class_emb(cond.to(self.device))
 
-    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None,
-                caches: list[KVCache] | None) -> torch.Tensor:
-        """The blocks, in their own dtype: tokens (rows, l, C) -> their outputs (rows, l, C)."""
-        dtype = self.compute_dtype
-        ada = self.shared_ada_lin(cond) if hasattr(self, "shared_ada_lin") else cond
-        x, ada = x.to(dtype), ada.to(dtype)
-        if attn_bias is not None:
-            attn_bias = attn_bias.to(dtype)
-        for i, block in enumerate(self.blocks):
+    def _block_input(self, cond: torch.Tensor) -> torch.Tensor:
+        """What every block's AdaLN reads, in the blocks' dtype: the class embeddings, or their shared projection."""
+        return (self.shared_ada_lin(cond) if hasattr(self, "shared_ada_lin") else cond).to(self.compute_dtype)
+
+    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """The blocks in training, in their own dtype: tokens (rows, l, C) -> their outputs (rows, l, C)."""
+        ada = self._block_input(cond)
+        x, attn_bias = x.to(self.compute_dtype), attn_bias.to(self.compute_dtype)
+        for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():  # recomputed in the backward: less memory
                 x = checkpoint(self._patched_block, block, x, ada, attn_bias, use_reentrant=False)
             else:
-                x = block(x, ada, attn_bias, caches[i] if caches is not None else None)
+                x = block(x, block.modulation(ada), attn_bias)
         return x
 
     def _patched_block(self, block, x, ada, attn_bias):
         # the subjects' updates are switched on inside, so the block's recomputation in the backward pass has them too
         with patch.active(self.patch):
-            return block(x, ada, attn_bias, None)
+            return block(x, block.modulation(ada), attn_bias, None)
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """fp32 logits (rows, l, V) of the blocks' outputs."""
-        return self.head(self.head_nm(x.float(), cond).float()).float()
+        return self.head_logits(self.head_nm(x.float(), self.head_nm.modulation(cond)))
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """fp32 logits (rows, l, V) of normed features (what ``sampling_step`` returns; linear in them, so guidance
+        mixes the features and the head runs once per image, not once per row)."""
+        return self.head(h.float()).float()
 
     def forward(self, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Training forward, causal by scale, without class dropout: (B,) labels or (B, C) class embeddings,
@@ -260,7 +283,7 @@ class VAR(nn.Module):
         x = torch.cat((sos, self.word_embed(inputs.float())), dim=1)
         x += self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
         with patch.active(self.patch):
-            return self._head(self._blocks(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed], None), cond)
+            return self._head(self._blocks(x, cond, self.attn_bias_for_masking[:, :, :ed, :ed]), cond)
 
     def teacher_forced_logits(self, cond: torch.Tensor, codes: list[torch.Tensor], schedule, vae,
                               image_sizes=None) -> torch.Tensor:
@@ -274,29 +297,44 @@ class VAR(nn.Module):
     def start_sampling(self, cond, negative=None, batch: int | None = None, guided: bool = True) -> VARSamplingState:
         """State for sampling ``batch`` images of ``cond``: (B,) labels (or one label for all), (B, C) class
         embeddings, or one such per scale (a subject's class vector at a per-scale strength). Rows are [cond;
-        unconditional] when guided. ``negative`` is unused: VAR's negative is the unconditional class."""
-        per_scale = cond if isinstance(cond, list) else [cond] * len(self.schedule)
-        conds = []
-        for c in per_scale:
-            c = torch.as_tensor(c, device=self.device)
-            c = self.embed_cond(c.reshape(-1) if not c.is_floating_point() else c.reshape(-1, c.shape[-1]))
-            batch = batch or c.shape[0]
-            if c.shape[0] == 1:
-                c = c.expand(batch, -1)
-            if c.shape[0] != batch:
-                raise ValueError(f"{c.shape[0]} classes for a batch of {batch}")
-            if guided:
-                uncond = self.class_emb(torch.full((batch,), self.config.num_classes, device=self.device))
-                c = torch.cat((c, uncond))
-            conds.append(c)
-        return VARSamplingState(conds, [KVCache() for _ in self.blocks], batch)
+        unconditional] when guided. The AdaLN modulations are computed here, once, or once per scale where the classes
+        or the applied subjects' strengths differ between scales. ``negative`` is unused: VAR's negative is the
+        unconditional class."""
+        K = len(self.schedule)
+        per_scale = isinstance(cond, list) or (self.patch is not None and self.patch.varies(K))
+        conds = cond if isinstance(cond, list) else [cond] * K
+        made: dict = {}
+        modulation = []
+        for k in range(K if per_scale else 1):
+            key = (id(conds[k]), self.patch.strengths(k) if self.patch is not None else None)
+            if key not in made:
+                made[key] = self._modulation(conds[k], batch, guided, k if per_scale else None)
+                batch = made[key].cond.shape[0] // (2 if guided else 1)
+            modulation.append(made[key])
+        return VARSamplingState(modulation, [KVCache() for _ in self.blocks], batch)
+
+    def _modulation(self, c, batch: int | None, guided: bool, k: int | None) -> Modulation:
+        c = torch.as_tensor(c, device=self.device)
+        c = self.embed_cond(c.reshape(-1) if not c.is_floating_point() else c.reshape(-1, c.shape[-1]))
+        batch = batch or c.shape[0]
+        if c.shape[0] == 1:
+            c = c.expand(batch, -1)
+        if c.shape[0] != batch:
+            raise ValueError(f"{c.shape[0]} classes for a batch of {batch}")
+        if guided:
+            c = torch.cat((c, self.class_emb(torch.full((batch,), self.config.num_classes, device=self.device))))
+        with patch.active(self.patch, k):
+            ada = self._block_input(c)
+            return Modulation(c, [block.modulation(ada) for block in self.blocks], self.head_nm.modulation(c))
 
     def sampling_step(self, state: VARSamplingState, k: int, tokens: torch.Tensor | None,
                       keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw fp32 logits (rows, l_k, V) of scale k. ``tokens``: None at k = 0, else the (B, l_k, Cvae) area-resized
-        running f_hat, shared by the conditional and unconditional rows. keep: the positions (B, m) the blocks
-        compute (pruning.py), the others restored from the scale before."""
-        cond = state.cond[k]
+        """The head's input (rows, l_k, C) fp32 of scale k (``head_logits`` makes the logits, after the guidance
+        mix). ``tokens``: None at k = 0, else the (B, l_k, Cvae) area-resized running f_hat, shared by the
+        conditional and unconditional rows. keep: the positions (B, m) the blocks compute (pruning.py), the others
+        restored from the scale before."""
+        now = state.modulation[k if len(state.modulation) > 1 else 0]
+        cond = now.cond
         rows = cond.shape[0]
         lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
         begin, end = self.begin_ends[k]
@@ -312,16 +350,18 @@ class VAR(nn.Module):
             keep = prune.rows(keep, rows)
             x = prune.take(x, keep)
         with patch.active(self.patch, k):
-            x = self._blocks(x, cond, None, state.caches)
-            if keep is not None:
-                x = prune.restore(x, keep, state.previous, self.schedule[k - 1], self.schedule[k])
-            state.previous = x
-            return self._head(x, cond)
+            x = x.to(self.compute_dtype)
+            for block, ada, cache in zip(self.blocks, now.blocks, state.caches):
+                x = block(x, ada, None, cache)
+        if keep is not None:
+            x = prune.restore(x, keep, state.previous, self.schedule[k - 1], self.schedule[k])
+        state.previous = x
+        return self.head_nm(x.float(), now.head)
 
     @staticmethod
     def drop_uncond(state: VARSamplingState) -> None:
         """From the next step on, run only the conditional rows (every cache is cut to them)."""
-        state.cond = [c[:state.batch] for c in state.cond]
+        state.modulation = [m.rows(state.batch) for m in state.modulation]
         state.previous = None if state.previous is None else state.previous[:state.batch]
         for cache in state.caches:
             cache.keep(state.batch)

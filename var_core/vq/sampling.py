@@ -3,6 +3,7 @@
 At scale k the transformer reads the running sum f_hat of all earlier scales' code embeddings, area-resized to the
 scale (the VAE's ``tokens_at``), and predicts a logit per codebook entry for each token; classifier-free guidance
 mixes the conditional and unconditional rows as (1 + t)·cond − t·uncond with the family's per-scale t (``ScalePlan``),
+on the head's input (the head is linear: the same logits up to rounding, one head per image instead of two),
 and one code per token is drawn (top-k, top-p, then ``torch.multinomial``: the official samplers' random stream, draw
 for draw, from the same seed). Unconditional rows are computed only up to the last guided scale: the scales after it
 run on the conditional rows alone, half the work.
@@ -129,9 +130,10 @@ def _sample(model, vae, cond, schedule, cfg, top_k, top_p, seed, negative, force
         keep = pruning.keep_at(k, K)
         raw = model.sampling_step(state, k, tokens, None if keep is None else prune.pivotal(tokens, keep))
         p = plan[k]
-        logits = raw[:B]
+        h = raw[:B]  # the head's input: the head is linear, so the mix of its logits is its logits of the mix
         if p.guidance is not None:
-            logits = (1 + p.guidance) * logits - p.guidance * raw[B:]
+            h = (1 + p.guidance) * h - p.guidance * raw[B:]
+        logits = model.head_logits(h)
         if p.temperature is not None:
             logits = logits / p.temperature
         if return_logits:
