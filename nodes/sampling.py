@@ -75,13 +75,14 @@ class Sampler(io.ComfyNode):
         fast = Pruning(prune_scales, prune_keep)
         scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, base))
         K = len(scales)
-        own = defaults.sampling(base)
+        strengths = resolve(schedule, "strength", [1.0] * K, K)
+        own = defaults.sampling(with_strength_schedule(base, strengths))  # (with a subject applied: its own tau)
         # 0 on a widget or in a schedule: the model's own value, scale by scale
         cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
                       for key, value in (("cfg", cfg), ("tau", tau)))
         rows = len(positive["prompts"]) * batch_size
         model, vae = managed.use(model, vae, memory=sampling_bytes(base, scales, rows, any(c != 1 for c in cfgs)))
-        model = with_strength_schedule(model, resolve(schedule, "strength", [1.0] * K, K))
+        model = with_strength_schedule(model, strengths)
         text = [t for t in conditioning_text(positive, model) for _ in range(batch_size)]
         neg = None
         if negative is not None:

@@ -184,3 +184,15 @@ def test_subject_argument_parsing():
     assert parse_subject_arg("a.safetensors:0.5") == ("a.safetensors", 0.5)
     assert parse_subject_arg("C:\\s\\a.safetensors:1,0.5") == ("C:\\s\\a.safetensors", [1.0, 0.5])
     assert parse_subject_arg("C:\\s\\a.safetensors") == ("C:\\s\\a.safetensors", 1.0)
+
+
+def test_with_a_subject_the_embedded_model_samples_with_its_with_subject_settings(tmp_path, capsys):
+    """The settings line says what the run used: the embedded model's own, and while a subject is applied its
+    with-subject values (strength 0 is the base, settings included)."""
+    from var_core import defaults, embedded
+    info = next(i for i in embedded.example_subjects().values() if i["subject"] is not None)
+    tau = defaults.embedded_defaults()["with_subject"]["tau"]
+    for strength, expected in (("1", tau), ("0", defaults.embedded_defaults()["sampling"]["tau"])):
+        assert main(["sample", "--prompt", f"a photo of {load_subject(info['subject']).token} {info['class_word']}",
+                     "--subject", f"{info['subject']}:{strength}", "--out", str(tmp_path / f"{strength}.png")]) == 0
+        assert f"tau {expected:g}," in capsys.readouterr().err

@@ -196,6 +196,42 @@ def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
         load_transformer(tmp_path / "bad.safetensors")
 
 
+def test_a_subject_applied_samples_with_the_files_with_subject_settings(tiny_model, case_text, tmp_path):
+    """A file's with_subject metadata replaces its sampling settings while a subject acts (strength above 0 at some
+    scale); strength 0 is the base, settings included; the user's values still win; the embedded model states its own
+    (a higher temperature with a subject: docs/benchmarks.md) and the help texts say it."""
+    from safetensors.torch import save_file
+    from var_core import defaults, embedded, load_transformer
+    from var_core.checkpoint import CheckpointError
+    from var_core.tuning import SubjectDelta, apply_subjects
+    sd = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    save_file(sd, tmp_path / "own.safetensors", metadata={"tau": "0.5", "with_subject": '{"cfg": 2, "tau": 1.5}'})
+    own = load_transformer(tmp_path / "own.safetensors")
+    delta = SubjectDelta.create(own, "lora", rank=2, placeholder_vectors=0, token="<sks>", class_word="dog")
+    view = apply_subjects(own, [(delta, 1.0)])
+    assert (defaults.sampling(own)["cfg"], defaults.sampling(own)["tau"]) == (4.0, 0.5)
+    assert (defaults.sampling(view)["cfg"], defaults.sampling(view)["tau"]) == (2.0, 1.5)
+    assert defaults.sampling(apply_subjects(own, [(delta, 0.0)]))["tau"] == 0.5
+    assert defaults.sampling(apply_subjects(own, [(delta, [0.0] * 3 + [1.0])]))["tau"] == 1.5
+    assert defaults.sampling(view, tau=0.7)["tau"] == 0.7
+    assert defaults.sampling(tiny_model)["tau"] == 0.5  # a file that states nothing: the release's, subject or not
+    sched, text = scale_schedule(1.0, "0.06M")[:4], case_text[:1]
+    default = sample(view, None, text, sched, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(default, sample(view, None, text, sched, cfg=2.0, tau=1.5, seed=5)))
+    assert not all(torch.equal(a, b) for a, b in zip(default, sample(view, None, text, sched, cfg=4.0, tau=0.5,
+                                                                             seed=5)))
+    save_file(sd, tmp_path / "bad.safetensors", metadata={"with_subject": '{"steps": 3}'})
+    with pytest.raises(CheckpointError, match="bad.safetensors.*with_subject"):
+        load_transformer(tmp_path / "bad.safetensors")
+    bundle = embedded.load_models()[0]
+    stated = defaults.embedded_defaults()["with_subject"]
+    example = next(info for info in embedded.example_subjects().values() if info["subject"] is not None)
+    from var_core.tuning import load_subject
+    applied = apply_subjects(bundle, [(load_subject(example["subject"], bundle), 1.0)])
+    assert stated and all(defaults.sampling(applied)[k] == v != defaults.sampling(bundle)[k] for k, v in stated.items())
+    assert f"({stated['tau']:g} with a subject applied)" in defaults.describe("sampling", "tau")
+
+
 def test_one_seed_draws_the_whole_batch(tiny_model, case_text):
     """The documented property: the same seed, prompts and batch redraw the same images, and a row depends on the
     batch it is in (one generator draws every row, scale by scale)."""

@@ -408,7 +408,8 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
         out, "infinity", transformer_made_from(cfg, key), lambda old: transformer_made_from(old, key)))
     save_safetensors_atomic({k: v.to("cpu", torch.bfloat16) for k, v in model.state_dict().items()},
                             out / "infinity.safetensors", {"native_pn": PN, **{k: str(v) for k, v in SAMPLING.items()},
-                                                           "tuning": json.dumps(TUNING, sort_keys=True)},
+                                                           "tuning": json.dumps(TUNING, sort_keys=True),
+                                                           "with_subject": json.dumps(WITH_SUBJECT, sort_keys=True)},
                             overwrite=True)  # what "auto" resolution, the sampler's own cfg / tau and tuning mean for it
     vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
@@ -464,8 +465,11 @@ def bundle_stage(out: Path, stage: str, made_from: dict, made_from_of) -> dict |
 
 EVALUATION_BACKGROUNDS = ("red", "white", "beach", "night")
 # The toy's own sampling settings, written into its file (Infinity.sampling_defaults): Infinity-2B's (a patchified
-# toy would otherwise get Infinity-8B's 3 / 1.0); measured against others in docs/benchmarks.md
+# toy would otherwise get Infinity-8B's 3 / 1.0); measured against others in docs/benchmarks.md. WITH_SUBJECT: what
+# replaces them while a subject is applied (a tuned subject's samples keep more of the base's variety at a higher
+# temperature, at the same identity: benchmarks/subject_diversity.py, docs/benchmarks.md)
 SAMPLING = {"cfg": 4.0, "tau": 0.5}
+WITH_SUBJECT = {"tau": 1.5}
 
 
 def evaluate(out, device=None) -> dict:

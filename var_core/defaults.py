@@ -4,6 +4,7 @@ docs state these defaults through ``describe``, so no text can promise another v
 is the one validator of a numeric setting: its message names the setting, the value and what is allowed.
 
     defaults.sampling(model, cfg=None, tau=3.0)  # {"cfg": the model's own, "tau": 3.0, "top_k", "top_p", "pn"}
+    defaults.sampling(view)                      # a view with a subject applied: the file's with-subject values
     defaults.tuning(model)                       # {"pn", "steps", "lr", "embedding_lr"} for TrainConfig
     defaults.describe("tuning", "steps")         # "500 for Infinity, 300 for the embedded model"
 """
@@ -82,8 +83,12 @@ def describe(kind: str, key: str) -> str:
         else:
             parts += [f"{_shown(v)} for {title}" for title, v in values.items()]
     embedded = embedded_defaults().get(kind, {})
+    with_subject = embedded_defaults().get("with_subject", {}) if kind == "sampling" else {}
     text = ", ".join(parts)
-    return text + (f"; {_shown(embedded[key])} for the embedded model" if key in embedded else "")
+    if key in embedded:
+        text += f"; {_shown(embedded[key])} for the embedded model"
+        text += f" ({_shown(with_subject[key])} with a subject applied)" if key in with_subject else ""
+    return text
 
 
 def shared(kind: str, key: str, family: str) -> object:
@@ -98,8 +103,8 @@ def shared(kind: str, key: str, family: str) -> object:
 
 @functools.cache  # read once per process: help texts and tooltips ask for it many times
 def embedded_defaults() -> dict:
-    """What the embedded model's file states ({"sampling": ..., "tuning": ...}), read from its header only; empty
-    when the bundle is absent."""
+    """What the embedded model's file states ({"sampling": ..., "tuning": ..., "with_subject": ...}), read from its
+    header only; empty when the bundle is absent."""
     if not available():
         return {}
     paths = bundle_paths()

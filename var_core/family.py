@@ -49,7 +49,8 @@ class Family(ABC):
     @abstractmethod
     def sampling_defaults(self, model) -> dict:
         """{"cfg", "tau", "top_k", "top_p", "pn"} the model samples with unless the user says otherwise: the family's
-        release values for this variant, overridden by the model file's own metadata."""
+        release values for this variant, overridden by the model file's own metadata, and while a subject is applied
+        (``model`` a view) by the file's with-subject settings."""
 
     @abstractmethod
     def release_defaults(self, kind: str) -> dict[str, dict]:
@@ -57,7 +58,8 @@ class Family(ABC):
 
     @abstractmethod
     def file_defaults(self, source) -> dict:
-        """{"sampling": {...}, "tuning": {...}} a model file states in its metadata (empty when it says nothing)."""
+        """{"sampling": {...}, "tuning": {...}, "with_subject": {...}} a model file states in its metadata (empty
+        when it says nothing)."""
 
     @abstractmethod
     def tuning_defaults(self, model) -> dict:

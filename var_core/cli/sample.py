@@ -36,6 +36,13 @@ def cmd_sample(args) -> int:
         return sample_codebook(args, model, vae_path, encoder_path, device)
     if not encoder_path or not args.prompt or args.classes:
         raise ValueError("sample: an Infinity model needs --text-encoder and --prompt (--class is VAR's).")
+    subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
+    arbooth = arbooth_subject(model)
+    if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):
+        subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
+    if subjects:
+        model = apply_subjects(model, subjects)
+    # the model's own settings (with a subject applied, the file's with-subject ones), under the user's
     settings = defaults.sampling(model, cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p, pn=args.pn)
     schedule = vc.scale_schedule(args.aspect, settings["pn"])
     template = template_key(args.aspect)
@@ -50,12 +57,6 @@ def cmd_sample(args) -> int:
 
     vae = vc.load_vae(vae_path, device=device)
     vc.check_compatible(model, vae)
-    subjects = [(load_subject(path, model), strength) for path, strength in map(parse_subject_arg, args.subject)]
-    arbooth = arbooth_subject(model)
-    if arbooth is not None and not any(s.token == arbooth.token for s, _ in subjects):
-        subjects.append((arbooth, 1.0))  # an ARBooth checkpoint: <placeholder> means its learned vectors
-    if subjects:
-        model = apply_subjects(model, subjects)
     encoder = vc.load_text_encoder(encoder_path, device=device)
     text = encode_prompts(encoder, prompts, model)  # placeholder tokens of applied subjects become their vectors
     negative = encode_prompts(encoder, [args.negative] * len(prompts), model) if args.negative is not None else None

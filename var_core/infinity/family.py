@@ -22,14 +22,15 @@ RELEASE_SAMPLING = {1: {"cfg": 4.0, "tau": 0.5, "top_k": 0, "top_p": 0.97, "pn":
 # few hundred iterations).
 RELEASE_TUNING = {"pn": "0.25M", "steps": 500, "lr": {"lora": 1e-4, "full": 2.34375e-5, "none": 0.0},
                   "embedding_lr": 1e-3}
-# A model file's metadata keys that override these (all strings; "tuning" is JSON of RELEASE_TUNING's keys).
+# A model file's metadata keys that override these (all strings; "tuning" is JSON of RELEASE_TUNING's keys;
+# "with_subject" is JSON of sampling settings that replace the others while a subject is applied).
 SAMPLING_METADATA = {"native_pn": "pn", "cfg": "cfg", "tau": "tau", "top_k": "top_k", "top_p": "top_p"}
 
 
 def file_defaults(source) -> dict:
     """{"sampling": {...}, "tuning": {...}} a safetensors model file states in its metadata (the embedded model
     states both); empty for files that say nothing."""
-    out = {"sampling": {}, "tuning": {}}
+    out = {"sampling": {}, "tuning": {}, "with_subject": {}}
     if not isinstance(source, str) or not source.endswith(".safetensors"):
         return out
     with safe_open(source, framework="pt") as f:
@@ -46,10 +47,16 @@ def file_defaults(source) -> dict:
         if "pn" in tuning:
             tuning["pn"] = resolve_preset(tuning["pn"])
         out["tuning"] = tuning
+        with_subject = json.loads(meta.get("with_subject") or "{}")
+        unknown = set(with_subject) - (set(SAMPLING_METADATA.values()) - {"pn"})
+        if not isinstance(with_subject, dict) or unknown:
+            raise ValueError(f"unknown sampling settings {sorted(unknown)} in with_subject")
+        out["with_subject"] = {k: int(v) if k == "top_k" else float(v) for k, v in with_subject.items()}
     except (ValueError, TypeError) as e:
-        shown = ", ".join(f"{k}={meta[k]!r}" for k in (*SAMPLING_METADATA, "tuning") if k in meta)
+        shown = ", ".join(f"{k}={meta[k]!r}" for k in (*SAMPLING_METADATA, "tuning", "with_subject") if k in meta)
         raise CheckpointError(f"'{source}' has the metadata {shown}, which this library cannot read ({e}): expected "
-                              f"a resolution preset (native_pn), numbers, and tuning settings as JSON.") from None
+                              f"a resolution preset (native_pn), numbers, and tuning and with-subject settings as "
+                              f"JSON.") from None
     return out
 
 
@@ -111,7 +118,9 @@ class InfinityFamily(Family):
 
     # ------------------------------------------------------------------ defaults
     def sampling_defaults(self, model) -> dict:
-        return {**RELEASE_SAMPLING[min(model.config.token_patch, 2)], **model.file_defaults["sampling"]}
+        from ..tuning.apply import subject_applied  # (tuning builds on the models: imported when used)
+        own = {**RELEASE_SAMPLING[min(model.config.token_patch, 2)], **model.file_defaults["sampling"]}
+        return {**own, **model.file_defaults["with_subject"]} if subject_applied(model) else own
 
     def release_defaults(self, kind):
         if kind == "sampling":

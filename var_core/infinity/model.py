@@ -163,7 +163,7 @@ class Infinity(nn.Module):
         self.special_token = None  # an ARBooth file's learned placeholder vectors, if loaded from one
         self.source = None  # the file it was loaded from, for error messages
         # what its file's metadata says it samples and tunes with (family.file_defaults; the embedded model's does)
-        self.file_defaults: dict[str, dict] = {"sampling": {}, "tuning": {}}
+        self.file_defaults: dict[str, dict] = {"sampling": {}, "tuning": {}, "with_subject": {}}
         self.sharded_fingerprint = None  # {format: its fingerprint}, taken before FSDP split its blocks
         # patch(block_index, scale_index) -> BlockPatch or None: weights used instead of the stored ones and
         # low-rank updates (subjects applied, tuning/apply.py). A plain attribute: a shallow copy carries its own.

@@ -162,6 +162,11 @@ def entries_of(model) -> list[tuple[SubjectDelta, float | Sequence[float]]]:
     return list(model.patch.entries) if isinstance(getattr(model, "patch", None), SubjectPatch) else []
 
 
+def subject_applied(model) -> bool:
+    """Whether some subject acts on ``model`` (a strength above 0 at some scale); strength 0 is the base exactly."""
+    return any(any(v != 0 for v in (s if isinstance(s, (list, tuple)) else [s])) for _, s in entries_of(model))
+
+
 def subjects_of(model) -> list[SubjectDelta]:
     return [d for d, _ in entries_of(model)]
 

@@ -63,7 +63,7 @@ class VQFamily(Family):
         return {self.title: self.release_sampling} if kind == "sampling" else {}
 
     def file_defaults(self, source) -> dict:
-        return {"sampling": {}, "tuning": {}}  # the released files state nothing
+        return {"sampling": {}, "tuning": {}, "with_subject": {}}  # the released files state nothing
 
     def sampling_defaults(self, model) -> dict:
         return dict(self.release_defaults("sampling")[self.title])
