@@ -191,8 +191,8 @@ def test_with_a_subject_the_embedded_model_samples_with_its_with_subject_setting
     with-subject values (strength 0 is the base, settings included)."""
     from var_core import defaults, embedded
     info = next(i for i in embedded.example_subjects().values() if i["subject"] is not None)
-    tau = defaults.embedded_defaults()["with_subject"]["tau"]
-    for strength, expected in (("1", tau), ("0", defaults.embedded_defaults()["sampling"]["tau"])):
+    own = defaults.embedded_defaults()["sampling"]
+    for strength, settings in (("1", {**own, **defaults.embedded_defaults()["with_subject"]}), ("0", own)):
         assert main(["sample", "--prompt", f"a photo of {load_subject(info['subject']).token} {info['class_word']}",
                      "--subject", f"{info['subject']}:{strength}", "--out", str(tmp_path / f"{strength}.png")]) == 0
-        assert f"tau {expected:g}," in capsys.readouterr().err
+        assert f"cfg {settings['cfg']:g}, tau {settings['tau']:g}," in capsys.readouterr().err

@@ -250,12 +250,13 @@ def test_the_embedded_model_and_its_example_subjects_need_no_files(nodes):
     from var_core import defaults
     (tuned,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=1.0)
     (off,) = run(nodes["VARBooth_ApplySubject"], model=model, subject=subject, strength=0.0)
-    for which, tau in ((tuned, defaults.embedded_defaults()["with_subject"]["tau"]), (off, 0.5)):
+    own = defaults.embedded_defaults()["sampling"]
+    for which, settings in ((tuned, {**own, **defaults.embedded_defaults()["with_subject"]}), (off, own)):
         (cond,) = run(nodes["VARBooth_TextEncode"], text_encoder=enc, text="a photo of <teacup> cup", model=which)
         out = nodes["VARBooth_Sampler"].execute(model=which, vae=vae, positive=cond, seed=1, aspect_ratio="1.0 (h/w) "
                                                 "1024×1024", resolution=AUTO, cfg=0.0, tau=0.0, top_k=0, top_p=0.97,
                                                 batch_size=1)
-        assert f"cfg 4, tau {tau:g}" in out.ui.as_dict()["text"][0]
+        assert f"cfg {settings['cfg']:g}, tau {settings['tau']:g}" in out.ui.as_dict()["text"][0]
 
 
 
