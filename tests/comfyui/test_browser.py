@@ -23,7 +23,8 @@ from workflows import CONTENT, DOWNLOADS, SUBJECTS, WORKFLOWS, api_twins, saved_
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # What the sampler of a template says first: the embedded model's 5 scales, the tiny Switti's 6 and the tiny VAR's 4
 # (the fixtures put under the release names those templates load)
-SAYS = {"switti_text_to_image": "6 scales, 128x128 px", "var_class_to_image": "4 scales, 128x128 px"}
+SAYS = {"switti_text_to_image": "6 scales, 128x128 px", "var_class_to_image": "4 scales, 128x128 px",
+        "switti_subject": "6 scales, 128x128 px", "var_subject": "4 scales, 128x128 px"}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -164,6 +165,10 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
             node["inputs"]["filename_prefix"] += f"_{uuid.uuid4().hex[:8]}"
     if name == "var_class_to_image":  # the tiny VAR has 10 classes, not ImageNet's named ones
         built["2"]["inputs"]["class_label"] = 3
+    if name == "var_subject":
+        built["3"]["inputs"]["class_label"] = built["6"]["inputs"]["class_label"] = 3
+    if name in ("switti_subject", "var_subject"):  # the tiny random models: a few steps show the graph runs
+        built["3"]["inputs"]["steps"] = 4
     if name == "proxy_tuning_diffusion":  # the random supervisor: 2 steps at 128² (its pictures are noise anyway)
         built["7"]["inputs"]["steps"] = 2
         built["6"]["inputs"].update(width=128, height=128)
@@ -200,7 +205,8 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
         if node["class_type"] == "VARBooth_SaveSubject":
             from var_core.tuning import load_subject
             prefix = node["inputs"]["filename_prefix"]
-            token = next(n["inputs"]["token"] for n in built.values() if n["class_type"] == "VARBooth_TrainSubject")
+            token = next(n["inputs"]["token"] for n in built.values()  # (each family's Train Subject)
+                         if n["class_type"].startswith("VARBooth_Train") and n["class_type"].endswith("Subject"))
             assert load_subject(max((comfy.base / "models/var_subjects").glob(f"{prefix}_*.safetensors"))).token == token
     if name == "proxy_tuning_diffusion":  # both models in one run, each loaded by ComfyUI's memory manager
         with open(comfy.log, encoding="utf-8") as log:

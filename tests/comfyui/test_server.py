@@ -57,7 +57,7 @@ def test_example_workflows_are_templates_and_match_their_api_twins(comfy, object
     twins = api_twins()
     assert set(twins) == {"text_to_image", "train_subject", "subject_per_scale_strength", "two_subjects",
                           "image_variations", "proxy_tuning", "proxy_tuning_diffusion", "switti_text_to_image",
-                          "var_class_to_image"}
+                          "var_class_to_image", "switti_subject", "var_subject"}
     assert sorted(comfy.get("/api/workflow_templates")["comfyui-varbooth"]) == sorted(twins)
     for name, api in twins.items():
         ui_file = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))

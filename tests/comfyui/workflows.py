@@ -78,12 +78,22 @@ NOTES = {
                           "var_d16.pth (or var_d20, var_d24, var_d30, var_d36.pth) into models/var/\n"
                           "vae_ch160v4096z32.pth into models/vae/\n"
                           "Pick the class by name, or by its label 0-999 (class_label).",
+    "switti_subject": "Teaches Switti a subject from photos (here the example's; your own: Load Image), then draws it "
+                      "in a new context: write its token in the prompt. Downloads as for Switti text to image:\n"
+                      "yresearch/Switti (or Switti-AR, -1024, -1024-AR) into models/switti/Switti/, "
+                      "yresearch/VQVAE-Switti into models/vae/VQVAE-Switti/, openai/clip-vit-large-patch14 and "
+                      "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k into models/text_encoders/.",
+    "var_subject": "Teaches VAR a subject from photos (here the example's; your own: Load Image) as a class of its "
+                   "own, starting from an ImageNet class; draw it by giving its token to the VAR Sampler "
+                   "(subject_token). Downloads as for VAR class to image:\n"
+                   "var_d16.pth (or d20-d36) into models/var/, vae_ch160v4096z32.pth into models/vae/.",
 }
 
 # The templates that load downloaded files, which their Note names: the families without an embedded model, and a
 # diffusion supervisor (the tests run them on tiny random files put under those names: conftest.RELEASE_NAMES,
 # conftest.write_supervisor)
-DOWNLOADS = {"switti_text_to_image", "var_class_to_image", "proxy_tuning_diffusion"}
+DOWNLOADS = {"switti_text_to_image", "var_class_to_image", "proxy_tuning_diffusion", "switti_subject",
+             "var_subject"}
 
 # What each template's saved images must show: the background its prompt asks for (proxy_tuning: the supervisor's
 # four contexts, then the tuned subject in the desert), checked from pixels by toyworld.world.detect_background.
@@ -108,7 +118,10 @@ def card(name: str):
     lines = {"switti_text_to_image": ["Switti", "text -> image", "", "needs Switti's released", "files: see the note"],
              "var_class_to_image": ["VAR", "ImageNet class -> image", "", "needs VAR's released", "files: see the note"],
              "proxy_tuning_diffusion": ["Proxy-Tuning", "SD1.5 + LoRA -> Infinity", "", "needs your DreamBooth",
-                                        "checkpoint: see the note"]}
+                                        "checkpoint: see the note"],
+             "switti_subject": ["Switti", "photos -> your subject", "", "needs Switti's released",
+                                "files: see the note"],
+             "var_subject": ["VAR", "photos -> your subject", "", "needs VAR's released", "files: see the note"]}
     image = Image.new("RGB", (256, 256), (32, 36, 44))
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines[name]):
