@@ -6,7 +6,8 @@ model, side by side with the exact sampler: a tuned subject's identity and the v
 
 Subjects: the bundled trained example subjects (var_core/bundle/subjects/*/subject.safetensors, tuned with the model's
 defaults), each drawn in the first ``--contexts`` of method_toy's CONTEXTS that its photos do not show ("a photo of
-<guide_dog> dog on the beach", ...), ``--seeds`` samples per prompt, with the model's own cfg and tau. Measures, as
+<guide_dog> dog on the beach", ...), ``--seeds`` samples per prompt, with the base model's own cfg and tau (not its
+with-subject ones: the figures in docs/benchmarks.md were measured so, and stay comparable). Measures, as
 benchmarks/method_toy.py defines them: the subject is the nearest glyph, glyph agreement, the requested background, and
 diversity (1 - mean pairwise EfficientNet-Lite0 cosine among one prompt's samples). Each figure is a mean over
 (subject, context) cells, then mean ± std over ``--sample-seeds`` (the spread a different seed gives: a fast option
@@ -49,7 +50,7 @@ def run_setting(pruning, subjects, model, vae, encoder, effnet, args, seed) -> d
         prompts = [subject_prompt(f"{delta.token} {info['class_word']}", c) for c in places]
         text = encode_prompts(encoder, [p for p in prompts for _ in range(args.seeds)], view)
         g = torch.Generator(model.device).manual_seed(seed)
-        own = defaults.sampling(model)
+        own = defaults.sampling(model)  # the base's (see above)
         images = to_pil(vc.sample(view, vae, text, vc.scale_schedule(1.0, PN), cfg=own["cfg"], tau=own["tau"],
                                   generator=g, pruning=pruning))
         for i, place in enumerate(places):

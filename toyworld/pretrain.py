@@ -469,7 +469,7 @@ EVALUATION_BACKGROUNDS = ("red", "white", "beach", "night")
 # replaces them while a subject is applied (a tuned subject's samples keep more of the base's variety at a higher
 # temperature, at the same identity: benchmarks/subject_diversity.py, docs/benchmarks.md)
 SAMPLING = {"cfg": 4.0, "tau": 0.5}
-WITH_SUBJECT = {"tau": 1.5}
+WITH_SUBJECT = {"cfg": 3.0, "tau": 1.0}
 
 
 def evaluate(out, device=None) -> dict:
