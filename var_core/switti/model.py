@@ -504,16 +504,7 @@ class Switti(nn.Module):
         the batch) when ``guided``, else cond only; every row gets the 512x512 crop condition. The text's
         cross-attention K/V and the AdaLN modulations are computed here, once, or once per scale where the prompts
         (``cond`` a list, one per scale) or the applied subjects' strengths differ between scales."""
-        K = len(self.schedule)
-        per_scale = isinstance(cond, list) or (self.patch is not None and self.patch.varies(K))
-        texts = cond if isinstance(cond, list) else [cond] * K
-        made: dict = {}
-        conditioning = []
-        for k in range(K if per_scale else 1):
-            key = (id(texts[k]), self.patch.strengths(k) if self.patch is not None else None)
-            if key not in made:
-                made[key] = self._conditioning(texts[k], negative, batch, guided, k if per_scale else None)
-            conditioning.append(made[key])
+        conditioning = patch.per_scale(self, cond, lambda c, k: self._conditioning(c, negative, batch, guided, k))
         return SamplingState(batch, guided, conditioning, [None] * len(self.blocks))
 
     def _conditioning(self, cond: PromptEmbeds, negative, batch: int, guided: bool, k: int | None) -> Conditioning:

@@ -300,17 +300,8 @@ class VAR(nn.Module):
         unconditional] when guided. The AdaLN modulations are computed here, once, or once per scale where the classes
         or the applied subjects' strengths differ between scales. ``negative`` is unused: VAR's negative is the
         unconditional class."""
-        K = len(self.schedule)
-        per_scale = isinstance(cond, list) or (self.patch is not None and self.patch.varies(K))
-        conds = cond if isinstance(cond, list) else [cond] * K
-        made: dict = {}
-        modulation = []
-        for k in range(K if per_scale else 1):
-            key = (id(conds[k]), self.patch.strengths(k) if self.patch is not None else None)
-            if key not in made:
-                made[key] = self._modulation(conds[k], batch, guided, k if per_scale else None)
-                batch = made[key].cond.shape[0] // (2 if guided else 1)
-            modulation.append(made[key])
+        modulation = patch.per_scale(self, cond, lambda c, k: self._modulation(c, batch, guided, k))
+        batch = modulation[0].cond.shape[0] // (2 if guided else 1)
         return VARSamplingState(modulation, [KVCache() for _ in self.blocks], batch)
 
     def _modulation(self, c, batch: int | None, guided: bool, k: int | None) -> Modulation:

@@ -25,6 +25,23 @@ def install(model) -> None:
                 layer.register_forward_hook(_updates(i, name))
 
 
+def per_scale(model, cond, make) -> list:
+    """``make(cond_k, k)`` once per scale where the conditions (``cond`` a list, one per scale) or the applied
+    subjects' strengths differ between scales (k the scale, under whose strengths ``make`` runs), else once (k None);
+    scales that agree on both share one result."""
+    K = len(model.schedule)
+    varies = isinstance(cond, list) or (model.patch is not None and model.patch.varies(K))
+    conds = cond if isinstance(cond, list) else [cond] * K
+    made: dict = {}
+    out = []
+    for k in range(K if varies else 1):
+        key = (id(conds[k]), model.patch.strengths(k) if model.patch is not None else None)
+        if key not in made:
+            made[key] = make(conds[k], k if varies else None)
+        out.append(made[key])
+    return out
+
+
 @contextmanager
 def active(patch, scale: int | None = None):
     """Run the enclosed calls with ``patch`` (a SubjectPatch, or None for the base) at scale ``scale`` (None: a
