@@ -1,7 +1,7 @@
 """Where a tuned subject's samples lose the variety of the base model: diversity and identity per setting.
 
     python benchmarks/subject_diversity.py                            # the bundled trained subjects, seeds 0,1
-    python benchmarks/subject_diversity.py --rows own tau=1,1,1,0.5,0.5 --sample-seeds 0,1,2
+    python benchmarks/subject_diversity.py --rows own tau=0.5 tau=1,1,1,0.5,0.5 --sample-seeds 0,1,2
     python benchmarks/subject_diversity.py --subjects lion,dove --cache /tmp/subjects --rank 4
 
 Subjects: ``bundled`` (the bundled trained subject files), or held-out members (a number n: the first of each of
@@ -9,10 +9,10 @@ method_toy's first n classes; or comma-separated names) tuned here with the mode
 ``--rank`` change them; ``--cache DIR`` keeps each tuned subject for the next run).
 Rows: ``untuned`` (the untuned model drawing the class word in the same contexts: the variety to keep), ``own`` (the
 subject with the sampler's settings a user gets: the model's own with a subject applied, defaults.sampling of the
-view), or changes of those joined by '+': ``strength=0.7``, ``cfg=2``,
-``tau=1.0``, ``tau=1,1,1,0.5,0.5`` (one value per scale). Contexts and measures as in fast_sampling_quality.py (the
-subject is the nearest glyph; the requested background; diversity: 1 - mean pairwise EfficientNet-Lite0 cosine among one prompt's samples);
-mean over (subject, context) cells, ± std over --sample-seeds.
+view), or changes of those joined by '+': ``strength=0.7``, ``cfg=2``, ``tau=1.0``, ``tau=1,1,1,0.5,0.5`` (one value
+per scale). Contexts and measures as in fast_sampling_quality.py (the subject is the nearest glyph; the requested
+background; diversity: 1 - mean pairwise EfficientNet-Lite0 cosine among one prompt's samples); mean over (subject,
+context) cells, ± std over --sample-seeds.
 """
 from __future__ import annotations
 

@@ -410,7 +410,7 @@ def pretrain(out, cfg: PretrainConfig = PretrainConfig(), command: str = "") -> 
                             out / "infinity.safetensors", {"native_pn": PN, **{k: str(v) for k, v in SAMPLING.items()},
                                                            "tuning": json.dumps(TUNING, sort_keys=True),
                                                            "with_subject": json.dumps(WITH_SUBJECT, sort_keys=True)},
-                            overwrite=True)  # what "auto" resolution, the sampler's own cfg / tau and tuning mean for it
+                            overwrite=True)  # what "auto" resolution, the sampler's own cfg / tau, tuning mean for it
     vae_state = json.loads((work / "vae_state.json").read_text())
     inf_state = json.loads((work / "infinity_state.json").read_text())
     vae_hist, inf_hist = vae_state["history"], inf_state["history"]

@@ -207,7 +207,8 @@ def test_each_template_runs_from_the_browser_and_shows_what_it_asks(page, comfy,
             prefix = node["inputs"]["filename_prefix"]
             token = next(n["inputs"]["token"] for n in built.values()  # (each family's Train Subject)
                          if n["class_type"].startswith("VARBooth_Train") and n["class_type"].endswith("Subject"))
-            assert load_subject(max((comfy.base / "models/var_subjects").glob(f"{prefix}_*.safetensors"))).token == token
+            saved = max((comfy.base / "models/var_subjects").glob(f"{prefix}_*.safetensors"))
+            assert load_subject(saved).token == token
     if name == "proxy_tuning_diffusion":  # both models in one run, each loaded by ComfyUI's memory manager
         with open(comfy.log, encoding="utf-8") as log:
             log.seek(log_start)
