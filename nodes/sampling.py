@@ -76,7 +76,7 @@ class Sampler(io.ComfyNode):
         scales = var_core.scale_schedule(aspect(aspect_ratio), preset(resolution, base))
         K = len(scales)
         strengths = resolve(schedule, "strength", [1.0] * K, K)
-        own = defaults.sampling(with_strength_schedule(base, strengths))  # (with a subject applied: its own tau)
+        own = defaults.sampling(with_strength_schedule(base, strengths))  # (a subject acting: the with-subject settings)
         # 0 on a widget or in a schedule: the model's own value, scale by scale
         cfgs, taus = ([own[key] if v == 0 else v for v in per_scale(resolve(schedule, key, value, K), K, key)]
                       for key, value in (("cfg", cfg), ("tau", tau)))

@@ -28,8 +28,8 @@ SAMPLING_METADATA = {"native_pn": "pn", "cfg": "cfg", "tau": "tau", "top_k": "to
 
 
 def file_defaults(source) -> dict:
-    """{"sampling": {...}, "tuning": {...}} a safetensors model file states in its metadata (the embedded model
-    states both); empty for files that say nothing."""
+    """{"sampling": {...}, "tuning": {...}, "with_subject": {...}} a safetensors model file states in its metadata
+    (the embedded model states all three); empty for files that say nothing."""
     out = {"sampling": {}, "tuning": {}, "with_subject": {}}
     if not isinstance(source, str) or not source.endswith(".safetensors"):
         return out
