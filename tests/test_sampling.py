@@ -170,6 +170,13 @@ def test_kv_cache_is_stored_in_the_blocks_compute_dtype(monkeypatch):
     assert all(t.dtype == torch.bfloat16 and t.shape[0] == 2 and t.shape[2] == L for t in caches[0].k + caches[0].v)
 
 
+def samples_with(model, case_text, **settings) -> bool:
+    """Whether sampling with the settings left to the model draws what sampling with ``settings`` draws."""
+    sched, text = scale_schedule(1.0, "0.06M")[:4], case_text[:1]
+    default = sample(model, None, text, sched, seed=5)
+    return all(torch.equal(a, b) for a, b in zip(default, sample(model, None, text, sched, seed=5, **settings)))
+
+
 def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
     """cfg / tau left out: a file's own cfg / tau metadata, else the release's (2B: 4 / 0.5; a patchified model,
     Infinity-8B: 3 / 1.0); the defaults are really used (equal to passing them, unequal to other values)."""
@@ -185,12 +192,7 @@ def test_sampling_defaults_follow_the_model(tiny_model, case_text, tmp_path):
     save_file(sd, tmp_path / "own.safetensors", metadata={"cfg": "6", "tau": "0.8"})
     own = load_transformer(tmp_path / "own.safetensors")
     assert defaults.sampling(own, tau=0.7) == {"cfg": 6.0, "tau": 0.7, "top_k": 0, "top_p": 0.97, "pn": "1M"}
-    sched = scale_schedule(1.0, "0.06M")[:4]
-    text = case_text[:1]
-    default = sample(own, None, text, sched, seed=5)
-    assert all(torch.equal(a, b) for a, b in zip(default, sample(own, None, text, sched, cfg=6.0, tau=0.8, seed=5)))
-    assert not all(torch.equal(a, b) for a, b in zip(default, sample(own, None, text, sched, cfg=4.0, tau=0.5,
-                                                                            seed=5)))
+    assert samples_with(own, case_text, cfg=6.0, tau=0.8) and not samples_with(own, case_text, cfg=4.0, tau=0.5)
     save_file(sd, tmp_path / "bad.safetensors", metadata={"cfg": "strong"})
     with pytest.raises(CheckpointError, match="bad.safetensors.*cfg='strong'"):
         load_transformer(tmp_path / "bad.safetensors")
@@ -215,11 +217,7 @@ def test_a_subject_applied_samples_with_the_files_with_subject_settings(tiny_mod
     assert defaults.sampling(apply_subjects(own, [(delta, [0.0] * 3 + [1.0])]))["tau"] == 1.5
     assert defaults.sampling(view, tau=0.7)["tau"] == 0.7
     assert defaults.sampling(tiny_model)["tau"] == 0.5  # a file that states nothing: the release's, subject or not
-    sched, text = scale_schedule(1.0, "0.06M")[:4], case_text[:1]
-    default = sample(view, None, text, sched, seed=5)
-    assert all(torch.equal(a, b) for a, b in zip(default, sample(view, None, text, sched, cfg=2.0, tau=1.5, seed=5)))
-    assert not all(torch.equal(a, b) for a, b in zip(default, sample(view, None, text, sched, cfg=4.0, tau=0.5,
-                                                                             seed=5)))
+    assert samples_with(view, case_text, cfg=2.0, tau=1.5) and not samples_with(view, case_text, cfg=4.0, tau=0.5)
     save_file(sd, tmp_path / "bad.safetensors", metadata={"with_subject": '{"steps": 3}'})
     with pytest.raises(CheckpointError, match="bad.safetensors.*with_subject"):
         load_transformer(tmp_path / "bad.safetensors")
