@@ -1,7 +1,7 @@
 """Sampling speed and memory: seconds per image, tokens per second, peak memory, with and without the KV cache.
 
     python benchmarks/bench_sample.py                      # tiny random model on the CPU
-    python benchmarks/bench_sample.py --size 2b --device cuda --pn 1M --dtype bf16 --no-compare-cache  # ~2 min
+    python benchmarks/bench_sample.py --size 2b --device cuda --pn 1M --dtype bf16 --no-compare-cache --per-scale
     python benchmarks/bench_sample.py --reference /tmp/infinity_ref --size 2b-narrow --threads 1 --reps 3
 
 Weights are random (the architecture, not the checkpoint, decides the speed); text features are random T5-sized
@@ -28,6 +28,9 @@ Timed: from the T5 features to the codes (transformer and sampler); --decode add
      repetition. A row's ratio is the median (and range) over repetitions of its time / the reference's in the same
      repetition, of wall-clock and of process CPU time (steadier on a shared machine); s/image is the median
      wall-clock.
+  4. --kernels: one more run of each row under torch.profiler: its time in attention kernels, in matrix products and
+     in the rest. The exact sampler computes the reference's attention and matrix products (the same FLOPs), so the
+     reference's own time in them, over its total, is how far any exact sampler's ratio can go down on this machine.
 """
 from __future__ import annotations
 
@@ -107,6 +110,30 @@ def run(args):
         fast = f"{pruning.scales} finest at {pruning.keep:g}" if pruning.scales else "exact"
         print(f"  kv_cache={str(use_cache):5} {fast:18} {sec / args.batch:8.3f} s/image  {sec:8.3f} s/batch  "
               f"{L * args.batch / sec:10.0f} tokens/s  peak {peak_memory(device)}  image {tuple(images.shape)}")
+    if args.per_scale:
+        print_per_scale(model, text, schedule, args, device)
+
+
+def print_per_scale(model, text, schedule, args, device) -> None:
+    """Milliseconds of each scale of the exact cached sampler (median over --reps, the device synchronised at every
+    scale). Scales whose time does not grow with their tokens are bound by launching kernels, not by computing."""
+    times = [[] for _ in schedule]
+    for r in range(args.warmup + args.repeats):
+        marks = []
+
+        def mark(done, total):
+            sync(device)
+            marks.append(time.perf_counter())
+        sync(device)
+        marks.append(time.perf_counter())
+        sample(model, None, text, schedule, **settings(args), seed=r, progress=mark)
+        if r >= args.warmup:
+            for k in range(len(schedule)):
+                times[k].append(marks[k + 1] - marks[k])
+    print("| scale | h x w | tokens | ms |")
+    print("|---:|---|---:|---:|")
+    for k, (h, w) in enumerate(schedule):
+        print(f"| {k} | {h}x{w} | {h * w} | {statistics.median(times[k]) * 1e3:.2f} |")
 
 
 # ------------------------------------------------------------------------------ side by side with the reference
@@ -121,6 +148,44 @@ def count_flops(fn) -> int:
     with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as c:
         fn(0)
     return c.get_total_flops()
+
+
+# the kernels an exact sampler cannot skip: the same attention and matrix products on the same FLOPs
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+
+
+def kernel_seconds(fn, device) -> dict:
+    """Seconds of one call fn(0) in attention kernels, in matrix products and in all, by torch.profiler (self time
+    of each op: on the CPU its host time, on a GPU its device time)."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        fn(0)
+        sync(device)
+    seconds = {"attention": 0.0, "matmul": 0.0, "all": 0.0}
+    for e in prof.key_averages():
+        t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
+        seconds["all"] += t
+        if any(a in e.key for a in ATTENTION_OPS):
+            seconds["attention"] += t
+        elif e.key in MATMUL_OPS:
+            seconds["matmul"] += t
+    return seconds
+
+
+def print_kernels(rows: dict, device, batch: int) -> None:
+    """Where each row's time goes: an exact sampler runs the reference's attention and matrix products, so their
+    time in the reference bounds how far below it any exact sampler can go (the rest is what one can save)."""
+    seconds = {name: kernel_seconds(fn, device) for name, fn in rows.items()}
+    ref = seconds["reference"]["all"]
+    print("\nkernel time per image (one profiled run of each row; self time of the ops)")
+    print("| row | attention s | matrix products s | the rest s | attention + matrix products / reference's total |")
+    print("|---|---:|---:|---:|---:|")
+    for name, s in seconds.items():
+        rest = s["all"] - s["attention"] - s["matmul"]
+        print(f"| {name} | {s['attention'] / batch:.3f} | {s['matmul'] / batch:.3f} | {rest / batch:.3f} | "
+              f"{(s['attention'] + s['matmul']) / ref:.2f}x |")
 
 
 def agreement(ref, model, text, schedule, args) -> str:
@@ -182,6 +247,8 @@ def side_by_side(args):
     for n in rows:
         print(f"| {n} | {statistics.median(wall[n]) / args.batch:.3f} | {shown(ratios['wall'][n])} | "
               f"{shown(ratios['cpu'][n])} | {flops[n] / 1e9:.1f} | {flops[n] / flops['reference']:.2f} |")
+    if args.kernels:
+        print_kernels(rows, device, args.batch)
 
 
 def fast_list(text: str) -> list[Pruning]:
@@ -206,11 +273,15 @@ if __name__ == "__main__":
     p.add_argument("--repeats", "--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-compare-cache", dest="compare_cache", action="store_false")
+    p.add_argument("--per-scale", action="store_true",
+                   help="also time every scale of the exact sampler (without --reference): where kernel launches bind")
     p.add_argument("--reference", metavar="CHECKOUT",
                    help="a checkout of github.com/FoundationVision/Infinity: its sampler and ours side by side (fp32)")
     p.add_argument("--fast", type=fast_list, default="2:0.5,3:0.3",
                    help="with --reference, the pruned rows of ours as scales:keep,... (default 2:0.5,3:0.3)")
     p.add_argument("--decode", action="store_true", help="with --reference, time the VAE decode on both sides too")
+    p.add_argument("--kernels", action="store_true",
+                   help="with --reference, also profile one run of each row: time in attention, matrix products, rest")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
