@@ -158,6 +158,7 @@ MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_a
 def kernel_seconds(fn, device) -> dict:
     """Seconds of one call fn(0) in attention kernels, in matrix products and in all, by torch.profiler (self time
     of each op: on the CPU its host time, on a GPU its device time)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
@@ -165,6 +166,8 @@ def kernel_seconds(fn, device) -> dict:
         sync(device)
     seconds = {"attention": 0.0, "matmul": 0.0, "all": 0.0}
     for e in prof.key_averages():
+        if e.device_type != DeviceType.CPU:  # a GPU kernel's own row: its time is already its op's device time
+            continue
         t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
         seconds["all"] += t
         if any(a in e.key for a in ATTENTION_OPS):
