@@ -185,12 +185,11 @@ class SelfAttention(nn.Module):
         u = updates or {}
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = linear(x, self.mat_qkv.weight, bias, u.get("mat_qkv")).to(compute_dtype(x))
-        qkv = qkv.view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, L, hd)
-        v = qkv[2]
-        # q and k together (half the kernel launches); k's gain is exactly 1
+        qkv = qkv.view(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, H, L, hd)
         gain = self.scale_mul_1H11.float().clamp_max(math.log(100.0)).exp()  # cosine attention's learned sharpness
-        gains = torch.stack((gain, torch.ones_like(gain)))
-        q, k = apply_rope(F.normalize(qkv[:2].float(), dim=-1) * gains, *rope).to(v.dtype).unbind(0)
+        q = apply_rope(F.normalize(q.float(), dim=-1) * gain, *rope).to(v.dtype)
+        k = apply_rope(F.normalize(k.float(), dim=-1), *rope).to(v.dtype)
         if cache is not None:
             k, v = cache.append(block, k, v, total)
         if scale_sizes is None:
