@@ -30,7 +30,8 @@ Timed: from the T5 features to the codes (transformer and sampler); --decode add
      wall-clock.
   4. --kernels: one more run of each row under torch.profiler: its time in attention kernels, in matrix products and
      in the rest. The exact sampler computes the reference's attention and matrix products (the same FLOPs), so the
-     reference's own time in them, over its total, is how far any exact sampler's ratio can go down on this machine.
+     reference's time in them bounds how far any exact sampler's ratio goes down on this machine; so does its FLOPs
+     at the machine's fastest fp32 rate, measured last (a 2048² matrix product, the last scale's attention call).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -177,18 +179,44 @@ def kernel_seconds(fn, device) -> dict:
     return seconds
 
 
-def print_kernels(rows: dict, device, batch: int) -> None:
-    """Where each row's time goes: an exact sampler runs the reference's attention and matrix products, so their
-    time in the reference bounds how far below it any exact sampler can go (the rest is what one can save)."""
+def kernel_rates(model, schedule, rows: int, device) -> dict:
+    """This machine's fp32 GFLOP/s in a 2048² matrix product and in the attention of the last scale (its queries over
+    every key: the sampler's largest call)."""
+    c, n, total = model.config, schedule[-1][0] * schedule[-1][1], num_tokens(schedule)
+    a = torch.randn(2048, 2048, device=device)
+    q = torch.randn(rows, c.num_heads, n, c.head_dim, device=device)
+    kv = torch.randn(rows, c.num_heads, total, c.head_dim, device=device)
+    calls = {"matrix product": (lambda: a @ a, 2 * 2048 ** 3),
+             "attention": (lambda: F.scaled_dot_product_attention(q, kv, kv), 4 * q.numel() * total)}
+    rates = {}
+    for name, (fn, flop) in calls.items():
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        rates[name] = flop / (time.perf_counter() - t0) / 1e9
+    return rates
+
+
+def print_kernels(rows: dict, device, batch: int, reference_s: float, reference_gflop: float, rates: dict) -> None:
+    """Where each row's time goes, and the floor under an exact sampler: it computes the reference's attention and
+    matrix products (the same FLOPs), which take what they take in the reference's kernels, and at best the
+    reference's FLOPs at this machine's fastest measured rate."""
     seconds = {name: kernel_seconds(fn, device) for name, fn in rows.items()}
-    ref = seconds["reference"]["all"]
-    print("\nkernel time per image (one profiled run of each row; self time of the ops)")
-    print("| row | attention s | matrix products s | the rest s | attention + matrix products / reference's total |")
+    print("\nkernel time per image (one profiled run of each row; self time of the ops; the ratio is to the "
+          "reference's median s/image above)")
+    print("| row | attention s | matrix products s | the rest s | attention + matrix products / reference |")
     print("|---|---:|---:|---:|---:|")
     for name, s in seconds.items():
         rest = s["all"] - s["attention"] - s["matmul"]
         print(f"| {name} | {s['attention'] / batch:.3f} | {s['matmul'] / batch:.3f} | {rest / batch:.3f} | "
-              f"{(s['attention'] + s['matmul']) / ref:.2f}x |")
+              f"{(s['attention'] + s['matmul']) / batch / reference_s:.2f}x |")
+    best = max(rates.values())
+    print(f"this machine, fp32: {', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in rates.items())} (attention: the last "
+          f"scale's call); the reference's {reference_gflop:.1f} GFLOP at {best:.0f} GFLOP/s take "
+          f"{reference_gflop / best:.3f} s = {reference_gflop / best / reference_s:.2f}x the reference: no exact "
+          f"sampler is faster here")
 
 
 def agreement(ref, model, text, schedule, args) -> str:
@@ -251,7 +279,8 @@ def side_by_side(args):
         print(f"| {n} | {statistics.median(wall[n]) / args.batch:.3f} | {shown(ratios['wall'][n])} | "
               f"{shown(ratios['cpu'][n])} | {flops[n] / 1e9:.1f} | {flops[n] / flops['reference']:.2f} |")
     if args.kernels:
-        print_kernels(rows, device, args.batch)
+        print_kernels(rows, device, args.batch, statistics.median(wall["reference"]) / args.batch,
+                      flops["reference"] / 1e9, kernel_rates(model, schedule, 2 * args.batch, device))
 
 
 def fast_list(text: str) -> list[Pruning]:
