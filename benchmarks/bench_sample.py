@@ -44,6 +44,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -140,8 +142,12 @@ def print_per_scale(model, text, schedule, args, device) -> None:
 
 # ------------------------------------------------------------------------------ side by side with the reference
 # attention on the CPU, by its formula (torch registers it for the CUDA kernels only): QK^T and AV
-CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-                 lambda q, k, v, *_, **__: 2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])}
+def attention_flops(q, k, v, *_, **__) -> int:
+    """QK^T and AV of shapes q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv)."""
+    return 2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops}
 
 
 def count_flops(fn) -> int:
@@ -160,8 +166,6 @@ MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_a
 def kernel_seconds(fn, device) -> dict:
     """Seconds of one call fn(0) in attention kernels, in matrix products and in all, by torch.profiler (self time
     of each op: on the CPU its host time, on a GPU its device time)."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
     cuda = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         fn(0)
@@ -187,7 +191,8 @@ def kernel_rates(model, schedule, rows: int, device) -> dict:
     q = torch.randn(rows, c.num_heads, n, c.head_dim, device=device)
     kv = torch.randn(rows, c.num_heads, total, c.head_dim, device=device)
     calls = {"matrix product": (lambda: a @ a, 2 * 2048 ** 3),
-             "attention": (lambda: F.scaled_dot_product_attention(q, kv, kv), 4 * q.numel() * total)}
+             "attention": (lambda: F.scaled_dot_product_attention(q, kv, kv),
+                           attention_flops(q.shape, kv.shape, kv.shape))}
     rates = {}
     for name, (fn, flop) in calls.items():
         fn()
